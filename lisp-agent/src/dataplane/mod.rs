@@ -1,0 +1,1 @@
+//! The XDP data plane seen from userspace: the eBPF object, loading, attaching, map writing.

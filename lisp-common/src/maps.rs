@@ -1,0 +1,375 @@
+//! The BPF maps shared by the XDP program and the agent: names, keys, values, event records.
+//!
+//! Every type here is `#[repr(C)]`, has no implicit padding (explicit `_pad` fields instead, so
+//! that both sides and the kernel's hash of the key see the same bytes) and is plain old data.
+//! A layout change here changes both sides at once; that is the point of this module.
+
+/// Address family of an EID or RLOC as stored in map keys and values.
+///
+/// These are not IANA AFI numbers (1/2 happen to match); they only need to agree between the two
+/// sides of the BPF maps.
+pub const AF_NONE: u8 = 0;
+pub const AF_IPV4: u8 = 1;
+pub const AF_IPV6: u8 = 2;
+
+// ---------------------------------------------------------------- map names
+/// `HashMap<EidKey, MapCacheEntry>`: host EIDs (/32, /128), looked up first.
+pub const MAP_CACHE_HOST: &str = "MAP_CACHE_HOST";
+/// `LpmTrie<EidKey, MapCacheEntry>`: aggregates; prefix length = [`EID_KEY_PREFIX_BITS`] + EID mask.
+pub const MAP_CACHE_PREFIX: &str = "MAP_CACHE_PREFIX";
+/// `LpmTrie<EidKey, u8>`: configured EID space (remote EID prefixes the ITR may resolve). A
+/// destination inside it with no map-cache entry raises a [`MissEvent`]; outside it the packet
+/// passes to the kernel untouched.
+pub const EID_SPACE: &str = "EID_SPACE";
+/// `HashMap<RlocKey, u8>`: this router's own RLOCs; only LISP data addressed to one is decapsulated.
+pub const LOCAL_RLOCS: &str = "LOCAL_RLOCS";
+/// `HashMap<u32 /* ifindex */, InterfaceConfig>`: what to do with packets arriving on an interface.
+pub const INTERFACES: &str = "INTERFACES";
+/// `HashMap<u32 /* instance-id */, u32 /* kernel table id */>`: where decapsulated packets of an
+/// instance-id are routed. Instance-id 0 (or no I bit) without an entry uses the main table.
+pub const IID_TABLES: &str = "IID_TABLES";
+/// `Array<Settings>` with one element.
+pub const SETTINGS: &str = "SETTINGS";
+/// `PerCpuArray<u64>` indexed by [`Counter`].
+pub const COUNTERS: &str = "COUNTERS";
+/// `PerfEventArray<MissEvent>`: data-plane events for the agent.
+pub const EVENTS: &str = "EVENTS";
+/// `LruHashMap<EidKey, u64>`: kernel-internal, last event time per destination (rate limit).
+pub const EVENT_RATE: &str = "EVENT_RATE";
+
+/// Name of the main XDP program in the object.
+pub const PROG_XDP_LISP: &str = "xdp_lisp";
+/// An XDP program that passes everything. Native XDP_REDIRECT into a veth is dropped unless the
+/// receiving peer has an XDP program attached; tests and labs attach this one there.
+pub const PROG_XDP_PASS: &str = "xdp_pass";
+
+// ---------------------------------------------------------------- keys
+
+/// Bits of [`EidKey`] before the address: family (8) and instance-id (24). An LPM key for an EID
+/// prefix of length `n` has prefix length `EID_KEY_PREFIX_BITS + n`, so the family and instance-id
+/// always match exactly.
+pub const EID_KEY_PREFIX_BITS: u32 = 32;
+
+/// An EID within its instance-id and family. IPv4 addresses sit in the first 4 bytes of `addr`,
+/// the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EidKey {
+    /// `[family, iid >> 16, iid >> 8, iid]`: big-endian so that LPM matches it bit by bit.
+    pub family_iid: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+impl EidKey {
+    pub const fn new(family: u8, instance_id: u32, addr: [u8; 16]) -> Self {
+        EidKey {
+            family_iid: [
+                family,
+                (instance_id >> 16) as u8,
+                (instance_id >> 8) as u8,
+                instance_id as u8,
+            ],
+            addr,
+        }
+    }
+    pub const fn family(&self) -> u8 {
+        self.family_iid[0]
+    }
+    pub const fn instance_id(&self) -> u32 {
+        ((self.family_iid[1] as u32) << 16)
+            | ((self.family_iid[2] as u32) << 8)
+            | self.family_iid[3] as u32
+    }
+}
+
+/// A locator address with its family; key of [`LOCAL_RLOCS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RlocKey {
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+impl RlocKey {
+    pub const fn new(family: u8, addr: [u8; 16]) -> Self {
+        RlocKey {
+            family,
+            _pad: [0; 3],
+            addr,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- map-cache values
+
+/// Locators per map-cache entry the data plane can choose among.
+pub const MAX_RLOCS: usize = 8;
+/// Hash buckets of [`MapCacheEntry::select`]: resolution of weight-proportional balancing.
+pub const SELECT_SLOTS: usize = 32;
+
+/// What the ITR does with a packet whose destination matched an entry (RFC 9301 §5.4 actions for
+/// negative entries; `Encapsulate` for positive ones).
+pub mod action {
+    /// Positive entry: encapsulate to the RLOC chosen by [`super::MapCacheEntry::select`].
+    pub const ENCAPSULATE: u8 = 0;
+    /// Negative, "Natively-Forward": hand to the kernel's routing unchanged.
+    pub const NATIVELY_FORWARD: u8 = 1;
+    /// Negative, "Send-Map-Request": drop and raise a miss event (rate-limited).
+    pub const SEND_MAP_REQUEST: u8 = 2;
+    /// Negative, "Drop" (RFC 9301 Drop/No-Reason, Drop/Policy-Denied, Drop/Auth-Failure).
+    pub const DROP: u8 = 3;
+}
+
+/// Flags of [`MapCacheEntry::flags`].
+pub mod entry_flags {
+    /// Put the I bit and the key's instance-id in the LISP header.
+    pub const INSTANCE_ID: u8 = 0x01;
+}
+
+/// One locator of a map-cache entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rloc {
+    /// IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub priority: u8,
+    pub weight: u8,
+    pub _pad: u8,
+}
+
+/// Value of [`MAP_CACHE_HOST`] and [`MAP_CACHE_PREFIX`].
+///
+/// Choosing the locator (best priority among usable RLOCs, then weight-proportional) is done by
+/// the agent when it writes the entry: it fills `select` so that the data plane only indexes it
+/// with the inner flow hash. `select[i]` is an index into `rlocs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapCacheEntry {
+    pub action: u8,
+    pub flags: u8,
+    pub rloc_count: u8,
+    pub _pad: u8,
+    pub select: [u8; SELECT_SLOTS],
+    pub rlocs: [Rloc; MAX_RLOCS],
+}
+
+impl Default for MapCacheEntry {
+    fn default() -> Self {
+        MapCacheEntry {
+            action: action::DROP,
+            flags: 0,
+            rloc_count: 0,
+            _pad: 0,
+            select: [0; SELECT_SLOTS],
+            rlocs: [Rloc::default(); MAX_RLOCS],
+        }
+    }
+}
+
+// ---------------------------------------------------------------- interfaces and settings
+
+/// Flags of [`InterfaceConfig::flags`].
+pub mod iface_flags {
+    /// EID-facing: packets arriving here are candidates for encapsulation (ITR).
+    pub const ITR: u32 = 0x01;
+    /// RLOC-facing: LISP data arriving here for a local RLOC is decapsulated (ETR).
+    pub const ETR: u32 = 0x02;
+    /// Mobility enabled: sources inside a dynamic-EID prefix raise events (later issue).
+    pub const MOBILITY: u32 = 0x04;
+}
+
+/// Value of [`INTERFACES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InterfaceConfig {
+    pub flags: u32,
+    /// Instance-id of the EIDs behind this interface (ITR side).
+    pub instance_id: u32,
+}
+
+/// Flags of [`Settings::flags`].
+pub mod settings_flags {
+    pub const HAS_RLOC4: u32 = 0x01;
+    pub const HAS_RLOC6: u32 = 0x02;
+    /// Send the N bit with a random nonce in every encapsulated packet.
+    pub const NONCE: u32 = 0x04;
+}
+
+/// Value of [`SETTINGS`] (index 0): the source locators and global knobs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub flags: u32,
+    /// Source RLOC for IPv4 outer headers.
+    pub rloc4: [u8; 4],
+    /// Source RLOC for IPv6 outer headers.
+    pub rloc6: [u8; 16],
+    /// Minimum interval between two events for the same destination, nanoseconds.
+    pub event_interval_ns: u64,
+}
+
+// ---------------------------------------------------------------- events
+
+/// Kinds of [`MissEvent`].
+pub mod event_kind {
+    /// Destination inside the EID space, no map-cache entry.
+    pub const MAP_CACHE_MISS: u8 = 1;
+    /// Destination matched a negative entry with action Send-Map-Request.
+    pub const NEGATIVE_SEND_MAP_REQUEST: u8 = 2;
+}
+
+/// Record sent through [`EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MissEvent {
+    /// The destination EID that needs resolving (instance-id from the ingress interface).
+    pub dst: EidKey,
+    /// The source EID of the packet (the host behind this ITR): source EID of the Map-Request.
+    pub src: [u8; 16],
+    pub ifindex: u32,
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+
+// ---------------------------------------------------------------- counters
+
+/// Per-CPU counters by outcome, index of [`COUNTERS`]. Append only: the agent names them in
+/// metrics by [`Counter::name`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Not IPv4/IPv6, or on an interface with no role: passed untouched.
+    PassOther = 0,
+    /// IP, but neither for encapsulation nor for decapsulation.
+    PassNoMatch,
+    /// Encapsulated with an IPv4 outer header and redirected.
+    EncapIpv4,
+    /// Encapsulated with an IPv6 outer header and redirected.
+    EncapIpv6,
+    /// Encapsulated, but the next hop was not resolved: passed to the kernel unencapsulated.
+    EncapNoNextHop,
+    /// Decapsulated and redirected.
+    Decap,
+    /// Decapsulated and passed to the kernel (no fib result for the inner destination).
+    DecapPass,
+    /// A miss or Send-Map-Request event raised.
+    MissEvent,
+    /// A miss or Send-Map-Request packet whose event was suppressed by the rate limit.
+    MissRateLimited,
+    /// Dropped by a negative entry (Drop action, or Send-Map-Request / miss).
+    NegativeDrop,
+    /// Negative entry Natively-Forward: passed to the kernel.
+    NativelyForward,
+    /// Too big for the egress MTU once encapsulated; ICMP sent back to the source.
+    TooBigIcmp,
+    /// Too big for the egress MTU once encapsulated; passed to the kernel.
+    TooBigPass,
+    /// TTL / hop limit would expire: passed to the kernel (which sends ICMP time exceeded).
+    TtlExpired,
+    /// Truncated or malformed IP header: passed to the kernel untouched.
+    PassMalformed,
+    /// LISP data to a local RLOC with a malformed or truncated LISP/inner header: dropped.
+    DropBadLisp,
+    /// LISP data with an instance-id that has no local table: dropped.
+    DropUnknownInstance,
+    /// Outer fragment of LISP data: passed to the kernel for reassembly.
+    PassFragment,
+    /// Failed to grow or shrink the packet (no headroom): passed untouched.
+    PassNoHeadroom,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 19] = [
+        Counter::PassOther,
+        Counter::PassNoMatch,
+        Counter::EncapIpv4,
+        Counter::EncapIpv6,
+        Counter::EncapNoNextHop,
+        Counter::Decap,
+        Counter::DecapPass,
+        Counter::MissEvent,
+        Counter::MissRateLimited,
+        Counter::NegativeDrop,
+        Counter::NativelyForward,
+        Counter::TooBigIcmp,
+        Counter::TooBigPass,
+        Counter::TtlExpired,
+        Counter::PassMalformed,
+        Counter::DropBadLisp,
+        Counter::DropUnknownInstance,
+        Counter::PassFragment,
+        Counter::PassNoHeadroom,
+    ];
+    /// Size of [`COUNTERS`].
+    pub const SLOTS: u32 = 32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PassOther => "pass_other",
+            Counter::PassNoMatch => "pass_no_match",
+            Counter::EncapIpv4 => "encap_ipv4",
+            Counter::EncapIpv6 => "encap_ipv6",
+            Counter::EncapNoNextHop => "encap_no_next_hop",
+            Counter::Decap => "decap",
+            Counter::DecapPass => "decap_pass",
+            Counter::MissEvent => "miss_event",
+            Counter::MissRateLimited => "miss_rate_limited",
+            Counter::NegativeDrop => "negative_drop",
+            Counter::NativelyForward => "natively_forward",
+            Counter::TooBigIcmp => "too_big_icmp",
+            Counter::TooBigPass => "too_big_pass",
+            Counter::TtlExpired => "ttl_expired",
+            Counter::PassMalformed => "pass_malformed",
+            Counter::DropBadLisp => "drop_bad_lisp",
+            Counter::DropUnknownInstance => "drop_unknown_instance",
+            Counter::PassFragment => "pass_fragment",
+            Counter::PassNoHeadroom => "pass_no_headroom",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), Copy, with explicit padding fields, valid for any bit pattern.
+    unsafe impl aya::Pod for super::EidKey {}
+    unsafe impl aya::Pod for super::RlocKey {}
+    unsafe impl aya::Pod for super::MapCacheEntry {}
+    unsafe impl aya::Pod for super::InterfaceConfig {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::MissEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<EidKey>(), 20);
+        assert_eq!(size_of::<RlocKey>(), 20);
+        assert_eq!(size_of::<Rloc>(), 20);
+        assert_eq!(size_of::<MapCacheEntry>(), 4 + SELECT_SLOTS + 20 * MAX_RLOCS);
+        assert_eq!(size_of::<InterfaceConfig>(), 8);
+        assert_eq!(size_of::<Settings>(), 4 + 4 + 16 + 8);
+        assert_eq!(size_of::<MissEvent>(), 20 + 16 + 4 + 4);
+    }
+
+    #[test]
+    fn eid_key_round_trips_family_and_instance_id() {
+        let k = EidKey::new(AF_IPV6, 0x00ab_cdef, [7; 16]);
+        assert_eq!(k.family(), AF_IPV6);
+        assert_eq!(k.instance_id(), 0x00ab_cdef);
+        assert_eq!(k.family_iid, [AF_IPV6, 0xab, 0xcd, 0xef]);
+    }
+
+    #[test]
+    fn counter_table_is_dense_and_fits() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        assert!(Counter::ALL.len() as u32 <= Counter::SLOTS);
+    }
+}

@@ -1,0 +1,9 @@
+//! LISP headers on the wire: views over byte buffers (`Packet<T: AsRef<[u8]>>`) and parsed
+//! representations (`Repr::parse` / `Repr::emit`), in the style of smoltcp's `wire` module.
+
+/// UDP destination port of LISP data packets (RFC 9300).
+pub const LISP_DATA_PORT: u16 = 4341;
+/// UDP port of LISP control messages (RFC 9301).
+pub const LISP_CONTROL_PORT: u16 = 4342;
+
+pub mod data;
