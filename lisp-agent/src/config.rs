@@ -1,1 +1,1350 @@
 //! Typed, validated configuration (YAML).
+//!
+//! The shape follows the NX-OS LISP commands of the reference design; the annotated example in
+//! `deploy/lisp-agent.example.yaml` is the contract (other tools generate configs in that shape).
+//!
+//! Parsing happens in two steps: serde turns the YAML into the types below (kebab-case keys,
+//! unknown keys rejected, so a typo is an error rather than a silently ignored setting), then
+//! [`Config::validate`] checks what serde cannot: ranges, prefixes with host bits, duplicates,
+//! references between sections. Every error names where it is (`map-cache[1].locators[0]`) and
+//! what is wrong.
+//!
+//! ## Why serde-saphyr
+//! `serde_yaml` is archived upstream. Of its successors, `serde_yaml_ng` and `serde_norway` are
+//! forks that still sit on `unsafe-libyaml` (a machine translation of libyaml to unsafe Rust).
+//! `serde-saphyr` is maintained, builds on Rust 1.95 (MSRV 1.89), is a pure safe-Rust parser
+//! (saphyr/granit) that advertises panic-free parsing and budgets against hostile documents
+//! (alias bombs), and reports errors with line and column. We only need deserialization, so the
+//! `serialize` feature is off.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use lisp_common::maps::MAX_RLOCS;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+/// Largest instance-id: 24 bits (RFC 9300 §5.3).
+pub const MAX_INSTANCE_ID: u32 = 0x00ff_ffff;
+
+/// Kernel routing table ids with names in `/etc/iproute2/rt_tables`.
+pub const TABLE_MAIN: u32 = 254;
+pub const TABLE_LOCAL: u32 = 255;
+pub const TABLE_DEFAULT: u32 = 253;
+
+// ------------------------------------------------------------------------------------- errors
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Not YAML, or not the shape of a config (unknown key, wrong type, bad address...).
+    #[error("{0}")]
+    Syntax(String),
+    /// Well-formed, but inconsistent or out of range.
+    #[error("{path}: {problem}")]
+    Invalid { path: String, problem: String },
+}
+
+fn invalid(path: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        problem: problem.into(),
+    }
+}
+
+// ------------------------------------------------------------------------------------- prefix
+
+/// An IP prefix as written (`198.51.100.0/24`). Host bits are kept as written so that
+/// validation can point at them instead of silently masking them away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl IpPrefix {
+    /// A prefix; `None` if `len` exceeds the address width.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Self> {
+        (len <= max_len(&addr)).then_some(IpPrefix { addr, len })
+    }
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+    /// Same as [`IpPrefix::prefix_len`] (a prefix length, not a collection size).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+    /// /32 for IPv4, /128 for IPv6.
+    pub fn is_host(&self) -> bool {
+        self.len == max_len(&self.addr)
+    }
+    /// The address with every bit after the prefix length cleared.
+    pub fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = mask_u32(self.len);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+            }
+            IpAddr::V6(a) => {
+                let m = mask_u128(self.len);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+            }
+        }
+    }
+    pub fn has_host_bits(&self) -> bool {
+        self.network() != self.addr
+    }
+    /// Whether `other` lies entirely inside `self` (same family, not shorter).
+    pub fn contains(&self, other: &IpPrefix) -> bool {
+        if self.addr.is_ipv4() != other.addr.is_ipv4() || other.len < self.len {
+            return false;
+        }
+        let narrowed = IpPrefix {
+            addr: other.addr,
+            len: self.len,
+        };
+        narrowed.network() == self.network()
+    }
+}
+
+fn max_len(a: &IpAddr) -> u8 {
+    if a.is_ipv4() { 32 } else { 128 }
+}
+fn mask_u32(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - len) }
+}
+fn mask_u128(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for IpPrefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' is not a prefix (expected address/length)"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("'{a}' in prefix '{s}' is not an IP address"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("'{l}' in prefix '{s}' is not a prefix length"))?;
+        IpPrefix::new(addr, len).ok_or_else(|| {
+            format!(
+                "prefix length {len} of '{s}' exceeds {} bits",
+                max_len(&addr)
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+// ------------------------------------------------------------------------------------- duration
+
+/// A duration written as a number and a unit: `500ms`, `180s`, `3m`, `1h`. A bare number is
+/// refused: a timeout in the wrong unit is a bug that is hard to see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl FromStr for ConfigDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("duration '{s}' needs a unit (ms, s, m, h)"))?;
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("duration '{s}' does not start with a number"))?;
+        let secs = |mul: u64| {
+            n.checked_mul(mul)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("duration '{s}' is too large"))
+        };
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => secs(1)?,
+            "m" => secs(60)?,
+            "h" => secs(3600)?,
+            _ => {
+                return Err(format!(
+                    "duration '{s}': unknown unit '{unit}' (ms, s, m, h)"
+                ));
+            }
+        };
+        Ok(ConfigDuration(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+// ------------------------------------------------------------------------------------- enums
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// How the XDP program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpModeConfig {
+    /// Let the kernel choose (native where the driver supports it); fall back to generic.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAlgorithm {
+    #[default]
+    #[serde(rename = "hmac-sha-256")]
+    HmacSha256,
+    #[serde(rename = "hmac-sha-1")]
+    HmacSha1,
+}
+
+/// RFC 9301 negative map-cache actions usable in a static entry.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativeAction {
+    Drop,
+    NativelyForward,
+    SendMapRequest,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterfaceRole {
+    /// EID-facing: ITR ingress.
+    Eid,
+    /// RLOC-facing: the underlay, ETR ingress.
+    Rloc,
+}
+
+/// A kernel routing table: `main`, `local`, `default` or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableId(pub u32);
+
+impl<'de> Deserialize<'de> for TableId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A YAML scalar: accept `main` as well as `100`.
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = TableId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table number or one of main, local, default")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TableId, E> {
+                match u32::try_from(v) {
+                    Ok(t) if t != 0 => Ok(TableId(t)),
+                    _ => Err(E::custom(format!("table {v} out of range 1..=4294967295"))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TableId, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::custom(format!("table {v} out of range 1..=4294967295"))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TableId, E> {
+                match v {
+                    "main" => Ok(TableId(TABLE_MAIN)),
+                    "local" => Ok(TableId(TABLE_LOCAL)),
+                    "default" => Ok(TableId(TABLE_DEFAULT)),
+                    _ => v
+                        .parse::<u64>()
+                        .map_err(|_| E::custom(format!("unknown routing table '{v}'")))
+                        .and_then(|n| self.visit_u64(n)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ------------------------------------------------------------------------------------- sections
+
+/// One locator (RLOC) with its priority and weight. Kept as `u32` until validation so that an
+/// out-of-range value is reported with its place instead of as a YAML type error.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LocatorConfig {
+    pub address: IpAddr,
+    pub priority: u32,
+    pub weight: u32,
+}
+
+impl LocatorConfig {
+    /// Priority and weight; valid after [`Config::validate`].
+    pub fn priority_weight(&self) -> (u8, u8) {
+        (
+            u8::try_from(self.priority).unwrap_or(u8::MAX),
+            u8::try_from(self.weight).unwrap_or(0),
+        )
+    }
+}
+
+/// This router's own RLOCs.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LocalLocators {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+impl LocalLocators {
+    fn has_family_of(&self, a: &IpAddr) -> bool {
+        match a {
+            IpAddr::V4(_) => self.ipv4.is_some(),
+            IpAddr::V6(_) => self.ipv6.is_some(),
+        }
+    }
+    fn contains(&self, a: &IpAddr) -> bool {
+        match a {
+            IpAddr::V4(v) => self.ipv4 == Some(*v),
+            IpAddr::V6(v) => self.ipv6 == Some(*v),
+        }
+    }
+}
+
+/// `ip lisp database-mapping`: an EID prefix this site owns.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DatabaseMapping {
+    pub eid_prefix: IpPrefix,
+    #[serde(default)]
+    pub instance_id: u32,
+    pub locators: Vec<LocatorConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MapServerRef {
+    pub address: IpAddr,
+    pub key: String,
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+    #[serde(default)]
+    pub proxy_reply: bool,
+}
+
+/// `ip lisp map-cache`: a static entry, positive (locators) or negative (action).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MapCacheConfig {
+    pub eid_prefix: IpPrefix,
+    #[serde(default)]
+    pub instance_id: u32,
+    #[serde(default)]
+    pub locators: Vec<LocatorConfig>,
+    pub action: Option<NegativeAction>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct InstanceTable {
+    pub instance_id: u32,
+    pub table: TableId,
+}
+
+/// `lisp dynamic-eid <name>`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DynamicEidMap {
+    pub name: String,
+    pub eid_prefix: IpPrefix,
+    #[serde(default)]
+    pub instance_id: u32,
+    pub locators: Vec<LocatorConfig>,
+    pub map_notify_group: Option<IpAddr>,
+    #[serde(default = "default_inactivity")]
+    pub inactivity_timeout: ConfigDuration,
+}
+
+fn default_inactivity() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(180))
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct InterfaceConfigEntry {
+    /// Free-form kernel name (`vlan10`, `eth0`); resolved to an ifindex at startup.
+    pub name: String,
+    pub role: InterfaceRole,
+    #[serde(default)]
+    pub instance_id: u32,
+    /// Name of a dynamic-EID map (`lisp mobility <name>`).
+    pub mobility: Option<String>,
+    /// Overrides the global `xdp-mode`.
+    pub xdp_mode: Option<XdpModeConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SitePrefix {
+    pub prefix: IpPrefix,
+    #[serde(default)]
+    pub accept_more_specifics: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Site {
+    pub name: String,
+    pub key: String,
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+    #[serde(default)]
+    pub eid_prefixes: Vec<SitePrefix>,
+}
+
+/// The built-in Map-Server / Map-Resolver role.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MapServerRole {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub sites: Vec<Site>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log_level: LogLevel,
+    #[serde(default)]
+    pub xdp_mode: XdpModeConfig,
+    #[serde(default = "yes")]
+    pub itr: bool,
+    #[serde(default = "yes")]
+    pub etr: bool,
+    #[serde(default)]
+    pub locators: LocalLocators,
+    #[serde(default = "yes")]
+    pub data_nonce: bool,
+    /// Minimum time between two miss events for one destination (kernel rate limit).
+    #[serde(default = "default_miss_interval")]
+    pub miss_event_interval: ConfigDuration,
+    /// How often the database-mappings are registered with each map-server (RFC 9301 §8.2:
+    /// 60 s). Shorter values are for tests and labs.
+    #[serde(default = "default_register_interval")]
+    pub register_interval: ConfigDuration,
+    #[serde(default)]
+    pub database_mappings: Vec<DatabaseMapping>,
+    #[serde(default)]
+    pub map_servers: Vec<MapServerRef>,
+    #[serde(default)]
+    pub map_resolvers: Vec<IpAddr>,
+    #[serde(default)]
+    pub eid_space: Vec<IpPrefix>,
+    #[serde(default)]
+    pub map_cache: Vec<MapCacheConfig>,
+    #[serde(default)]
+    pub instance_tables: Vec<InstanceTable>,
+    #[serde(default)]
+    pub dynamic_eid_maps: Vec<DynamicEidMap>,
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceConfigEntry>,
+    #[serde(default)]
+    pub map_server: MapServerRole,
+    /// `host:port` of the Prometheus endpoint; none = no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn default_register_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+
+fn default_miss_interval() -> ConfigDuration {
+    // RFC 9301 §5.3: at most one Map-Request per second per destination.
+    ConfigDuration(Duration::from_secs(1))
+}
+
+// ------------------------------------------------------------------------------------- loading
+
+impl Config {
+    /// Parses and validates a YAML document.
+    pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
+        // No source snippet in the message: the error must stay one paragraph (log lines,
+        // systemd status); "line L column C" says where.
+        let mut opts = serde_saphyr::Options::default();
+        opts.with_snippet = false;
+        let cfg: Config = serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg.trim();
+            ConfigError::Syntax(msg.strip_prefix("error: ").unwrap_or(msg).to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        use anyhow::Context as _;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::from_yaml_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// The XDP mode of an interface: its own override or the global one.
+    pub fn xdp_mode_of(&self, iface: &InterfaceConfigEntry) -> XdpModeConfig {
+        iface.xdp_mode.unwrap_or(self.xdp_mode)
+    }
+
+    /// Instance-ids whose EID space the ITR resolves: those of the EID-facing interfaces (the
+    /// `eid-space` prefixes apply in each of them), or 0 when no interface names one.
+    pub fn itr_instance_ids(&self) -> BTreeSet<u32> {
+        let mut ids: BTreeSet<u32> = self
+            .interfaces
+            .iter()
+            .filter(|i| i.role == InterfaceRole::Eid)
+            .map(|i| i.instance_id)
+            .collect();
+        if ids.is_empty() {
+            ids.insert(0);
+        }
+        ids
+    }
+
+    /// Checks everything serde cannot; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_locals()?;
+
+        let mut seen = BTreeSet::new();
+        for (i, m) in self.database_mappings.iter().enumerate() {
+            let path = format!("database-mappings[{i}]");
+            check_eid(&path, &m.eid_prefix, m.instance_id)?;
+            if !seen.insert((m.instance_id, m.eid_prefix)) {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "duplicate eid-prefix {} (instance-id {})",
+                        m.eid_prefix, m.instance_id
+                    ),
+                ));
+            }
+            self.check_locator_set(&path, &m.locators, true)?;
+        }
+
+        for (i, ms) in self.map_servers.iter().enumerate() {
+            let path = format!("map-servers[{i}]");
+            check_unicast(&format!("{path}.address"), &ms.address)?;
+            if ms.key.is_empty() {
+                return Err(invalid(&path, "key must not be empty"));
+            }
+        }
+        let mut seen_addr = BTreeSet::new();
+        for (i, ms) in self.map_servers.iter().enumerate() {
+            if !seen_addr.insert(ms.address) {
+                return Err(invalid(
+                    format!("map-servers[{i}]"),
+                    format!("map-server {} listed twice", ms.address),
+                ));
+            }
+        }
+        let mut seen_addr = BTreeSet::new();
+        for (i, a) in self.map_resolvers.iter().enumerate() {
+            let path = format!("map-resolvers[{i}]");
+            check_unicast(&path, a)?;
+            if !seen_addr.insert(*a) {
+                return Err(invalid(&path, format!("map-resolver {a} listed twice")));
+            }
+        }
+
+        let mut seen = BTreeSet::new();
+        for (i, p) in self.eid_space.iter().enumerate() {
+            let path = format!("eid-space[{i}]");
+            check_prefix(&path, p)?;
+            if !seen.insert(*p) {
+                return Err(invalid(&path, format!("duplicate prefix {p}")));
+            }
+        }
+
+        let mut seen = BTreeSet::new();
+        for (i, m) in self.map_cache.iter().enumerate() {
+            let path = format!("map-cache[{i}]");
+            check_eid(&path, &m.eid_prefix, m.instance_id)?;
+            if !seen.insert((m.instance_id, m.eid_prefix)) {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "duplicate eid-prefix {} (instance-id {})",
+                        m.eid_prefix, m.instance_id
+                    ),
+                ));
+            }
+            match (m.action, m.locators.is_empty()) {
+                (Some(_), false) => {
+                    return Err(invalid(
+                        &path,
+                        "has both locators and an action (a negative entry has no locators)",
+                    ));
+                }
+                (None, true) => {
+                    return Err(invalid(
+                        &path,
+                        "needs locators, or an action (drop, natively-forward, send-map-request)",
+                    ));
+                }
+                (None, false) => self.check_locator_set(&path, &m.locators, false)?,
+                (Some(_), true) => {}
+            }
+        }
+
+        let mut seen = BTreeMap::new();
+        for (i, t) in self.instance_tables.iter().enumerate() {
+            let path = format!("instance-tables[{i}]");
+            check_iid(&path, t.instance_id)?;
+            if seen.insert(t.instance_id, t.table).is_some() {
+                return Err(invalid(
+                    &path,
+                    format!("instance-id {} listed twice", t.instance_id),
+                ));
+            }
+        }
+
+        let mut names = BTreeSet::new();
+        for (i, d) in self.dynamic_eid_maps.iter().enumerate() {
+            let path = format!("dynamic-eid-maps[{i}]");
+            if d.name.trim().is_empty() {
+                return Err(invalid(&path, "name must not be empty"));
+            }
+            if !names.insert(d.name.as_str()) {
+                return Err(invalid(
+                    &path,
+                    format!("dynamic-eid map '{}' defined twice", d.name),
+                ));
+            }
+            check_eid(&path, &d.eid_prefix, d.instance_id)?;
+            self.check_locator_set(&path, &d.locators, true)?;
+            if let Some(g) = d.map_notify_group
+                && !g.is_multicast()
+            {
+                return Err(invalid(
+                    format!("{path}.map-notify-group"),
+                    format!("{g} is not a multicast address"),
+                ));
+            }
+            if d.inactivity_timeout.0.is_zero() {
+                return Err(invalid(
+                    format!("{path}.inactivity-timeout"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+
+        if self.interfaces.is_empty() {
+            return Err(invalid(
+                "interfaces",
+                "at least one interface is needed (the agent attaches XDP to them)",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, f) in self.interfaces.iter().enumerate() {
+            let path = format!("interfaces[{i}]");
+            check_ifname(&path, &f.name)?;
+            if !seen.insert(f.name.as_str()) {
+                return Err(invalid(
+                    &path,
+                    format!("interface '{}' listed twice", f.name),
+                ));
+            }
+            check_iid(&path, f.instance_id)?;
+            if let Some(m) = &f.mobility {
+                if f.role != InterfaceRole::Eid {
+                    return Err(invalid(
+                        &path,
+                        "mobility is only possible on an interface with role eid",
+                    ));
+                }
+                let Some(d) = self.dynamic_eid_maps.iter().find(|d| &d.name == m) else {
+                    return Err(invalid(&path, format!("unknown dynamic-eid map '{m}'")));
+                };
+                if d.instance_id != f.instance_id {
+                    return Err(invalid(
+                        &path,
+                        format!(
+                            "instance-id {} differs from instance-id {} of dynamic-eid map '{m}'",
+                            f.instance_id, d.instance_id
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let mut names = BTreeSet::new();
+        for (i, s) in self.map_server.sites.iter().enumerate() {
+            let path = format!("map-server.sites[{i}]");
+            if s.name.trim().is_empty() {
+                return Err(invalid(&path, "name must not be empty"));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(&path, format!("site '{}' defined twice", s.name)));
+            }
+            if s.key.is_empty() {
+                return Err(invalid(&path, "key must not be empty"));
+            }
+            let mut seen = BTreeSet::new();
+            for (j, p) in s.eid_prefixes.iter().enumerate() {
+                let pp = format!("{path}.eid-prefixes[{j}]");
+                check_prefix(&pp, &p.prefix)?;
+                if !seen.insert(p.prefix) {
+                    return Err(invalid(&pp, format!("duplicate prefix {}", p.prefix)));
+                }
+            }
+        }
+        if self.map_server.enabled && self.map_server.sites.is_empty() {
+            return Err(invalid(
+                "map-server",
+                "enabled without any site: nothing could register",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_locals(&self) -> Result<(), ConfigError> {
+        if self.locators.ipv4.is_none() && self.locators.ipv6.is_none() {
+            return Err(invalid(
+                "locators",
+                "at least one of ipv4 or ipv6 is needed (source of encapsulated packets)",
+            ));
+        }
+        if let Some(a) = self.locators.ipv4 {
+            check_unicast("locators.ipv4", &IpAddr::V4(a))?;
+        }
+        if let Some(a) = self.locators.ipv6 {
+            check_unicast("locators.ipv6", &IpAddr::V6(a))?;
+        }
+        if self.miss_event_interval.0.is_zero() {
+            return Err(invalid(
+                "miss-event-interval",
+                "must be greater than zero (it rate-limits events per destination)",
+            ));
+        }
+        if self.register_interval.0 < Duration::from_secs(1) {
+            return Err(invalid("register-interval", "must be at least 1s"));
+        }
+        Ok(())
+    }
+
+    /// A locator set: count, ranges, duplicates, and that each family can be used. `own` sets
+    /// (database-mappings, dynamic EIDs) name this router's RLOCs; remote sets (map-cache) need
+    /// a local locator of the same family as source address of the outer header.
+    fn check_locator_set(
+        &self,
+        path: &str,
+        locs: &[LocatorConfig],
+        own: bool,
+    ) -> Result<(), ConfigError> {
+        if locs.is_empty() {
+            return Err(invalid(path, "needs at least one locator"));
+        }
+        if locs.len() > MAX_RLOCS {
+            return Err(invalid(
+                format!("{path}.locators"),
+                format!(
+                    "{} locators, the data plane supports at most {MAX_RLOCS}",
+                    locs.len()
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, l) in locs.iter().enumerate() {
+            let lp = format!("{path}.locators[{i}]");
+            check_unicast(&lp, &l.address)?;
+            if l.priority > 255 {
+                return Err(invalid(
+                    &lp,
+                    format!("priority {} out of range 0..=255", l.priority),
+                ));
+            }
+            if l.weight > 255 {
+                return Err(invalid(
+                    &lp,
+                    format!("weight {} out of range 0..=255", l.weight),
+                ));
+            }
+            if !seen.insert(l.address) {
+                return Err(invalid(&lp, format!("locator {} listed twice", l.address)));
+            }
+            if own {
+                if !self.locators.contains(&l.address) {
+                    return Err(invalid(
+                        &lp,
+                        format!(
+                            "{} is not one of this router's locators (locators.ipv4 / locators.ipv6)",
+                            l.address
+                        ),
+                    ));
+                }
+            } else if !self.locators.has_family_of(&l.address) {
+                let fam = if l.address.is_ipv4() { "ipv4" } else { "ipv6" };
+                return Err(invalid(
+                    &lp,
+                    format!(
+                        "{} is an {fam} locator but locators.{fam} is not set (no source address for the outer header)",
+                        l.address
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_iid(path: &str, iid: u32) -> Result<(), ConfigError> {
+    if iid > MAX_INSTANCE_ID {
+        return Err(invalid(
+            path,
+            format!("instance-id {iid} out of range 0..={MAX_INSTANCE_ID}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_prefix(path: &str, p: &IpPrefix) -> Result<(), ConfigError> {
+    if p.has_host_bits() {
+        return Err(invalid(
+            path,
+            format!(
+                "prefix {p} has host bits set (did you mean {}/{}?)",
+                p.network(),
+                p.prefix_len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_eid(path: &str, p: &IpPrefix, iid: u32) -> Result<(), ConfigError> {
+    check_prefix(&format!("{path}.eid-prefix"), p)?;
+    check_iid(path, iid)
+}
+
+fn check_unicast(path: &str, a: &IpAddr) -> Result<(), ConfigError> {
+    if a.is_unspecified() || a.is_multicast() || *a == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err(invalid(path, format!("{a} is not a unicast address")));
+    }
+    Ok(())
+}
+
+fn check_ifname(path: &str, name: &str) -> Result<(), ConfigError> {
+    // Linux: at most IFNAMSIZ-1 = 15 bytes, no '/', no whitespace, not "." or "..".
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if !ok {
+        return Err(invalid(
+            path,
+            format!("'{name}' is not a valid interface name"),
+        ));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------- tests
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../deploy/lisp-agent.example.yaml");
+
+    /// A small valid config; tests append or replace one part to break it.
+    const BASE: &str = "
+locators: { ipv4: 192.0.2.17, ipv6: '2001:db8:ff:11::1' }
+interfaces:
+  - { name: vlan10, role: eid }
+  - { name: eth0, role: rloc }
+";
+
+    fn err_of(yaml: &str) -> String {
+        match Config::from_yaml_str(yaml) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_rejects(yaml: &str, needle: &str) {
+        let e = err_of(yaml);
+        assert!(
+            e.contains(needle),
+            "error {e:?} does not contain {needle:?}"
+        );
+    }
+
+    #[test]
+    fn example_parses_with_every_section() {
+        let c = Config::from_yaml_str(EXAMPLE).expect("example is valid");
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.xdp_mode, XdpModeConfig::Auto);
+        assert!(c.itr && c.etr && c.data_nonce);
+        assert_eq!(c.locators.ipv4, Some("192.0.2.17".parse().unwrap()));
+        assert_eq!(c.locators.ipv6, Some("2001:db8:ff:11::1".parse().unwrap()));
+        assert_eq!(c.database_mappings.len(), 2);
+        assert_eq!(
+            c.database_mappings[1].eid_prefix,
+            "2001:db8:1::/48".parse().unwrap()
+        );
+        assert_eq!(c.database_mappings[1].locators[1].priority, 2);
+        assert_eq!(c.map_servers[0].key, "site1-secret");
+        assert_eq!(c.map_servers[0].key_algorithm, KeyAlgorithm::HmacSha256);
+        assert!(!c.map_servers[0].proxy_reply);
+        assert_eq!(
+            c.map_resolvers,
+            vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(c.eid_space.len(), 2);
+        assert_eq!(c.map_cache.len(), 2);
+        assert_eq!(c.map_cache[0].locators.len(), 3);
+        assert_eq!(c.map_cache[1].action, Some(NegativeAction::Drop));
+        assert_eq!(c.instance_tables[0].table, TableId(TABLE_MAIN));
+        let d = &c.dynamic_eid_maps[0];
+        assert_eq!(d.name, "vm-mobility");
+        assert_eq!(d.inactivity_timeout.0, Duration::from_secs(180));
+        assert_eq!(d.map_notify_group, Some("239.1.1.1".parse().unwrap()));
+        assert_eq!(c.interfaces[0].name, "vlan10");
+        assert_eq!(c.interfaces[0].role, InterfaceRole::Eid);
+        assert_eq!(c.interfaces[0].mobility.as_deref(), Some("vm-mobility"));
+        assert_eq!(c.interfaces[1].role, InterfaceRole::Rloc);
+        assert!(!c.map_server.enabled);
+        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 2);
+        assert!(c.map_server.sites[0].eid_prefixes[0].accept_more_specifics);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(c.miss_event_interval.0, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn kubernetes_configmap_is_valid() {
+        let ds = include_str!("../../deploy/kubernetes/lisp-agent-daemonset.yaml");
+        let start = ds.find("lisp-agent.yaml: |\n").expect("ConfigMap key") + 19;
+        let block: String = ds[start..]
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let c = Config::from_yaml_str(&block).unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9400".parse().unwrap()));
+    }
+
+    #[test]
+    fn base_is_valid_with_defaults() {
+        let c = Config::from_yaml_str(BASE).unwrap();
+        assert!(c.itr && c.etr && c.data_nonce);
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.xdp_mode_of(&c.interfaces[0]), XdpModeConfig::Auto);
+        assert_eq!(
+            c.itr_instance_ids().into_iter().collect::<Vec<_>>(),
+            vec![0]
+        );
+    }
+
+    #[test]
+    fn rejects_priority_out_of_range_with_its_place() {
+        let y = format!(
+            "{BASE}map-cache:
+  - eid-prefix: 203.0.113.0/24
+    locators: [{{ address: 192.0.2.33, priority: 1, weight: 1 }}]
+  - eid-prefix: 203.0.114.0/24
+    locators: [{{ address: 192.0.2.34, priority: 300, weight: 1 }}]
+"
+        );
+        assert_eq!(
+            err_of(&y),
+            "map-cache[1].locators[0]: priority 300 out of range 0..=255"
+        );
+    }
+
+    #[test]
+    fn rejects_weight_out_of_range() {
+        let y = format!(
+            "{BASE}map-cache:
+  - eid-prefix: 203.0.113.0/24
+    locators: [{{ address: 192.0.2.33, priority: 1, weight: 256 }}]
+"
+        );
+        assert_rejects(&y, "map-cache[0].locators[0]: weight 256 out of range");
+    }
+
+    #[test]
+    fn rejects_unknown_dynamic_eid_map() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+interfaces:
+  - { name: vlan10, role: eid, mobility: x }
+";
+        assert_eq!(err_of(y), "interfaces[0]: unknown dynamic-eid map 'x'");
+    }
+
+    #[test]
+    fn rejects_mobility_on_rloc_interface() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+dynamic-eid-maps:
+  - { name: m, eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }
+interfaces:
+  - { name: eth0, role: rloc, mobility: m }
+";
+        assert_rejects(y, "interfaces[0]: mobility is only possible");
+    }
+
+    #[test]
+    fn rejects_prefix_with_host_bits() {
+        let y = format!("{BASE}eid-space: [203.0.113.0/24, 203.0.113.1/24]\n");
+        assert_eq!(
+            err_of(&y),
+            "eid-space[1]: prefix 203.0.113.1/24 has host bits set (did you mean 203.0.113.0/24?)"
+        );
+        let y =
+            format!("{BASE}map-cache:\n  - {{ eid-prefix: '2001:db8:2::1/48', action: drop }}\n");
+        assert_rejects(
+            &y,
+            "map-cache[0].eid-prefix: prefix 2001:db8:2::1/48 has host bits",
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_prefixes() {
+        let y = format!(
+            "{BASE}map-cache:
+  - {{ eid-prefix: 203.0.113.0/24, action: drop }}
+  - {{ eid-prefix: 203.0.113.0/24, action: natively-forward }}
+"
+        );
+        assert_eq!(
+            err_of(&y),
+            "map-cache[1]: duplicate eid-prefix 203.0.113.0/24 (instance-id 0)"
+        );
+        // The same prefix in two instance-ids is two different EIDs.
+        let y = format!(
+            "{BASE}map-cache:
+  - {{ eid-prefix: 203.0.113.0/24, action: drop }}
+  - {{ eid-prefix: 203.0.113.0/24, instance-id: 7, action: drop }}
+"
+        );
+        Config::from_yaml_str(&y).unwrap();
+        let y = format!("{BASE}eid-space: [203.0.113.0/24, 203.0.113.0/24]\n");
+        assert_rejects(&y, "eid-space[1]: duplicate prefix");
+    }
+
+    #[test]
+    fn rejects_locator_family_without_local_locator() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+interfaces: [{ name: eth0, role: rloc }]
+map-cache:
+  - eid-prefix: 203.0.113.0/24
+    locators: [{ address: '2001:db8:ff:12::1', priority: 1, weight: 1 }]
+";
+        assert_rejects(
+            y,
+            "map-cache[0].locators[0]: 2001:db8:ff:12::1 is an ipv6 locator but locators.ipv6 is not set",
+        );
+    }
+
+    #[test]
+    fn rejects_too_many_locators() {
+        let locs: Vec<String> = (1..=MAX_RLOCS + 1)
+            .map(|i| format!("{{ address: 192.0.2.{i}, priority: 1, weight: 1 }}"))
+            .collect();
+        let y = format!(
+            "{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, locators: [{}] }}\n",
+            locs.join(", ")
+        );
+        assert_rejects(
+            &y,
+            &format!(
+                "map-cache[0].locators: 9 locators, the data plane supports at most {MAX_RLOCS}"
+            ),
+        );
+    }
+
+    #[test]
+    fn rejects_interface_named_twice() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+interfaces:
+  - { name: eth0, role: rloc }
+  - { name: eth0, role: eid }
+";
+        assert_eq!(err_of(y), "interfaces[1]: interface 'eth0' listed twice");
+    }
+
+    #[test]
+    fn rejects_bad_interface_name_and_no_interfaces() {
+        let y = "locators: { ipv4: 192.0.2.17 }\ninterfaces: [{ name: 'a/b', role: eid }]\n";
+        assert_rejects(y, "interfaces[0]: 'a/b' is not a valid interface name");
+        let y = "locators: { ipv4: 192.0.2.17 }\ninterfaces: [{ name: averyveryverylongname, role: eid }]\n";
+        assert_rejects(y, "is not a valid interface name");
+        assert_rejects(
+            "locators: { ipv4: 192.0.2.17 }\n",
+            "interfaces: at least one interface",
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_anywhere() {
+        assert_rejects(&format!("{BASE}colour: blue\n"), "colour");
+        let y = format!(
+            "{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, action: drop, priority: 3 }}\n"
+        );
+        assert_rejects(&y, "priority");
+    }
+
+    #[test]
+    fn rejects_unknown_enum_values() {
+        assert_rejects(&format!("{BASE}xdp-mode: turbo\n"), "turbo");
+        assert_rejects(&format!("{BASE}log-level: loud\n"), "loud");
+        let y =
+            format!("{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, action: explode }}\n");
+        assert_rejects(&y, "explode");
+    }
+
+    #[test]
+    fn rejects_malformed_addresses_and_prefixes() {
+        assert_rejects(
+            &format!("{BASE}eid-space: [203.0.113.0/33]\n"),
+            "exceeds 32 bits",
+        );
+        assert_rejects(
+            &format!("{BASE}eid-space: [203.0.113.0]\n"),
+            "is not a prefix",
+        );
+        assert_rejects(
+            &format!("{BASE}eid-space: [203.0.113.x/24]\n"),
+            "is not an IP address",
+        );
+        assert_rejects(
+            &format!("{BASE}map-resolvers: [not-an-ip]\n"),
+            "invalid IP address syntax at line 6",
+        );
+        assert_rejects(
+            &format!("{BASE}map-resolvers: [224.0.0.1]\n"),
+            "map-resolvers[0]: 224.0.0.1 is not a unicast",
+        );
+    }
+
+    #[test]
+    fn rejects_map_cache_entry_without_or_with_both_locators_and_action() {
+        let y = format!("{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24 }}\n");
+        assert_rejects(&y, "map-cache[0]: needs locators, or an action");
+        let y = format!(
+            "{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, action: drop, locators: [{{ address: 192.0.2.3, priority: 1, weight: 1 }}] }}\n"
+        );
+        assert_rejects(&y, "map-cache[0]: has both locators and an action");
+    }
+
+    #[test]
+    fn rejects_instance_id_out_of_range() {
+        let y = format!(
+            "{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, instance-id: 16777216, action: drop }}\n"
+        );
+        assert_rejects(
+            &y,
+            "map-cache[0]: instance-id 16777216 out of range 0..=16777215",
+        );
+        let y = "locators: { ipv4: 192.0.2.17 }\ninterfaces: [{ name: e, role: eid, instance-id: 99999999 }]\n";
+        assert_rejects(y, "interfaces[0]: instance-id 99999999 out of range");
+    }
+
+    #[test]
+    fn rejects_database_mapping_with_foreign_locator() {
+        let y = format!(
+            "{BASE}database-mappings:\n  - {{ eid-prefix: 198.51.100.0/24, locators: [{{ address: 192.0.2.99, priority: 1, weight: 1 }}] }}\n"
+        );
+        assert_rejects(
+            &y,
+            "database-mappings[0].locators[0]: 192.0.2.99 is not one of this router's locators",
+        );
+    }
+
+    #[test]
+    fn rejects_missing_local_locators() {
+        let y = "interfaces: [{ name: eth0, role: rloc }]\n";
+        assert_rejects(y, "locators: at least one of ipv4 or ipv6");
+        let y = "locators: { ipv4: 0.0.0.0 }\ninterfaces: [{ name: eth0, role: rloc }]\n";
+        assert_rejects(y, "locators.ipv4: 0.0.0.0 is not a unicast address");
+    }
+
+    #[test]
+    fn rejects_duplicate_locator_in_a_set() {
+        let y = format!(
+            "{BASE}map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, locators: [{{ address: 192.0.2.3, priority: 1, weight: 1 }}, {{ address: 192.0.2.3, priority: 2, weight: 1 }}] }}\n"
+        );
+        assert_rejects(
+            &y,
+            "map-cache[0].locators[1]: locator 192.0.2.3 listed twice",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_dynamic_eid_maps() {
+        let dm = |extra: &str| {
+            format!(
+                "{BASE}dynamic-eid-maps:\n  - {{ name: m, eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}]{extra} }}\n"
+            )
+        };
+        Config::from_yaml_str(&dm("")).unwrap();
+        assert_rejects(
+            &dm(", map-notify-group: 192.0.2.5"),
+            "dynamic-eid-maps[0].map-notify-group: 192.0.2.5 is not a multicast address",
+        );
+        assert_rejects(
+            &dm(", inactivity-timeout: 0s"),
+            "inactivity-timeout: must be greater than zero",
+        );
+        assert_rejects(&dm(", inactivity-timeout: 180"), "needs a unit");
+        assert_rejects(&dm(", inactivity-timeout: 3 fortnights"), "unknown unit");
+        let two = format!(
+            "{BASE}dynamic-eid-maps:\n  - {{ name: m, eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}\n  - {{ name: m, eid-prefix: 198.51.100.128/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}\n"
+        );
+        assert_rejects(
+            &two,
+            "dynamic-eid-maps[1]: dynamic-eid map 'm' defined twice",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_instance_tables() {
+        let y = format!(
+            "{BASE}instance-tables: [{{ instance-id: 1, table: 100 }}, {{ instance-id: 1, table: main }}]\n"
+        );
+        assert_rejects(&y, "instance-tables[1]: instance-id 1 listed twice");
+        let y = format!("{BASE}instance-tables: [{{ instance-id: 1, table: 0 }}]\n");
+        assert_rejects(&y, "table 0 out of range");
+        let y = format!("{BASE}instance-tables: [{{ instance-id: 1, table: nosuch }}]\n");
+        assert_rejects(&y, "unknown routing table 'nosuch'");
+    }
+
+    #[test]
+    fn rejects_bad_map_servers_and_sites() {
+        let y = format!("{BASE}map-servers: [{{ address: 192.0.2.1, key: '' }}]\n");
+        assert_rejects(&y, "map-servers[0]: key must not be empty");
+        let y = format!(
+            "{BASE}map-servers: [{{ address: 192.0.2.1, key: k }}, {{ address: 192.0.2.1, key: k }}]\n"
+        );
+        assert_rejects(&y, "map-servers[1]: map-server 192.0.2.1 listed twice");
+        let y = format!("{BASE}map-server: {{ enabled: true }}\n");
+        assert_rejects(&y, "map-server: enabled without any site");
+        let y = format!(
+            "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k, eid-prefixes: [{{ prefix: 10.0.0.1/8 }}] }}\n"
+        );
+        assert_rejects(
+            &y,
+            "map-server.sites[0].eid-prefixes[0]: prefix 10.0.0.1/8 has host bits",
+        );
+        let y = format!(
+            "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k }}\n    - {{ name: s, key: j }}\n"
+        );
+        assert_rejects(&y, "map-server.sites[1]: site 's' defined twice");
+    }
+
+    #[test]
+    fn rejects_non_yaml_with_a_location() {
+        let e = err_of("locators: [unclosed\n");
+        assert!(e.contains("line 1"), "{e}");
+        assert!(!e.contains('\n'), "one paragraph: {e:?}");
+        let e = err_of("log-level: info\nxdp-mode: turbo\n");
+        assert!(e.contains("turbo") && e.contains("line 2"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Garbage and mutilated examples are refused with an error, never a panic.
+        #[test]
+        fn never_panics_on_mutilated_input(cut in 0usize..4000, junk in "[ -~\n]{0,40}") {
+            let mut text: String = EXAMPLE.chars().take(cut).collect();
+            text.push_str(&junk);
+            let _ = Config::from_yaml_str(&text);
+        }
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        let d = |s: &str| s.parse::<ConfigDuration>().map(|d| d.0);
+        assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("180s"), Ok(Duration::from_secs(180)));
+        assert_eq!(d("3m"), Ok(Duration::from_secs(180)));
+        assert_eq!(d("2h"), Ok(Duration::from_secs(7200)));
+        assert!(d("s").is_err());
+        assert!(d("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn prefix_helpers() {
+        let p: IpPrefix = "198.51.100.0/24".parse().unwrap();
+        assert!(p.contains(&"198.51.100.0/25".parse().unwrap()));
+        assert!(!p.contains(&"198.51.0.0/16".parse().unwrap()));
+        assert!(!p.contains(&"2001:db8::/32".parse().unwrap()));
+        assert!("2001:db8::1/128".parse::<IpPrefix>().unwrap().is_host());
+        assert!("0.0.0.0/0".parse::<IpPrefix>().unwrap().contains(&p));
+        assert!(!"::/0".parse::<IpPrefix>().unwrap().has_host_bits());
+    }
+}

@@ -278,10 +278,13 @@ pub enum Counter {
     PassFragment,
     /// Failed to grow or shrink the packet (no headroom): passed untouched.
     PassNoHeadroom,
+    /// LISP data whose outer header says CE but whose inner packet is Not-ECT: dropped
+    /// (RFC 6040 §4.2).
+    DropEcn,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::PassOther,
         Counter::PassNoMatch,
         Counter::EncapIpv4,
@@ -301,6 +304,7 @@ impl Counter {
         Counter::DropUnknownInstance,
         Counter::PassFragment,
         Counter::PassNoHeadroom,
+        Counter::DropEcn,
     ];
     /// Size of [`COUNTERS`].
     pub const SLOTS: u32 = 32;
@@ -326,6 +330,7 @@ impl Counter {
             Counter::DropUnknownInstance => "drop_unknown_instance",
             Counter::PassFragment => "pass_fragment",
             Counter::PassNoHeadroom => "pass_no_headroom",
+            Counter::DropEcn => "drop_ecn",
         }
     }
 }
@@ -351,7 +356,10 @@ mod tests {
         assert_eq!(size_of::<EidKey>(), 20);
         assert_eq!(size_of::<RlocKey>(), 20);
         assert_eq!(size_of::<Rloc>(), 20);
-        assert_eq!(size_of::<MapCacheEntry>(), 4 + SELECT_SLOTS + 20 * MAX_RLOCS);
+        assert_eq!(
+            size_of::<MapCacheEntry>(),
+            4 + SELECT_SLOTS + 20 * MAX_RLOCS
+        );
         assert_eq!(size_of::<InterfaceConfig>(), 8);
         assert_eq!(size_of::<Settings>(), 4 + 4 + 16 + 8);
         assert_eq!(size_of::<MissEvent>(), 20 + 16 + 4 + 4);

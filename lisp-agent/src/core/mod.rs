@@ -1,1 +1,9 @@
-//! Sans-IO protocol core.
+//! Sans-IO protocol core: pure functions and state machines. No sockets, clocks, aya or netlink
+//! here; time is an argument. The shell (`crate::shell`, `crate::dataplane`) carries out what the
+//! core decides.
+
+pub mod map_cache;
+pub mod map_server;
+pub mod action;
+pub mod time;
+pub mod xtr;

@@ -1,1 +1,398 @@
 //! The XDP data plane seen from userspace: the eBPF object, loading, attaching, map writing.
+//!
+//! [`plan`] computes what the maps must hold (pure, tested without root); this module copies it
+//! into the kernel with aya and attaches the program. Maps that outlive loading are taken out of
+//! the [`Ebpf`] into owned handles ([`MapCacheWriter`], [`CounterReader`], the event array) so
+//! that the tasks using them own them and nothing borrows the loader.
+
+pub mod object;
+pub mod plan;
+
+use std::ffi::CString;
+use std::net::IpAddr;
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::maps::lpm_trie::Key as LpmKey;
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerfEventArray};
+use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfLoader};
+use lisp_common::maps::{
+    self as m, Counter, EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings,
+};
+use log::{info, warn};
+
+use crate::config::XdpModeConfig;
+use crate::core::map_cache::{self, Placement};
+pub use plan::{Plan, PlanError, PlannedInterface};
+
+/// The kernel's index of an interface by name, in the caller's network namespace.
+pub fn ifindex_of(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// The kernel's name of an interface index (for log lines about events).
+pub fn ifname_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+/// Writes map-cache entries into the XDP maps (host hash map or prefix trie by prefix length).
+/// The control plane programs Map-Replies through this.
+pub struct MapCacheWriter {
+    host: HashMap<MapData, EidKey, MapCacheEntry>,
+    prefix: LpmTrie<MapData, EidKey, MapCacheEntry>,
+}
+
+impl MapCacheWriter {
+    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(MapCacheWriter {
+            host: HashMap::try_from(take_map(ebpf, m::MAP_CACHE_HOST)?)
+                .context(m::MAP_CACHE_HOST)?,
+            prefix: LpmTrie::try_from(take_map(ebpf, m::MAP_CACHE_PREFIX)?)
+                .context(m::MAP_CACHE_PREFIX)?,
+        })
+    }
+
+    /// Inserts or replaces the entry of `addr/len` in `instance_id`.
+    pub fn insert(
+        &mut self,
+        instance_id: u32,
+        addr: IpAddr,
+        len: u8,
+        entry: &MapCacheEntry,
+    ) -> anyhow::Result<()> {
+        let (key, placement) = map_cache::eid_key(instance_id, addr, len)?;
+        self.insert_key(key, placement, entry)
+            .with_context(|| format!("writing map-cache entry {addr}/{len} (iid {instance_id})"))
+    }
+
+    /// Removes the entry of `addr/len`; `Ok(false)` if there was none.
+    pub fn remove(&mut self, instance_id: u32, addr: IpAddr, len: u8) -> anyhow::Result<bool> {
+        let (key, placement) = map_cache::eid_key(instance_id, addr, len)?;
+        let r = match placement {
+            Placement::Host => self.host.remove(&key),
+            Placement::Prefix { lpm_len } => self.prefix.remove(&LpmKey::new(lpm_len, key)),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e).with_context(|| {
+                format!("removing map-cache entry {addr}/{len} (iid {instance_id})")
+            }),
+        }
+    }
+
+    fn insert_key(
+        &mut self,
+        key: EidKey,
+        placement: Placement,
+        entry: &MapCacheEntry,
+    ) -> anyhow::Result<()> {
+        match placement {
+            Placement::Host => self.host.insert(key, entry, 0)?,
+            Placement::Prefix { lpm_len } => {
+                self.prefix.insert(&LpmKey::new(lpm_len, key), entry, 0)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of entries (host, prefix); walks the maps, for `show` and tests.
+    pub fn len(&self) -> (usize, usize) {
+        (self.host.keys().count(), self.prefix.keys().count())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+}
+
+/// Reads the per-CPU outcome counters, summed over CPUs.
+pub struct CounterReader {
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl CounterReader {
+    /// Every counter of [`Counter::ALL`] with its sum over CPUs.
+    pub fn read(&self) -> anyhow::Result<Vec<(Counter, u64)>> {
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let v = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .with_context(|| format!("reading counter {}", c.name()))?;
+                Ok((c, v.iter().fold(0u64, |a, b| a.wrapping_add(*b))))
+            })
+            .collect()
+    }
+}
+
+struct Attached {
+    name: String,
+    link: XdpLinkId,
+}
+
+/// The loaded object with its programs attached. Dropping it detaches them.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attached: Vec<Attached>,
+    writer: Option<MapCacheWriter>,
+    counters: Option<CounterReader>,
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))
+}
+
+impl Dataplane {
+    /// Loads the object and the XDP program into the kernel and fills the maps from `plan`.
+    /// Nothing is attached yet.
+    pub fn load(plan: &Plan) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new().load(object::bytecode()).context(
+            "loading the XDP object into the kernel (needs root or CAP_BPF + CAP_NET_ADMIN)",
+        )?;
+        {
+            let prog: &mut Xdp = ebpf
+                .program_mut(m::PROG_XDP_LISP)
+                .ok_or_else(|| anyhow!("the XDP object has no program {}", m::PROG_XDP_LISP))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifying program {}", m::PROG_XDP_LISP))?;
+        }
+
+        let mut settings: Array<_, Settings> = Array::try_from(map_mut(&mut ebpf, m::SETTINGS)?)?;
+        settings
+            .set(0, plan.settings, 0)
+            .context("writing SETTINGS")?;
+
+        let mut ifaces: HashMap<_, u32, InterfaceConfig> =
+            HashMap::try_from(map_mut(&mut ebpf, m::INTERFACES)?)?;
+        for i in &plan.interfaces {
+            ifaces
+                .insert(i.ifindex, i.value, 0)
+                .with_context(|| format!("writing INTERFACES for {}", i.name))?;
+        }
+
+        let mut rlocs: HashMap<_, RlocKey, u8> =
+            HashMap::try_from(map_mut(&mut ebpf, m::LOCAL_RLOCS)?)?;
+        for r in &plan.local_rlocs {
+            rlocs.insert(r, 1, 0).context("writing LOCAL_RLOCS")?;
+        }
+
+        let mut space: LpmTrie<_, EidKey, u8> =
+            LpmTrie::try_from(map_mut(&mut ebpf, m::EID_SPACE)?)?;
+        for (key, lpm) in &plan.eid_space {
+            space
+                .insert(&LpmKey::new(*lpm, *key), 1, 0)
+                .context("writing EID_SPACE")?;
+        }
+
+        let mut tables: HashMap<_, u32, u32> =
+            HashMap::try_from(map_mut(&mut ebpf, m::IID_TABLES)?)?;
+        for (iid, table) in &plan.iid_tables {
+            tables.insert(iid, table, 0).context("writing IID_TABLES")?;
+        }
+
+        let mut writer = MapCacheWriter::take(&mut ebpf)?;
+        for e in &plan.map_cache {
+            writer
+                .insert_key(e.key, e.placement, &e.entry)
+                .with_context(|| format!("writing {}", e.label))?;
+        }
+        let counters = CounterReader {
+            counters: PerCpuArray::try_from(take_map(&mut ebpf, m::COUNTERS)?)?,
+        };
+        info!(
+            "XDP object loaded: interfaces {}, local RLOCs {}, EID-space prefixes {}, static map-cache entries {}",
+            plan.interfaces.len(),
+            plan.local_rlocs.len(),
+            plan.eid_space.len(),
+            plan.map_cache.len()
+        );
+        Ok(Dataplane {
+            ebpf,
+            attached: Vec::new(),
+            writer: Some(writer),
+            counters: Some(counters),
+        })
+    }
+
+    /// aya-log's reader of the program's log lines, if the object logs.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // An object built without aya-log calls has no log map: not an error.
+                warn!("eBPF log lines not available: {e}");
+                None
+            }
+        }
+    }
+
+    /// The miss-event perf array.
+    pub fn take_events(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
+        Ok(PerfEventArray::try_from(take_map(
+            &mut self.ebpf,
+            m::EVENTS,
+        )?)?)
+    }
+
+    pub fn take_map_cache_writer(&mut self) -> Option<MapCacheWriter> {
+        self.writer.take()
+    }
+
+    pub fn take_counters(&mut self) -> Option<CounterReader> {
+        self.counters.take()
+    }
+
+    /// Attaches the program to every planned interface; on failure what was attached so far is
+    /// detached again.
+    pub fn attach_all(&mut self, plan: &Plan) -> anyhow::Result<()> {
+        for i in &plan.interfaces {
+            if let Err(e) = self.attach(i) {
+                self.detach_all();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, i: &PlannedInterface) -> anyhow::Result<()> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(m::PROG_XDP_LISP)
+            .ok_or_else(|| anyhow!("no program {}", m::PROG_XDP_LISP))?
+            .try_into()?;
+        let (link, how) = match i.mode {
+            XdpModeConfig::Native => (
+                prog.attach_to_if_index(i.ifindex, XdpMode::Driver)
+                    .with_context(|| {
+                        format!(
+                            "attaching XDP in native mode to {} (xdp-mode: native; the driver may not support it: try auto or generic)",
+                            i.name
+                        )
+                    })?,
+                "native",
+            ),
+            XdpModeConfig::Generic => (
+                prog.attach_to_if_index(i.ifindex, XdpMode::Skb)
+                    .with_context(|| format!("attaching XDP in generic mode to {}", i.name))?,
+                "generic",
+            ),
+            XdpModeConfig::Auto => match prog.attach_to_if_index(i.ifindex, XdpMode::Default) {
+                Ok(l) => (l, "auto (kernel's choice)"),
+                Err(e) => {
+                    // Bridges and macvlans refuse native XDP (EOPNOTSUPP): generic still works.
+                    warn!(
+                        "{}: native XDP attach failed ({e}); falling back to generic mode",
+                        i.name
+                    );
+                    (
+                        prog.attach_to_if_index(i.ifindex, XdpMode::Skb)
+                            .with_context(|| {
+                                format!("attaching XDP in generic mode to {}", i.name)
+                            })?,
+                        "generic (fallback)",
+                    )
+                }
+            },
+        };
+        info!(
+            "XDP attached to {} (ifindex {}, flags {:#x}, iid {}), mode {how}",
+            i.name, i.ifindex, i.value.flags, i.value.instance_id
+        );
+        self.attached.push(Attached {
+            name: i.name.clone(),
+            link,
+        });
+        Ok(())
+    }
+
+    /// Detaches every attached program (idempotent).
+    pub fn detach_all(&mut self) {
+        let Some(prog) = self.ebpf.program_mut(m::PROG_XDP_LISP) else {
+            return;
+        };
+        let Ok(prog): Result<&mut Xdp, _> = prog.try_into() else {
+            return;
+        };
+        for a in self.attached.drain(..) {
+            match prog.detach(a.link) {
+                Ok(()) => info!("XDP detached from {}", a.name),
+                Err(e) => warn!("detaching XDP from {}: {e}", a.name),
+            }
+        }
+    }
+
+    /// Names of the interfaces the program is attached to.
+    pub fn attached(&self) -> Vec<&str> {
+        self.attached.iter().map(|a| a.name.as_str()).collect()
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// Checks that the embedded object has what the agent needs, without loading it (no root).
+pub fn check_object() -> anyhow::Result<()> {
+    let obj = aya_obj::Object::parse(object::bytecode()).map_err(|e| anyhow!("{e}"))?;
+    for name in [
+        m::SETTINGS,
+        m::INTERFACES,
+        m::LOCAL_RLOCS,
+        m::EID_SPACE,
+        m::IID_TABLES,
+        m::MAP_CACHE_HOST,
+        m::MAP_CACHE_PREFIX,
+        m::COUNTERS,
+        m::EVENTS,
+    ] {
+        if !obj.maps.contains_key(name) {
+            bail!("the XDP object has no map {name}");
+        }
+    }
+    if !obj.programs.contains_key(m::PROG_XDP_LISP) {
+        bail!("the XDP object has no program {}", m::PROG_XDP_LISP);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn embedded_object_has_every_map_and_the_program() {
+        super::check_object().unwrap();
+    }
+
+    #[test]
+    fn loopback_resolves_both_ways() {
+        let i = super::ifindex_of("lo").expect("every namespace has lo");
+        assert_eq!(super::ifname_of(i).as_deref(), Some("lo"));
+        assert_eq!(super::ifindex_of("no-such-if0"), None);
+        assert_eq!(super::ifindex_of("bad\0name"), None);
+    }
+}

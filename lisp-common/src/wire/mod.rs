@@ -6,4 +6,6 @@ pub const LISP_DATA_PORT: u16 = 4341;
 /// UDP port of LISP control messages (RFC 9301).
 pub const LISP_CONTROL_PORT: u16 = 4342;
 
+#[cfg(feature = "alloc")]
+pub mod control;
 pub mod data;

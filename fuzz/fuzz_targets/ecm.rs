@@ -1,0 +1,11 @@
+//! Ecm::parse never panics; what parses re-encodes to bytes that parse to the same value.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use lisp_common::wire::control::Ecm;
+
+fuzz_target!(|bytes: &[u8]| {
+    if let Ok(m) = Ecm::parse(bytes) {
+        let again = m.to_vec().expect("a parsed message re-encodes");
+        assert_eq!(Ecm::parse(&again).as_ref(), Ok(&m));
+    }
+});

@@ -1,0 +1,11 @@
+//! MapNotify::parse never panics; what parses re-encodes to bytes that parse to the same value.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use lisp_common::wire::control::MapNotify;
+
+fuzz_target!(|bytes: &[u8]| {
+    if let Ok(m) = MapNotify::parse(bytes) {
+        let again = m.to_vec().expect("a parsed message re-encodes");
+        assert_eq!(MapNotify::parse(&again).as_ref(), Ok(&m));
+    }
+});

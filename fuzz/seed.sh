@@ -1,0 +1,20 @@
+#!/bin/sh
+# Fill fuzz/corpus/<target>/ with the LISP UDP payloads of the shared captures (tshark's hex in
+# oor/decodes/*.udp-payload-hex.txt), so the fuzzers start from real messages.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+caps=${LISP_CAPTURES_DIR:-/work/shared/captures}
+for t in message map_request map_reply map_register map_notify ecm auth_verify data_header; do
+    mkdir -p "$here/corpus/$t"
+done
+i=0
+for f in "$caps"/oor/decodes/*.udp-payload-hex.txt; do
+    # Each line: frame number, info words, payload hex (ECM: "outer,inner").
+    awk '{print $NF}' "$f" | tr ',' '\n' | while read -r h; do
+        case "$h" in *[!0-9a-f]*|"") continue ;; esac
+        i=$((i + 1))
+        for t in message map_request map_reply map_register map_notify ecm auth_verify data_header; do
+            printf '%s' "$h" | xxd -r -p > "$here/corpus/$t/seed-$(basename "$f" .txt)-$i"
+        done
+    done
+done

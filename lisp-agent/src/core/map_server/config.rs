@@ -1,0 +1,170 @@
+//! The map-server's own typed configuration, built from the YAML `map-server:` section
+//! ([`crate::config::MapServerRole`]) or directly by tests and benchmarks.
+
+use std::fmt;
+use std::time::Duration;
+
+use lisp_common::wire::control::auth::Algorithm;
+use lisp_common::wire::control::{Eid, IpPrefix};
+
+use crate::config::{KeyAlgorithm, MapServerRole};
+
+/// Registrations expire this long after the last valid Map-Register (RFC 9301 §8.2: three
+/// times the 60 s registration interval).
+pub const DEFAULT_REGISTRATION_LIFETIME: Duration = Duration::from_secs(180);
+
+/// An EID-prefix of a site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SitePrefix {
+    /// The configured prefix (instance-id `None` = the default instance 0).
+    pub eid: Eid,
+    /// May ETRs of the site register prefixes inside this one (e.g. /32 dynamic EIDs)?
+    pub accept_more_specifics: bool,
+}
+
+/// A site: the ETRs that know its key may register its EID-prefixes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    pub name: String,
+    pub key: Vec<u8>,
+    /// The only algorithm accepted from this site: refusing the other one prevents a downgrade
+    /// from HMAC-SHA-256 to HMAC-SHA-1.
+    pub algorithm: Algorithm,
+    pub prefixes: Vec<SitePrefix>,
+}
+
+// The key never appears in logs.
+impl fmt::Debug for SiteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SiteConfig")
+            .field("name", &self.name)
+            .field("key", &"<redacted>")
+            .field("algorithm", &self.algorithm)
+            .field("prefixes", &self.prefixes)
+            .finish()
+    }
+}
+
+/// How a Map-Register's nonce is checked against replays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// The nonce must be greater than the last one accepted from the same xTR-ID (I bit) or,
+    /// without an xTR-ID, from the same ETR address, within the site (RFC 9301 §5.6 / §9).
+    /// What lisp-agent's xTR sends.
+    #[default]
+    Increasing,
+    /// Only a nonce already seen among the last [`NO_REPEAT_WINDOW`] accepted ones from the same
+    /// xTR-ID / ETR is refused. For peers that send random nonces (OOR 1.3 does: its captures
+    /// show decreasing nonces from one ETR), which `Increasing` would reject half of the time.
+    NoRepeat,
+}
+
+/// How many recent nonces [`NonceCheck::NoRepeat`] remembers per xTR.
+pub const NO_REPEAT_WINDOW: usize = 64;
+
+/// Everything the map-server needs; see [`MapServerConfig::from_role`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapServerConfig {
+    pub sites: Vec<SiteConfig>,
+    /// Lifetime of a registration without the T bit.
+    pub registration_lifetime: Duration,
+    pub nonce_check: NonceCheck,
+    /// First retransmission of an unsolicited Map-Notify (RLOC change, pubsub) without a
+    /// Map-Notify-Ack; doubled after every try.
+    pub notify_retransmit: Duration,
+    /// Sends of one unsolicited Map-Notify, first one included, before giving up.
+    pub notify_max_sends: u32,
+    /// A pubsub subscription lasts this long unless renewed by another Map-Request with N.
+    pub subscription_lifetime: Duration,
+    /// Bounds on the state a peer can make us hold; beyond them new entries are refused and
+    /// counted.
+    pub max_registrations: usize,
+    pub max_subscriptions: usize,
+    pub max_pending_notifies: usize,
+    /// Seed of the nonces of unsolicited Map-Notifies (the shell passes a random value; the core
+    /// has no entropy source of its own, so that tests are deterministic).
+    pub nonce_seed: u64,
+}
+
+impl Default for MapServerConfig {
+    fn default() -> Self {
+        MapServerConfig {
+            sites: Vec::new(),
+            registration_lifetime: DEFAULT_REGISTRATION_LIFETIME,
+            nonce_check: NonceCheck::default(),
+            notify_retransmit: Duration::from_secs(1),
+            notify_max_sends: 5,
+            subscription_lifetime: Duration::from_secs(24 * 3600),
+            max_registrations: 1_000_000,
+            max_subscriptions: 100_000,
+            max_pending_notifies: 100_000,
+            nonce_seed: 0x6c69_7370_2d6d_7321,
+        }
+    }
+}
+
+/// A `map-server:` section that cannot become a [`MapServerConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapServerConfigError {
+    #[error("site '{site}': prefix {prefix} is not a valid EID-prefix")]
+    BadPrefix { site: String, prefix: String },
+    #[error("prefix {prefix} is configured in sites '{first}' and '{second}'")]
+    DuplicatePrefix { prefix: String, first: String, second: String },
+}
+
+impl MapServerConfig {
+    /// From the validated YAML section, with the defaults above for everything it does not say.
+    pub fn from_role(role: &MapServerRole) -> Result<Self, MapServerConfigError> {
+        let mut sites = Vec::with_capacity(role.sites.len());
+        for s in &role.sites {
+            let mut prefixes = Vec::with_capacity(s.eid_prefixes.len());
+            for p in &s.eid_prefixes {
+                let prefix = IpPrefix::new(p.prefix.addr(), p.prefix.prefix_len()).map_err(|_| {
+                    MapServerConfigError::BadPrefix {
+                        site: s.name.clone(),
+                        prefix: p.prefix.to_string(),
+                    }
+                })?;
+                prefixes.push(SitePrefix {
+                    eid: Eid::new(None, prefix),
+                    accept_more_specifics: p.accept_more_specifics,
+                });
+            }
+            sites.push(SiteConfig {
+                name: s.name.clone(),
+                key: s.key.as_bytes().to_vec(),
+                algorithm: match s.key_algorithm {
+                    KeyAlgorithm::HmacSha1 => Algorithm::HmacSha1,
+                    KeyAlgorithm::HmacSha256 => Algorithm::HmacSha256,
+                },
+                prefixes,
+            });
+        }
+        let cfg = MapServerConfig {
+            sites,
+            ..MapServerConfig::default()
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The same prefix in two sites would make the owner of a registration ambiguous.
+    pub fn check(&self) -> Result<(), MapServerConfigError> {
+        let mut seen = std::collections::HashMap::new();
+        for s in &self.sites {
+            for p in &s.prefixes {
+                let key = super::sites::Key::from(&p.eid);
+                if let Some(first) = seen.insert(key, s.name.clone())
+                    && first != s.name
+                {
+                    return Err(MapServerConfigError::DuplicatePrefix {
+                        prefix: p.eid.to_string(),
+                        first,
+                        second: s.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

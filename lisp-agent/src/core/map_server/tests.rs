@@ -1,0 +1,883 @@
+//! Map-server behaviour under a simulated clock, and against OOR's map-server (captures).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use lisp_common::wire::control::auth::{self, Algorithm};
+use lisp_common::wire::control::ecm::udp_checksum;
+use lisp_common::wire::control::{
+    Action as RecordAction, Address, Auth, Ecm, Eid, IpPrefix, Locator, MapNotify, MapRegister,
+    MapReply, MapRequest, Message, Record, XtrId,
+};
+
+use super::*;
+use crate::core::action::{Action, Event};
+use crate::core::time::Timestamp;
+
+const K1: &[u8] = b"site1-secret";
+const K2: &[u8] = b"site2-secret";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn eid(s: &str) -> Eid {
+    let (a, l) = s.split_once('/').unwrap();
+    Eid::new(None, IpPrefix::new(ip(a), l.parse().unwrap()).unwrap())
+}
+
+fn t(secs: u64) -> Timestamp {
+    Timestamp::from_secs(secs)
+}
+
+fn site(name: &str, key: &[u8], algorithm: Algorithm, prefixes: &[(&str, bool)]) -> SiteConfig {
+    SiteConfig {
+        name: name.into(),
+        key: key.to_vec(),
+        algorithm,
+        prefixes: prefixes
+            .iter()
+            .map(|(p, ams)| SitePrefix {
+                eid: eid(p),
+                accept_more_specifics: *ams,
+            })
+            .collect(),
+    }
+}
+
+/// The OOR lab's two sites (HMAC-SHA-1, as OOR 1.3 only speaks that).
+fn oor_config() -> MapServerConfig {
+    MapServerConfig {
+        sites: vec![
+            site(
+                "site1",
+                K1,
+                Algorithm::HmacSha1,
+                &[("198.51.100.0/24", true), ("2001:db8:1::/48", true)],
+            ),
+            site(
+                "site2",
+                K2,
+                Algorithm::HmacSha1,
+                &[("203.0.113.0/24", true), ("2001:db8:2::/48", true)],
+            ),
+        ],
+        nonce_check: NonceCheck::NoRepeat,
+        ..MapServerConfig::default()
+    }
+}
+
+/// Site 1 with SHA-256 and a prefix that refuses more-specifics, site 2 as in OOR.
+fn config() -> MapServerConfig {
+    MapServerConfig {
+        sites: vec![
+            site(
+                "site1",
+                K1,
+                Algorithm::HmacSha256,
+                &[
+                    ("198.51.100.0/24", true),
+                    ("2001:db8:1::/48", true),
+                    ("192.0.2.128/25", false),
+                ],
+            ),
+            site(
+                "site2",
+                K2,
+                Algorithm::HmacSha256,
+                &[("203.0.113.0/24", true), ("2001:db8:2::/48", true)],
+            ),
+        ],
+        ..MapServerConfig::default()
+    }
+}
+
+const MS: &str = "192.0.2.1:4342";
+const ETR1: &str = "192.0.2.17:4342";
+const ETR2: &str = "192.0.2.33:4342";
+
+fn record(e: &str, ttl: u32, rlocs: &[&str]) -> Record {
+    let mut r = Record::new(eid(e), ttl);
+    r.locators = rlocs
+        .iter()
+        .map(|a| {
+            let mut l = Locator::new(ip(a), 1, 100);
+            l.local = true;
+            l
+        })
+        .collect();
+    r
+}
+
+struct Reg {
+    nonce: u64,
+    records: Vec<Record>,
+    proxy: bool,
+    want_notify: bool,
+    use_ttl: bool,
+    xtr: Option<XtrId>,
+    alg: Algorithm,
+    key: &'static [u8],
+}
+
+impl Reg {
+    fn new(nonce: u64, records: Vec<Record>, key: &'static [u8]) -> Self {
+        Reg {
+            nonce,
+            records,
+            proxy: false,
+            want_notify: true,
+            use_ttl: false,
+            xtr: None,
+            alg: Algorithm::HmacSha256,
+            key,
+        }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let m = MapRegister {
+            proxy_reply: self.proxy,
+            want_map_notify: self.want_notify,
+            use_ttl: self.use_ttl,
+            nonce: self.nonce,
+            auth: Auth::zeroed(self.alg),
+            records: self.records.clone(),
+            xtr: self.xtr,
+            ..MapRegister::default()
+        };
+        let mut v = m.to_vec().unwrap();
+        auth::sign(&mut v, self.key).unwrap();
+        v
+    }
+}
+
+/// An ECM Map-Request from ITR `itr` for `dst` (host EID), source EID `src`; `n` sets the
+/// RFC 9437 N bit (the codec does not model it: set in the bytes, UDP checksum redone).
+fn ecm(src: &str, dst: &str, itrs: &[&str], nonce: u64, n: bool, xtr: Option<XtrId>) -> Vec<u8> {
+    let req = MapRequest {
+        nonce,
+        source_eid: Address::ip(ip(src)),
+        itr_rlocs: itrs.iter().map(|a| ip(a)).collect(),
+        eids: vec![Eid::new(None, IpPrefix::host(ip(dst)))],
+        xtr,
+        ..MapRequest::default()
+    };
+    let e = Ecm::new(ip(src), ip(dst), Message::MapRequest(req.clone())).unwrap();
+    let mut v = e.to_vec().unwrap();
+    if n {
+        let iph = e.ip.header_len();
+        let inner = 4 + iph + 8;
+        let rec = 12
+            + req.source_eid.wire_len()
+            + req
+                .itr_rlocs
+                .iter()
+                .map(|a| Address::ip(*a).wire_len())
+                .sum::<usize>();
+        v[inner + rec] |= 0x80;
+        let udp = 4 + iph;
+        v[udp + 6] = 0;
+        v[udp + 7] = 0;
+        let c = udp_checksum(ip(src), ip(dst), &v[udp..]);
+        v[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+        assert!(Ecm::parse(&v).is_ok());
+    }
+    v
+}
+
+fn dg(ms: &mut MapServer, from: &str, bytes: &[u8], now: Timestamp) -> Vec<Action> {
+    ms.handle(
+        &Event::Datagram {
+            from: sa(from),
+            to: sa(MS),
+            bytes: bytes.to_vec(),
+        },
+        now,
+    )
+}
+
+fn sends(actions: &[Action]) -> Vec<(SocketAddr, Vec<u8>)> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Send { to, payload, .. } => (*to, payload.clone()),
+            other => panic!("unexpected action {other:?}"),
+        })
+        .collect()
+}
+
+fn one_send(actions: &[Action]) -> (SocketAddr, Vec<u8>) {
+    let s = sends(actions);
+    assert_eq!(s.len(), 1, "{actions:?}");
+    s.into_iter().next().unwrap()
+}
+
+fn reply(bytes: &[u8]) -> MapReply {
+    MapReply::parse(bytes).unwrap()
+}
+
+// ---- Map-Register ----------------------------------------------------------------------
+
+#[test]
+fn registration_stores_and_map_notify_echoes() {
+    let mut ms = MapServer::new(config());
+    let reg = Reg::new(7, vec![record("198.51.100.0/24", 1440, &["192.0.2.17"])], K1);
+    let acts = dg(&mut ms, ETR1, &reg.bytes(), t(0));
+    let (to, payload) = one_send(&acts);
+    assert_eq!(to, sa(ETR1));
+    assert!(matches!(acts[0], Action::Send { from: Some(f), .. } if f == ip("192.0.2.1")));
+    let n = MapNotify::parse(&payload).unwrap();
+    assert_eq!(n.nonce, 7);
+    auth::verify(&payload, K1).unwrap();
+    assert!(auth::verify(&payload, K2).is_err());
+    // Same record, but the L bit describes the ETR, not the map-server: cleared (as OOR does).
+    let mut expect = record("198.51.100.0/24", 1440, &["192.0.2.17"]);
+    expect.locators[0].local = false;
+    assert_eq!(n.records, vec![expect.clone()]);
+    let r = ms.registration(&eid("198.51.100.0/24"), t(1)).unwrap();
+    assert_eq!(r.record, expect);
+    assert_eq!(r.etr, sa(ETR1));
+    assert!(!r.proxy_reply);
+    assert_eq!(ms.counters().registrations_created, 1);
+    assert_eq!(ms.counters().tx_map_notify, 1);
+
+    // Without M: stored, nothing sent.
+    let mut reg = Reg::new(8, vec![record("198.51.100.0/24", 1440, &["192.0.2.17"])], K1);
+    reg.want_notify = false;
+    assert!(dg(&mut ms, ETR1, &reg.bytes(), t(60)).is_empty());
+    assert_eq!(ms.counters().registrations_refreshed, 1);
+}
+
+#[test]
+fn wrong_key_or_algorithm_is_dropped_without_state_change() {
+    let mut ms = MapServer::new(config());
+    let reg = Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K2);
+    assert!(dg(&mut ms, ETR1, &reg.bytes(), t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_auth_failed, 1);
+    assert!(ms.registrations().next().is_none());
+    assert_eq!(ms.next_deadline(), None);
+
+    let mut reg = Reg::new(2, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1);
+    reg.alg = Algorithm::HmacSha1;
+    assert!(dg(&mut ms, ETR1, &reg.bytes(), t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_wrong_algorithm, 1);
+
+    // A flipped bit anywhere after signing breaks the MAC.
+    let mut bytes = Reg::new(3, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert!(dg(&mut ms, ETR1, &bytes, t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_auth_failed, 2);
+    assert!(ms.registrations().next().is_none());
+    // The failed attempts did not consume nonces: nonce 1 is still good.
+    let reg = Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1);
+    assert_eq!(dg(&mut ms, ETR1, &reg.bytes(), t(0)).len(), 1);
+}
+
+#[test]
+fn replayed_or_old_nonce_is_rejected() {
+    let mut ms = MapServer::new(config());
+    let rec = || vec![record("198.51.100.0/24", 10, &["192.0.2.17"])];
+    let first = Reg::new(5, rec(), K1).bytes();
+    assert_eq!(dg(&mut ms, ETR1, &first, t(0)).len(), 1);
+    // The same message again (a replay), and an older nonce.
+    assert!(dg(&mut ms, ETR1, &first, t(1)).is_empty());
+    assert!(dg(&mut ms, ETR1, &Reg::new(4, rec(), K1).bytes(), t(1)).is_empty());
+    assert_eq!(ms.counters().rejected_replayed_nonce, 2);
+    // The replay did not refresh the registration.
+    assert_eq!(
+        ms.registration(&eid("198.51.100.0/24"), t(1)).unwrap().expires,
+        t(180)
+    );
+    assert_eq!(dg(&mut ms, ETR1, &Reg::new(6, rec(), K1).bytes(), t(2)).len(), 1);
+
+    // Another ETR of the same site has its own sequence, and so has an xTR-ID.
+    let other = Reg::new(1, vec![record("2001:db8:1::/48", 10, &["192.0.2.18"])], K1);
+    assert_eq!(dg(&mut ms, "192.0.2.18:4342", &other.bytes(), t(3)).len(), 1);
+    let mut with_id = Reg::new(1, rec(), K1);
+    with_id.xtr = Some(XtrId {
+        xtr_id: [9; 16],
+        site_id: 1,
+    });
+    assert_eq!(dg(&mut ms, ETR1, &with_id.bytes(), t(4)).len(), 1);
+    // Same xTR-ID from another address: same sequence.
+    assert!(dg(&mut ms, "192.0.2.19:4342", &with_id.bytes(), t(5)).is_empty());
+    assert_eq!(ms.counters().rejected_replayed_nonce, 3);
+}
+
+#[test]
+fn no_repeat_policy_accepts_random_nonces_but_not_repeats() {
+    let mut ms = MapServer::new(MapServerConfig {
+        nonce_check: NonceCheck::NoRepeat,
+        ..config()
+    });
+    let rec = || vec![record("198.51.100.0/24", 10, &["192.0.2.17"])];
+    assert_eq!(dg(&mut ms, ETR1, &Reg::new(50, rec(), K1).bytes(), t(0)).len(), 1);
+    assert_eq!(dg(&mut ms, ETR1, &Reg::new(3, rec(), K1).bytes(), t(1)).len(), 1);
+    assert!(dg(&mut ms, ETR1, &Reg::new(50, rec(), K1).bytes(), t(2)).is_empty());
+    assert_eq!(ms.counters().rejected_replayed_nonce, 1);
+}
+
+#[test]
+fn site_prefix_rules() {
+    let mut ms = MapServer::new(config());
+    let mut n = 0;
+    let mut try_reg = |ms: &mut MapServer, recs: Vec<Record>, key: &'static [u8]| {
+        n += 1;
+        !dg(ms, ETR1, &Reg::new(n, recs, key).bytes(), t(0)).is_empty()
+    };
+    // More-specific inside an accept-more-specifics prefix: fine (a dynamic EID /32).
+    assert!(try_reg(&mut ms, vec![record("198.51.100.10/32", 10, &["192.0.2.17"])], K1));
+    // More-specific inside a prefix that refuses them; the exact prefix is fine.
+    assert!(!try_reg(&mut ms, vec![record("192.0.2.192/26", 10, &["192.0.2.17"])], K1));
+    assert_eq!(ms.counters().rejected_more_specific, 1);
+    assert!(try_reg(&mut ms, vec![record("192.0.2.128/25", 10, &["192.0.2.17"])], K1));
+    // Less specific than the site prefix, or outside every site.
+    assert!(!try_reg(&mut ms, vec![record("198.51.0.0/16", 10, &["192.0.2.17"])], K1));
+    assert!(!try_reg(&mut ms, vec![record("10.0.0.0/8", 10, &["192.0.2.17"])], K1));
+    assert_eq!(ms.counters().rejected_unknown_eid, 2);
+    // One message for two sites: refused as a whole (neither record stored).
+    assert!(!try_reg(
+        &mut ms,
+        vec![
+            record("2001:db8:1::/48", 10, &["192.0.2.17"]),
+            record("203.0.113.0/24", 10, &["192.0.2.17"])
+        ],
+        K1
+    ));
+    assert_eq!(ms.counters().rejected_mixed_sites, 1);
+    assert!(ms.registration(&eid("2001:db8:1::/48"), t(0)).is_none());
+    // Site 2's prefix with site 1's key.
+    assert!(!try_reg(&mut ms, vec![record("203.0.113.0/24", 10, &["192.0.2.17"])], K1));
+    assert_eq!(ms.counters().rejected_auth_failed, 1);
+    // Two records of one site in one message.
+    assert!(try_reg(
+        &mut ms,
+        vec![
+            record("2001:db8:1::/48", 10, &["192.0.2.17"]),
+            record("198.51.100.0/24", 10, &["192.0.2.17"])
+        ],
+        K1
+    ));
+    assert_eq!(ms.registrations().count(), 4);
+}
+
+#[test]
+fn registration_expires_after_180_s_unless_refreshed() {
+    let mut ms = MapServer::new(config());
+    let rec = || vec![record("198.51.100.0/24", 10, &["192.0.2.17"])];
+    dg(&mut ms, ETR1, &Reg::new(1, rec(), K1).bytes(), t(0));
+    assert_eq!(ms.next_deadline(), Some(t(180)));
+    // Refreshed at 60 s: now due at 240 s.
+    dg(&mut ms, ETR1, &Reg::new(2, rec(), K1).bytes(), t(60));
+    assert_eq!(ms.next_deadline(), Some(t(240)));
+    assert!(ms.on_timer(t(239)).is_empty());
+    let e = eid("198.51.100.10/32");
+    assert!(ms.lookup(&e, Timestamp::from_millis(239_999)).is_some());
+    // Past the deadline a lookup already misses, even before the timer event.
+    assert!(ms.lookup(&e, t(240)).is_none());
+    assert!(ms.on_timer(t(240)).is_empty());
+    assert_eq!(ms.registrations().count(), 0);
+    assert_eq!(ms.counters().registrations_expired, 1);
+    assert_eq!(ms.next_deadline(), None);
+
+    // T bit: the record TTL (minutes) is the lifetime.
+    let mut reg = Reg::new(3, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1);
+    reg.use_ttl = true;
+    dg(&mut ms, ETR1, &reg.bytes(), t(1000));
+    assert_eq!(ms.next_deadline(), Some(t(1600)));
+    // TTL 0 withdraws.
+    let w = Reg::new(4, vec![record("198.51.100.0/24", 0, &["192.0.2.17"])], K1);
+    let acts = dg(&mut ms, ETR1, &w.bytes(), t(1001));
+    assert_eq!(sends(&acts).len(), 1);
+    assert_eq!(ms.registrations().count(), 0);
+    assert_eq!(ms.counters().registrations_withdrawn, 1);
+    assert_eq!(ms.next_deadline(), None);
+}
+
+// ---- Map-Resolver ----------------------------------------------------------------------
+
+#[test]
+fn proxy_reply_or_forward() {
+    let mut ms = MapServer::new(config());
+    let mut p = Reg::new(1, vec![record("203.0.113.0/24", 10, &["192.0.2.33"])], K2);
+    p.proxy = true;
+    dg(&mut ms, ETR2, &p.bytes(), t(0));
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(),
+        t(0),
+    );
+
+    // Proxy: the map-server answers the ITR (family of the ECM's source) at the inner port.
+    let q = ecm("198.51.100.10", "203.0.113.10", &["2001:db8:ff:11::1", "192.0.2.17"], 0xabc, false, None);
+    let (to, payload) = one_send(&dg(&mut ms, ETR1, &q, t(1)));
+    assert_eq!(to, sa("192.0.2.17:4342"));
+    let r = reply(&payload);
+    assert_eq!(r.nonce, 0xabc);
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.records[0].eid, eid("203.0.113.0/24"));
+    assert!(!r.records[0].authoritative);
+    assert_eq!(r.records[0].locators[0].address, ip("192.0.2.33"));
+    assert!(!r.records[0].locators[0].local);
+    assert_eq!(ms.counters().tx_map_reply_proxy, 1);
+
+    // No proxy: the ECM goes to the ETR unchanged.
+    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 0xdef, false, None);
+    let (to, payload) = one_send(&dg(&mut ms, ETR2, &q, t(1)));
+    assert_eq!(to, sa("192.0.2.17:4342"));
+    assert_eq!(payload, q);
+    assert_eq!(ms.counters().tx_ecm_forwarded, 1);
+
+    // The longest match wins: a /32 registered inside the /24 by another ETR.
+    dg(
+        &mut ms,
+        "192.0.2.20:4342",
+        &Reg::new(1, vec![record("198.51.100.10/32", 10, &["192.0.2.20"])], K1).bytes(),
+        t(2),
+    );
+    let (to, _) = one_send(&dg(&mut ms, ETR2, &q, t(3)));
+    assert_eq!(to, sa("192.0.2.20:4342"));
+    let q2 = ecm("203.0.113.10", "198.51.100.11", &["192.0.2.33"], 1, false, None);
+    let (to, _) = one_send(&dg(&mut ms, ETR2, &q2, t(3)));
+    assert_eq!(to, sa("192.0.2.17:4342"));
+}
+
+#[test]
+fn negative_replies() {
+    let mut ms = MapServer::new(config());
+    // In a site (accepts more-specifics) but not registered: the EID as asked, 1 minute.
+    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 1, false, None);
+    let (to, payload) = one_send(&dg(&mut ms, ETR2, &q, t(0)));
+    assert_eq!(to, sa("192.0.2.33:4342"));
+    let r = reply(&payload);
+    assert_eq!(r.records[0].eid, eid("198.51.100.10/32"));
+    assert_eq!(r.records[0].ttl, NEGATIVE_TTL_UNREGISTERED);
+    assert_eq!(r.records[0].action, RecordAction::NativelyForward);
+    assert!(r.records[0].locators.is_empty());
+    assert!(r.records[0].authoritative);
+    // In a site prefix that refuses more-specifics: the site prefix.
+    let q = ecm("203.0.113.10", "192.0.2.200", &["192.0.2.33"], 2, false, None);
+    let r = reply(&one_send(&dg(&mut ms, ETR2, &q, t(0))).1);
+    assert_eq!(r.records[0].eid, eid("192.0.2.128/25"));
+    assert_eq!(r.records[0].ttl, 1);
+    // Outside every site: the largest hole around it, 15 minutes.
+    let q = ecm("203.0.113.10", "10.1.2.3", &["192.0.2.33"], 3, false, None);
+    let r = reply(&one_send(&dg(&mut ms, ETR2, &q, t(0))).1);
+    assert_eq!(r.records[0].eid, eid("0.0.0.0/1"));
+    assert_eq!(r.records[0].ttl, NEGATIVE_TTL_NON_LISP);
+    assert_eq!(r.records[0].action, RecordAction::NativelyForward);
+    let q = ecm("2001:db8:2::10", "2001:db8:3::1", &["2001:db8:ff:12::1"], 4, false, None);
+    let r = reply(&one_send(&dg(&mut ms, "[2001:db8:ff:12::1]:4342", &q, t(0))).1);
+    let hole = r.records[0].eid.prefix;
+    assert!(hole.contains(ip("2001:db8:3::1")));
+    let site_prefixes = ["2001:db8:1::/48", "2001:db8:2::/48"].map(|p| eid(p).prefix);
+    assert!(site_prefixes.iter().all(|s| !s.covers(&hole) && !hole.covers(s)));
+    // The largest: one bit shorter would overlap a site.
+    let parent = IpPrefix::new_masked(hole.addr(), hole.len() - 1).unwrap();
+    assert!(site_prefixes.iter().any(|s| parent.covers(s)));
+    assert_eq!(ms.counters().tx_map_reply_negative, 4);
+    assert!(ms.registrations().next().is_none());
+}
+
+// ---- RLOC change, Map-Notify-Ack, retransmission -----------------------------------------
+
+fn ack(nonce: u64, key: &[u8]) -> Vec<u8> {
+    let a = MapNotify {
+        nonce,
+        auth: Auth::zeroed(Algorithm::HmacSha256),
+        ..MapNotify::default()
+    };
+    let mut v = a.to_vec_ack().unwrap();
+    auth::sign(&mut v, key).unwrap();
+    v
+}
+
+#[test]
+fn rloc_change_notifies_previous_rlocs_until_acked() {
+    let mut ms = MapServer::new(config());
+    let host = "198.51.100.10/32";
+    dg(&mut ms, ETR1, &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(0));
+    // The EID moves behind another ETR.
+    let acts = dg(&mut ms, "192.0.2.20:4342", &Reg::new(1, vec![record(host, 10, &["192.0.2.20"])], K1).bytes(), t(10));
+    let s = sends(&acts);
+    assert_eq!(s.len(), 2, "{acts:?}");
+    // The solicited Map-Notify to the new ETR and the unsolicited one to the old RLOC.
+    assert_eq!(s[1].0, sa("192.0.2.20:4342"));
+    let (to, payload) = &s[0];
+    assert_eq!(*to, sa("192.0.2.17:4342"));
+    let n = MapNotify::parse(payload).unwrap();
+    auth::verify(payload, K1).unwrap();
+    assert_eq!(n.records[0].locators[0].address, ip("192.0.2.20"));
+    assert_eq!(ms.counters().registrations_changed, 1);
+    assert_eq!(ms.pending_notifies(), 1);
+    assert_eq!(ms.next_deadline(), Some(t(11)));
+
+    // Retransmitted after 1 s, then 2 s later.
+    let r = ms.on_timer(t(11));
+    assert_eq!(sends(&r), vec![(sa("192.0.2.17:4342"), payload.clone())]);
+    assert_eq!(ms.next_deadline(), Some(t(13)));
+    assert!(ms.on_timer(Timestamp::from_millis(12_999)).is_empty());
+    assert_eq!(sends(&ms.on_timer(t(13))).len(), 1);
+
+    // A wrong-key ack and an unknown nonce do not stop it.
+    assert!(dg(&mut ms, ETR1, &ack(n.nonce, K2), t(14)).is_empty());
+    assert!(dg(&mut ms, ETR1, &ack(n.nonce ^ 1, K1), t(14)).is_empty());
+    assert_eq!(ms.counters().rejected_auth_failed, 1);
+    assert_eq!(ms.counters().rejected_unsolicited_ack, 1);
+    assert_eq!(ms.pending_notifies(), 1);
+    // The right ack does.
+    assert!(dg(&mut ms, ETR1, &ack(n.nonce, K1), t(14)).is_empty());
+    assert_eq!(ms.pending_notifies(), 0);
+    assert_eq!(ms.counters().notify_acked, 1);
+    assert!(ms.on_timer(t(100)).is_empty());
+    // A second ack for it is now unsolicited.
+    dg(&mut ms, ETR1, &ack(n.nonce, K1), t(101));
+    assert_eq!(ms.counters().rejected_unsolicited_ack, 2);
+}
+
+#[test]
+fn unacked_notify_gives_up_after_bounded_tries() {
+    let mut ms = MapServer::new(config());
+    let host = "198.51.100.10/32";
+    dg(&mut ms, ETR1, &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(0));
+    dg(&mut ms, ETR1, &Reg::new(2, vec![record(host, 10, &["192.0.2.21"])], K1).bytes(), t(0));
+    let mut now = t(0);
+    let mut retransmits = 0;
+    while let Some(d) = ms.next_deadline() {
+        if d >= t(180) {
+            break;
+        }
+        assert!(d > now);
+        now = d;
+        retransmits += sends(&ms.on_timer(now)).len();
+    }
+    let max = ms.config().notify_max_sends as usize;
+    assert_eq!(retransmits, max - 1);
+    // 1 + 2 + 4 + 8 s of backoff, then the last wait before giving up.
+    assert_eq!(now, t(1 + 2 + 4 + 8 + 16));
+    assert_eq!(ms.counters().notify_given_up, 1);
+    assert_eq!(ms.pending_notifies(), 0);
+}
+
+#[test]
+fn only_priority_changes_do_not_notify_old_rlocs() {
+    let mut ms = MapServer::new(config());
+    let host = "198.51.100.10/32";
+    dg(&mut ms, ETR1, &Reg::new(1, vec![record(host, 10, &["192.0.2.17", "192.0.2.18"])], K1).bytes(), t(0));
+    let acts = dg(&mut ms, ETR1, &Reg::new(2, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(1));
+    // Map-Notify to the ETR + unsolicited to the dropped 192.0.2.18 only.
+    let s = sends(&acts);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].0, sa("192.0.2.18:4342"));
+    // Refresh with the same set: nothing unsolicited.
+    let acts = dg(&mut ms, ETR1, &Reg::new(3, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(2));
+    assert_eq!(sends(&acts).len(), 1);
+    assert_eq!(ms.counters().registrations_refreshed, 1);
+}
+
+// ---- PubSub ----------------------------------------------------------------------------
+
+#[test]
+fn subscription_gets_notified_of_registration_change_and_expiry() {
+    let mut ms = MapServer::new(config());
+    let xtr = XtrId {
+        xtr_id: [2; 16],
+        site_id: 2,
+    };
+    // xTR 2 (site 2) asks for 198.51.100.10 with N: not registered yet → negative reply.
+    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 100, true, Some(xtr));
+    let r = reply(&one_send(&dg(&mut ms, ETR2, &q, t(0))).1);
+    assert!(r.records[0].locators.is_empty());
+    assert_eq!(ms.subscription_count(), 1);
+    // Renewing does not add a second subscription.
+    dg(&mut ms, ETR2, &q, t(1));
+    assert_eq!(ms.subscription_count(), 1);
+
+    // Site 1 registers its /24: the subscriber hears about it, signed with its own site's key.
+    let acts = dg(&mut ms, ETR1, &Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(), t(5));
+    let s = sends(&acts);
+    assert_eq!(s.len(), 2);
+    let (to, payload) = &s[0];
+    assert_eq!(*to, sa("192.0.2.33:4342"));
+    auth::verify(payload, K2).unwrap();
+    let n = MapNotify::parse(payload).unwrap();
+    assert_eq!(n.nonce, 101);
+    assert_eq!(n.xtr, Some(xtr));
+    assert_eq!(n.records[0].eid, eid("198.51.100.0/24"));
+    assert_eq!(n.records[0].locators[0].address, ip("192.0.2.17"));
+    assert!(dg(&mut ms, ETR2, &ack(101, K2), t(5)).is_empty());
+    assert_eq!(ms.counters().notify_acked, 1);
+
+    // A plain refresh is not a change.
+    let acts = dg(&mut ms, ETR1, &Reg::new(2, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(), t(60));
+    assert_eq!(sends(&acts).len(), 1);
+
+    // The registration expires: the subscriber is told (TTL 0, no locators).
+    let acts = ms.on_timer(t(240));
+    let (to, payload) = one_send(&acts);
+    assert_eq!(to, sa("192.0.2.33:4342"));
+    let n = MapNotify::parse(&payload).unwrap();
+    assert_eq!(n.nonce, 102);
+    assert_eq!(n.records[0].ttl, 0);
+    assert!(n.records[0].locators.is_empty());
+
+    // A subscription from an ITR whose source EID is in no site is refused, the request is
+    // still answered.
+    let q = ecm("10.0.0.1", "198.51.100.10", &["192.0.2.99"], 5, true, None);
+    assert_eq!(sends(&dg(&mut ms, "192.0.2.99:4342", &q, t(300))).len(), 1);
+    assert_eq!(ms.counters().rejected_subscription, 1);
+    assert_eq!(ms.subscription_count(), 1);
+    // Subscriptions end after their lifetime.
+    ms.on_timer(t(2 * 24 * 3600));
+    assert_eq!(ms.subscription_count(), 0);
+}
+
+// ---- Bad input -------------------------------------------------------------------------
+
+#[test]
+fn malformed_input_changes_nothing() {
+    let mut ms = MapServer::new(config());
+    let good = Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes();
+    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 1, false, None);
+    for cut in 0..good.len() {
+        assert!(dg(&mut ms, ETR1, &good[..cut], t(0)).is_empty());
+    }
+    for cut in 0..q.len() {
+        assert!(dg(&mut ms, ETR2, &q[..cut], t(0)).is_empty());
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(dg(&mut ms, ETR1, &trailing, t(0)).is_empty());
+    // Types the map-server does not take.
+    let mr = MapReply {
+        nonce: 1,
+        ..MapReply::default()
+    }
+    .to_vec()
+    .unwrap();
+    assert!(dg(&mut ms, ETR1, &mr, t(0)).is_empty());
+    assert!(dg(&mut ms, ETR1, &[0xf0, 0, 0, 0], t(0)).is_empty());
+    // An ECM around something else than a Map-Request.
+    let e = Ecm::new(ip("203.0.113.10"), ip("198.51.100.10"), Message::MapReply(MapReply::default()))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert!(dg(&mut ms, ETR2, &e, t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_bad_map_request, 1);
+    // A register with no records (signed).
+    let empty = Reg::new(1, vec![], K1).bytes();
+    assert!(dg(&mut ms, ETR1, &empty, t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_no_records, 1);
+
+    assert!(ms.registrations().next().is_none());
+    assert_eq!(ms.next_deadline(), None);
+    let c = ms.counters();
+    assert_eq!(c.rejected_unexpected_type, 2);
+    assert!(c.rejected_malformed as usize >= good.len() + q.len());
+    assert_eq!(c.tx_map_notify + c.tx_map_reply_negative + c.tx_ecm_forwarded, 0);
+    // The nonce of the good message was never consumed.
+    assert_eq!(dg(&mut ms, ETR1, &good, t(0)).len(), 1);
+}
+
+#[test]
+fn table_limit_is_enforced_without_partial_registration() {
+    let mut ms = MapServer::new(MapServerConfig {
+        max_registrations: 1,
+        ..config()
+    });
+    let two = Reg::new(
+        1,
+        vec![
+            record("198.51.100.1/32", 10, &["192.0.2.17"]),
+            record("198.51.100.2/32", 10, &["192.0.2.17"]),
+        ],
+        K1,
+    );
+    assert!(dg(&mut ms, ETR1, &two.bytes(), t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_table_full, 1);
+    assert_eq!(ms.registrations().count(), 0);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes, or a valid message with one byte changed: never a panic, never a
+        /// registration, never an answer to a Map-Register that fails verification.
+        #[test]
+        fn garbage_never_panics_or_registers(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            pos in any::<usize>(),
+            flip in 1u8..=255,
+        ) {
+            let mut ms = MapServer::new(config());
+            dg(&mut ms, ETR1, &bytes, t(0));
+            let mut reg = Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes();
+            let i = pos % reg.len();
+            reg[i] ^= flip;
+            let acts = dg(&mut ms, ETR1, &reg, t(0));
+            // Only a change in the nonce keeps the MAC valid?  No: the MAC covers the nonce too.
+            prop_assert!(acts.is_empty());
+            prop_assert!(ms.registrations().next().is_none());
+        }
+    }
+}
+
+// ---- OOR captures ------------------------------------------------------------------------
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// UDP payloads from /work/shared/captures/oor/decodes/*.udp-payload-hex.txt (OOR 1.3.0).
+mod oor {
+    pub const C01_REG_V4: &str = "30000101ffdaef7bf6ee8a3d000100142035a6183c688868bcca370ae70d8ae624707b990000000a0118100000000001c63364000164ff0000050001c0000211";
+    pub const C01_NOTIFY_V4: &str = "40000001ffdaef7bf6ee8a3d000100141ca34c6189af6f9e76ed1760ce3707d088c5465c0000000a0118100000000001c63364000164ff0000010001c0000211";
+    pub const C01_REG_V6: &str = "30000101ffd0ff7bf6fa9074000100149fbd055488e7b7cad2479ae6da619145c24cd6280000000a013010000000000220010db80001000000000000000000000164ff0000050001c0000211";
+    pub const C01_NOTIFY_V6: &str = "40000001ffd0ff7bf6fa9074000100143f6e77b1dc48779d591d2fd13f50025ba3e6756d0000000a013010000000000220010db80001000000000000000000000164ff0000010001c0000211";
+    pub const C02_REG_V4: &str = "38000101fffaef7bf6e9ea9600010014fbc0843bebda03f2a38f48f9c3718d4d7294ff8a0000000a0118100000000001cb0071000164ff0000050001c0000221";
+    pub const C02_REG_V6: &str = "38000101ff53f77bf6f3038d0001001443eb6e7918d1188d5fe7d0527ab5b25a6a08dc060000000a013010000000000220010db80002000000000000000000000164ff0000050001c0000221";
+    pub const C02_NOTIFY_V4: &str = "40000001fffaef7bf6e9ea960001001422469b0e687e2e6b569ffc9cd16d7dc04c146fcf0000000a0118100000000001cb0071000164ff0000010001c0000221";
+    pub const C02_NOTIFY_V6: &str = "40000001ff53f77bf6f3038d00010014625a562dfb7563877b94d565287d57ecfb3477e50000000a013010000000000220010db80002000000000000000000000164ff0000010001c0000221";
+    pub const C03_ECM_V4: &str = "800000004500003c00034000ff111565c633640acb00710a10f610f600281dea1000000124dd7f7fef7e8d240001c633640a0001c000021100200001cb00710a";
+    pub const C03_REPLY_V4: &str = "2000000124dd7f7fef7e8d240000000a0118000000000001cb0071000164ff0000010001c0000221";
+    pub const C03_ECM_V6: &str = "8000000060000000004011ff20010db800010000000000000000001020010db800020000000000000000001010f610f60040b6331000000107df2f7fc72b9f02000220010db80001000000000000000000100001c00002110080000220010db8000200000000000000000010";
+    pub const C03_REPLY_V6: &str = "2000000107df2f7fc72b9f020000000a013000000000000220010db80002000000000000000000000164ff0000010001c0000221";
+    pub const C04_ECM_V4: &str = "800000004500003c00034000ff111565cb00710ac633640a10f610f60028ccb010000001ffd9d77bc0d7d9fb0001cb00710a0001c000022100200001c633640a";
+    pub const C04_ECM_V6: &str = "8000000060000000004011ff20010db800020000000000000000001020010db800010000000000000000001010f610f600400e96100000010777277be0253602000220010db80002000000000000000000100001c00002210080000220010db8000100000000000000000010";
+    pub const C08_ECM: &str = "800000004500003c001a4000ff118f57c633640ac000020110f610f6002857da10000001ef517f6b1b7950ec0001c633640a0001c000021100200001c0000201";
+    pub const C08_REPLY: &str = "20000001ef517f6b1b7950ec0000000f0006300000000001c0000000";
+    pub const C10_REGS: [&str; 2] = [
+        "30000101bedbb77fb4b38b1200010014d3a1d4a45dda4fff40839f7617625bbf6e5a056d0000000a0118100000000001c63364000164ff0000050001c0000211",
+        "30000101fc7bb77fb4b03b7c00010014f1df7915baa1710502701feb5f0f4ea9f3c87e1e0000000a013010000000000220010db80001000000000000000000000164ff0000050001c0000211",
+    ];
+    pub const C11_ECM: &str = "800000004500003c00034000ff111565cb00710ac633640a10f610f60028701b10000001bb59377f933448b10001cb00710a0001c000022100200001c633640a";
+    pub const C11_REPLY: &str = "20000001bb59377f933448b1000000010020300000000001c633640a";
+    pub const C12_REG: &str = "38000101260caf6389b7d7d900010014bb99ab9d73618a2882a62aae671ba57d248aea7a0000000a0118100000000001c63364000164ff0000050001c0000211";
+    pub const C12_NOTIFY: &str = "40000001260caf6389b7d7d9000100146b7d29195091bec4c1b5297b385864b075dbb37a0000000a0118100000000001c63364000164ff0000010001c0000211";
+    pub const C12_ECM: &str = "800000004500003c0000000040112636c633640ac633640ab46310f60028c86a1000000144332f46ee5a94d70001c633640a0001c000021100200001c633640a";
+    pub const C12_REPLY: &str = "2000000144332f46ee5a94d70000000a0118000000000001c63364000164ff0000010001c0000211";
+}
+
+/// Our Map-Notify for OOR's Map-Register is byte for byte OOR's map-server's (same records,
+/// L bit cleared, same nonce, same 20-byte SHA-1 HMAC).
+#[test]
+fn oor_capture_01_02_map_notify_identical() {
+    let mut ms = MapServer::new(oor_config());
+    for (from, reg, notify) in [
+        (ETR1, oor::C01_REG_V4, oor::C01_NOTIFY_V4),
+        (ETR1, oor::C01_REG_V6, oor::C01_NOTIFY_V6),
+        (ETR2, oor::C02_REG_V4, oor::C02_NOTIFY_V4),
+        (ETR2, oor::C02_REG_V6, oor::C02_NOTIFY_V6),
+    ] {
+        let (to, payload) = one_send(&dg(&mut ms, from, &hex(reg), t(0)));
+        assert_eq!(to, sa(from));
+        assert_eq!(payload, hex(notify), "notify for {reg}");
+    }
+    assert_eq!(ms.registrations().count(), 4);
+    assert!(ms.registration(&eid("203.0.113.0/24"), t(1)).unwrap().proxy_reply);
+    assert!(!ms.registration(&eid("198.51.100.0/24"), t(1)).unwrap().proxy_reply);
+}
+
+#[test]
+fn oor_capture_03_04_proxy_reply_and_forward() {
+    let mut ms = MapServer::new(oor_config());
+    for (from, reg) in [
+        (ETR1, oor::C01_REG_V4),
+        (ETR1, oor::C01_REG_V6),
+        (ETR2, oor::C02_REG_V4),
+        (ETR2, oor::C02_REG_V6),
+    ] {
+        dg(&mut ms, from, &hex(reg), t(0));
+    }
+    // 03: site 2 registered with P: our Map-Reply is OOR's, byte for byte.
+    for (q, r) in [
+        (oor::C03_ECM_V4, oor::C03_REPLY_V4),
+        (oor::C03_ECM_V6, oor::C03_REPLY_V6),
+    ] {
+        let (to, payload) = one_send(&dg(&mut ms, ETR1, &hex(q), t(1)));
+        assert_eq!(to, sa("192.0.2.17:4342"));
+        assert_eq!(payload, hex(r));
+    }
+    // 04: site 1 without P: the ECM is forwarded unchanged to xtr1.
+    for q in [oor::C04_ECM_V4, oor::C04_ECM_V6] {
+        let (to, payload) = one_send(&dg(&mut ms, ETR2, &hex(q), t(1)));
+        assert_eq!(to, sa("192.0.2.17:4342"));
+        assert_eq!(payload, hex(q));
+    }
+}
+
+#[test]
+fn oor_capture_08_11_negative_replies_identical() {
+    let mut ms = MapServer::new(oor_config());
+    // 08: 192.0.2.1 is in no site → 192.0.0.0/6, 15 min.
+    let (to, payload) = one_send(&dg(&mut ms, ETR1, &hex(oor::C08_ECM), t(0)));
+    assert_eq!(to, sa("192.0.2.17:4342"));
+    assert_eq!(payload, hex(oor::C08_REPLY));
+    // 11: site 1 configured, not registered → the /32 as asked, 1 min.
+    let (to, payload) = one_send(&dg(&mut ms, ETR2, &hex(oor::C11_ECM), t(0)));
+    assert_eq!(to, sa("192.0.2.33:4342"));
+    assert_eq!(payload, hex(oor::C11_REPLY));
+}
+
+#[test]
+fn oor_capture_10_wrong_key_gets_nothing() {
+    let mut ms = MapServer::new(oor_config());
+    for r in oor::C10_REGS {
+        assert!(dg(&mut ms, ETR1, &hex(r), t(0)).is_empty());
+    }
+    assert_eq!(ms.counters().rejected_auth_failed, 2);
+    assert_eq!(ms.registrations().count(), 0);
+}
+
+#[test]
+fn oor_capture_12_ephemeral_port() {
+    let mut ms = MapServer::new(oor_config());
+    let from = "192.0.2.17:46179";
+    let (to, payload) = one_send(&dg(&mut ms, from, &hex(oor::C12_REG), t(0)));
+    assert_eq!(to, sa(from));
+    assert_eq!(payload, hex(oor::C12_NOTIFY));
+    let (to, payload) = one_send(&dg(&mut ms, from, &hex(oor::C12_ECM), t(1)));
+    assert_eq!(to, sa(from));
+    assert_eq!(payload, hex(oor::C12_REPLY));
+}
+
+#[test]
+fn config_from_yaml_section() {
+    let role = crate::config::MapServerRole {
+        enabled: true,
+        sites: vec![crate::config::Site {
+            name: "site1".into(),
+            key: "site1-secret".into(),
+            key_algorithm: crate::config::KeyAlgorithm::HmacSha1,
+            eid_prefixes: vec![crate::config::SitePrefix {
+                prefix: "198.51.100.0/24".parse().unwrap(),
+                accept_more_specifics: true,
+            }],
+        }],
+    };
+    let c = MapServerConfig::from_role(&role).unwrap();
+    assert_eq!(c.sites[0].algorithm, Algorithm::HmacSha1);
+    assert_eq!(c.sites[0].key, b"site1-secret");
+    assert_eq!(c.sites[0].prefixes[0].eid, eid("198.51.100.0/24"));
+    assert_eq!(c.registration_lifetime, Duration::from_secs(180));
+    assert!(!format!("{:?}", c.sites[0]).contains("secret"));
+    let mut dup = role.clone();
+    dup.sites.push(crate::config::Site {
+        name: "site2".into(),
+        ..role.sites[0].clone()
+    });
+    assert!(matches!(
+        MapServerConfig::from_role(&dup),
+        Err(MapServerConfigError::DuplicatePrefix { .. })
+    ));
+}

@@ -1,0 +1,930 @@
+//! The xTR state machine under a simulated clock: no sockets, every datagram is built or parsed
+//! with the wire codec, the way a peer would.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lisp_common::wire::control::auth::{self, Algorithm, Auth};
+use lisp_common::wire::control::{
+    Action as WireAction, Address, Ecm, Eid, IpPrefix, Locator as WireLocator, MapNotify,
+    MapRegister, MapReply, MapRequest, Message, Record,
+};
+
+use super::*;
+use crate::core::action::{CONTROL_PORT, MapCacheData};
+use crate::core::map_cache::Negative;
+
+const MS1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+const MS2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+const RLOC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 17));
+const RLOC_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 18));
+const ITR: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 33));
+const HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10));
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn secs(s: u64) -> Timestamp {
+    Timestamp::from_secs(s)
+}
+
+fn pfx(s: &str) -> EidPrefix {
+    let (a, l) = s.split_once('/').unwrap();
+    EidPrefix::new(0, ip(a), l.parse().unwrap())
+}
+
+fn cfg() -> XtrConfig {
+    XtrConfig {
+        locators: vec![RLOC, RLOC_B],
+        database_mappings: vec![DatabaseMapping {
+            eid: pfx("198.51.100.0/24"),
+            locators: vec![
+                Locator {
+                    addr: RLOC,
+                    priority: 1,
+                    weight: 100,
+                },
+                Locator {
+                    addr: RLOC_B,
+                    priority: 2,
+                    weight: 100,
+                },
+            ],
+        }],
+        map_servers: vec![
+            MapServerPeer {
+                address: MS1,
+                key: b"k1".to_vec(),
+                algorithm: Algorithm::HmacSha256,
+                proxy_reply: false,
+            },
+            MapServerPeer {
+                address: MS2,
+                key: b"k2".to_vec(),
+                algorithm: Algorithm::HmacSha1,
+                proxy_reply: true,
+            },
+        ],
+        map_resolvers: vec![MS1, MS2],
+        eid_space: vec![pfx("203.0.113.0/24")],
+        register_nonce_base: 1000,
+        nonce_seed: 42,
+        ..XtrConfig::default()
+    }
+}
+
+fn sa(a: IpAddr) -> SocketAddr {
+    SocketAddr::new(a, CONTROL_PORT)
+}
+
+/// The datagrams among `actions`.
+fn sends(actions: &[Action]) -> Vec<(SocketAddr, Vec<u8>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, payload, .. } => Some((*to, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sends_to(actions: &[Action], to: IpAddr) -> Vec<Vec<u8>> {
+    sends(actions)
+        .into_iter()
+        .filter(|(a, _)| a.ip() == to)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn parse_register(b: &[u8]) -> MapRegister {
+    match Message::parse(b).unwrap() {
+        Message::MapRegister(r) => r,
+        m => panic!("not a Map-Register: {m:?}"),
+    }
+}
+
+/// What a map-server answers to a Map-Register: a Map-Notify with its nonce, signed with `key`.
+fn notify_for(reg: &[u8], key: &[u8]) -> Vec<u8> {
+    let r = parse_register(reg);
+    let n = MapNotify {
+        nonce: r.nonce,
+        auth: Auth::zeroed(r.auth.algorithm().unwrap()),
+        records: r.records,
+        xtr: r.xtr,
+        ..MapNotify::default()
+    };
+    auth::emit_signed(&Message::MapNotify(n), key).unwrap()
+}
+
+/// The Map-Request inside an ECM, with the ECM.
+fn parse_ecm(b: &[u8]) -> (Ecm, MapRequest) {
+    match Message::parse(b).unwrap() {
+        Message::Ecm(e) => {
+            let r = match &*e.message {
+                Message::MapRequest(r) => r.clone(),
+                m => panic!("ECM carries {m:?}"),
+            };
+            (e, r)
+        }
+        m => panic!("not an ECM: {m:?}"),
+    }
+}
+
+fn reply(nonce: u64, eid: &str, ttl: u32, locators: &[(IpAddr, u8)]) -> Vec<u8> {
+    let p = pfx(eid);
+    let mut rec = Record::new(Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap()), ttl);
+    rec.locators = locators
+        .iter()
+        .map(|(a, prio)| WireLocator::new(*a, *prio, 50))
+        .collect();
+    Message::MapReply(MapReply {
+        nonce,
+        records: vec![rec],
+        ..MapReply::default()
+    })
+    .to_vec()
+    .unwrap()
+}
+
+fn negative_reply(nonce: u64, eid: &str, ttl: u32, action: WireAction) -> Vec<u8> {
+    let p = pfx(eid);
+    let rec = Record::negative(
+        Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap()),
+        ttl,
+        action,
+    );
+    Message::MapReply(MapReply {
+        nonce,
+        records: vec![rec],
+        ..MapReply::default()
+    })
+    .to_vec()
+    .unwrap()
+}
+
+fn rx(x: &mut Xtr, now: Timestamp, from: IpAddr, bytes: &[u8]) -> Vec<Action> {
+    x.handle_datagram(now, sa(from), sa(RLOC), bytes)
+}
+
+/// Runs the timers from `from` to `until` (inclusive), returning each (time, actions) step.
+fn run_timers(x: &mut Xtr, until: Timestamp) -> Vec<(Timestamp, Vec<Action>)> {
+    let mut steps = Vec::new();
+    while let Some(d) = x.next_deadline() {
+        if d > until {
+            break;
+        }
+        let a = x.handle_timer(d);
+        steps.push((d, a));
+    }
+    steps
+}
+
+// ------------------------------------------------------------------------------- registration
+
+#[test]
+fn registers_every_database_mapping_with_every_map_server() {
+    let mut x = Xtr::new(cfg(), t(0));
+    assert_eq!(x.next_deadline(), Some(t(0)));
+    let a = x.handle_timer(t(0));
+    let s = sends(&a);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].0, sa(MS1));
+    assert_eq!(s[1].0, sa(MS2));
+    let r1 = parse_register(&s[0].1);
+    let r2 = parse_register(&s[1].1);
+    assert!(r1.want_map_notify && r2.want_map_notify);
+    assert!(!r1.proxy_reply, "P bit per map-server");
+    assert!(r2.proxy_reply);
+    assert_eq!(r1.auth.algorithm(), Some(Algorithm::HmacSha256));
+    assert_eq!(r2.auth.algorithm(), Some(Algorithm::HmacSha1));
+    auth::verify(&s[0].1, b"k1").unwrap();
+    auth::verify(&s[1].1, b"k2").unwrap();
+    assert!(auth::verify(&s[0].1, b"k2").is_err());
+    assert!(r2.nonce > r1.nonce);
+    assert_eq!(r1.records.len(), 1);
+    let rec = &r1.records[0];
+    assert_eq!(rec.eid.prefix.to_string(), "198.51.100.0/24");
+    assert_eq!(rec.eid.instance_id, None);
+    assert_eq!(rec.ttl, DEFAULT_RECORD_TTL_MIN);
+    assert_eq!(rec.locators.len(), 2);
+    assert_eq!(
+        (rec.locators[0].address, rec.locators[0].priority),
+        (RLOC, 1)
+    );
+    assert!(rec.locators[0].local);
+    assert_eq!(x.counters().sent_map_register, 2);
+}
+
+#[test]
+fn retransmits_with_exponential_backoff_and_increasing_nonces() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let steps = run_timers(&mut x, secs(300));
+    let mut times = Vec::new();
+    let mut nonces = Vec::new();
+    for (when, a) in &steps {
+        for (to, p) in sends(a) {
+            nonces.push(parse_register(&p).nonce);
+            if to == sa(MS1) {
+                times.push(when.as_millis() / 1000);
+            }
+        }
+    }
+    // 1, 2, 4, ... s capped at 60 s.
+    assert_eq!(times, vec![0, 1, 3, 7, 15, 31, 63, 123, 183, 243]);
+    assert!(
+        nonces.windows(2).all(|w| w[1] > w[0]),
+        "nonces grow: {nonces:?}"
+    );
+    assert!(
+        x.registrations(secs(300))
+            .iter()
+            .all(|r| r.state == RegistrationState::Registering)
+    );
+}
+
+#[test]
+fn backoff_never_exceeds_a_short_register_interval() {
+    let mut c = cfg();
+    c.register_interval = Duration::from_secs(3);
+    c.map_servers.truncate(1);
+    let mut x = Xtr::new(c, t(0));
+    let times: Vec<u64> = run_timers(&mut x, secs(20))
+        .iter()
+        .filter(|(_, a)| !sends(a).is_empty())
+        .map(|(w, _)| w.as_millis() / 1000)
+        .collect();
+    assert_eq!(times, vec![0, 1, 3, 6, 9, 12, 15, 18]);
+}
+
+#[test]
+fn valid_map_notify_registers_and_refresh_follows_the_interval() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let a = x.handle_timer(t(0));
+    let reg1 = sends_to(&a, MS1).remove(0);
+    let n = notify_for(&reg1, b"k1");
+    assert!(rx(&mut x, t(200), MS1, &n).is_empty());
+    let st = x.registrations(t(200));
+    assert_eq!(st[0].state, RegistrationState::Registered);
+    assert_eq!(st[0].last_notify, Some(t(200)));
+    assert_eq!(
+        st[1].state,
+        RegistrationState::Registering,
+        "the other map-server is independent"
+    );
+    assert_eq!(x.counters().rx_map_notify, 1);
+    // MS1 is not sent to again until the interval; MS2 keeps retransmitting.
+    let steps = run_timers(&mut x, t(59_999));
+    assert!(steps.iter().all(|(_, a)| sends_to(a, MS1).is_empty()));
+    assert!(steps.iter().any(|(_, a)| !sends_to(a, MS2).is_empty()));
+    let a = x.handle_timer(secs(60));
+    let again = sends_to(&a, MS1);
+    assert_eq!(again.len(), 1, "refresh at 60 s");
+    assert!(parse_register(&again[0]).nonce > parse_register(&reg1).nonce);
+    // A notify for a retransmitted (or the current) nonce is good; the earlier one is no more.
+    assert!(x.registrations(secs(60))[0].state == RegistrationState::Registered);
+    // Without any further notify the registration shows as expired after three intervals.
+    run_timers(&mut x, secs(60 + 181));
+    assert_eq!(
+        x.registrations(secs(60 + 181))[0].state,
+        RegistrationState::Expired
+    );
+}
+
+#[test]
+fn notify_answering_an_earlier_retransmission_is_accepted() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let first = sends_to(&x.handle_timer(t(0)), MS1).remove(0);
+    let steps = run_timers(&mut x, secs(3));
+    assert!(steps.iter().any(|(_, a)| !sends_to(a, MS1).is_empty()));
+    rx(&mut x, secs(3), MS1, &notify_for(&first, b"k1"));
+    assert_eq!(
+        x.registrations(secs(3))[0].state,
+        RegistrationState::Registered
+    );
+}
+
+#[test]
+fn map_notify_with_bad_hmac_or_wrong_nonce_changes_nothing() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let a = x.handle_timer(t(0));
+    let reg1 = sends_to(&a, MS1).remove(0);
+    let deadline = x.next_deadline();
+
+    // Right nonce, wrong key (MS2's key for MS1's registration).
+    let bad = notify_for(&reg1, b"k2");
+    assert!(rx(&mut x, t(100), MS1, &bad).is_empty());
+    assert_eq!(x.counters().rejected(Reject::NotifyBadAuth), 1);
+    // Right nonce, one altered byte after signing.
+    let mut tampered = notify_for(&reg1, b"k1");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(rx(&mut x, t(100), MS1, &tampered).is_empty());
+    assert_eq!(x.counters().rejected(Reject::NotifyBadAuth), 2);
+
+    // Wrong nonce from somewhere that is not a map-server.
+    let mut other = parse_register(&reg1);
+    other.nonce = 7;
+    other.auth = Auth::zeroed(Algorithm::HmacSha256);
+    let wrong = notify_for(
+        &auth::emit_signed(&Message::MapRegister(other), b"k1").unwrap(),
+        b"k1",
+    );
+    assert!(rx(&mut x, t(100), ip("203.0.113.99"), &wrong).is_empty());
+    assert_eq!(x.counters().rejected(Reject::NotifyUnknownNonce), 1);
+
+    assert_eq!(x.counters().rx_map_notify, 0);
+    assert!(
+        x.registrations(t(100))
+            .iter()
+            .all(|r| r.state == RegistrationState::Registering && r.last_notify.is_none())
+    );
+    assert_eq!(x.next_deadline(), deadline, "no timer moved");
+}
+
+#[test]
+fn unsolicited_map_notify_from_a_map_server_is_acknowledged() {
+    let mut x = Xtr::new(cfg(), t(0));
+    x.handle_timer(t(0));
+    let n = MapNotify {
+        nonce: 0xdead_beef,
+        auth: Auth::zeroed(Algorithm::HmacSha1),
+        ..MapNotify::default()
+    };
+    let bytes = auth::emit_signed(&Message::MapNotify(n), b"k2").unwrap();
+    let a = rx(&mut x, t(10), MS2, &bytes);
+    let s = sends(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, sa(MS2));
+    match Message::parse(&s[0].1).unwrap() {
+        Message::MapNotifyAck(ack) => assert_eq!(ack.nonce, 0xdead_beef),
+        m => panic!("{m:?}"),
+    }
+    auth::verify(&s[0].1, b"k2").unwrap();
+    // It did not complete any registration.
+    assert!(
+        x.registrations(t(10))
+            .iter()
+            .all(|r| r.last_notify.is_none())
+    );
+    // Signed with the wrong key: no ack.
+    let n = MapNotify {
+        nonce: 5,
+        auth: Auth::zeroed(Algorithm::HmacSha1),
+        ..MapNotify::default()
+    };
+    let bytes = auth::emit_signed(&Message::MapNotify(n), b"k1").unwrap();
+    assert!(rx(&mut x, t(10), MS2, &bytes).is_empty());
+    assert_eq!(x.counters().rejected(Reject::NotifyBadAuth), 1);
+}
+
+#[test]
+fn redundant_map_servers_register_independently() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let a = x.handle_timer(t(0));
+    // MS1 is down; MS2 answers.
+    let reg2 = sends_to(&a, MS2).remove(0);
+    rx(&mut x, t(50), MS2, &notify_for(&reg2, b"k2"));
+    let st = x.registrations(t(50));
+    assert_eq!(st[0].state, RegistrationState::Registering);
+    assert_eq!(st[1].state, RegistrationState::Registered);
+    // MS1 comes back at 10 s: answers the next retransmission.
+    let steps = run_timers(&mut x, secs(16));
+    let last_to_ms1 = steps
+        .iter()
+        .filter_map(|(_, a)| sends_to(a, MS1).pop())
+        .next_back()
+        .unwrap();
+    rx(&mut x, secs(16), MS1, &notify_for(&last_to_ms1, b"k1"));
+    assert!(
+        x.registrations(secs(16))
+            .iter()
+            .all(|r| r.state == RegistrationState::Registered)
+    );
+}
+
+// ------------------------------------------------------------------------------- resolution
+
+#[test]
+fn miss_sends_an_ecm_map_request_and_the_reply_programs_the_cache() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    let mut x = Xtr::new(c, t(0));
+    let dst = ip("203.0.113.7");
+    let a = x.handle_miss(t(0), 0, HOST, dst);
+    let s = sends(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, sa(MS1));
+    // Outer source pinned to our locator of the resolver's family.
+    assert!(matches!(a[0], Action::Send { from: Some(f), .. } if f == RLOC));
+    let (ecm, req) = parse_ecm(&s[0].1);
+    assert_eq!((ecm.ip.src(), ecm.ip.dst()), (HOST, dst));
+    assert_eq!((ecm.src_port, ecm.dst_port), (4342, 4342));
+    // The codec verified the inner checksum on parse; it must also not be the "none" value.
+    let udp_ck = u16::from_be_bytes([s[0].1[4 + 20 + 6], s[0].1[4 + 20 + 7]]);
+    assert_ne!(udp_ck, 0);
+    assert_eq!(req.itr_rlocs, vec![RLOC, RLOC_B]);
+    assert_eq!(req.source_eid, Address::ip(HOST));
+    assert_eq!(req.eids.len(), 1);
+    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.7/32");
+    assert!(!req.smr && !req.smr_invoked && !req.probe);
+
+    let r = reply(
+        req.nonce,
+        "203.0.113.0/24",
+        2,
+        &[(ip("192.0.2.50"), 1), (ip("2001:db8::50"), 1)],
+    );
+    let a = rx(&mut x, t(30), MS1, &r);
+    assert_eq!(a.len(), 1);
+    match &a[0] {
+        Action::InstallMapCache { eid, data, ttl } => {
+            assert_eq!(*eid, pfx("203.0.113.0/24"));
+            assert_eq!(*ttl, Duration::from_secs(120));
+            let MapCacheData::Positive(l) = data else {
+                panic!("{data:?}")
+            };
+            assert_eq!(
+                l[0],
+                Locator {
+                    addr: ip("192.0.2.50"),
+                    priority: 1,
+                    weight: 50
+                }
+            );
+            // No local IPv6 locator: that one cannot be used.
+            assert_eq!(l[1].priority, crate::core::map_cache::PRIORITY_UNUSABLE);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!x.is_pending(&EidPrefix::host(0, dst)));
+    // Another destination inside the cached prefix: nothing to do.
+    assert!(x.handle_miss(t(40), 0, HOST, ip("203.0.113.99")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissCached), 1);
+    // The same reply again is a replay: dropped.
+    assert!(rx(&mut x, t(50), MS1, &r).is_empty());
+    assert_eq!(x.counters().rejected(Reject::ReplyUnsolicited), 1);
+    // TTL expiry removes the entry.
+    assert_eq!(x.next_deadline(), Some(t(30 + 120_000)));
+    assert!(x.handle_timer(t(30 + 119_999)).is_empty());
+    let a = x.handle_timer(t(30 + 120_000));
+    assert_eq!(
+        a,
+        vec![Action::RemoveMapCache {
+            eid: pfx("203.0.113.0/24")
+        }]
+    );
+    assert_eq!(x.cached().count(), 0);
+    assert_eq!(x.counters().map_cache_expired, 1);
+}
+
+#[test]
+fn one_request_per_second_ten_tries_then_thirty_second_hold_down() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    let mut x = Xtr::new(c, t(0));
+    let dst = ip("203.0.113.7");
+    assert_eq!(sends(&x.handle_miss(t(0), 0, HOST, dst)).len(), 1);
+    // The data plane keeps reporting misses: they do not add requests.
+    for ms in [100, 500, 999] {
+        assert!(x.handle_miss(t(ms), 0, HOST, dst).is_empty());
+    }
+    assert_eq!(x.counters().rejected(Reject::MissPending), 3);
+    let steps = run_timers(&mut x, secs(20));
+    let send_times: Vec<u64> = steps
+        .iter()
+        .filter(|(_, a)| !sends(a).is_empty())
+        .map(|(w, _)| w.as_millis())
+        .collect();
+    assert_eq!(send_times, (1..10).map(|s| s * 1000).collect::<Vec<_>>());
+    assert_eq!(x.counters().sent_map_request, 10);
+    assert_eq!(x.counters().sent_map_request_retry, 9);
+    assert_eq!(x.counters().resolve_gave_up, 1);
+    // Hold-down from 10 s to 40 s.
+    assert!(x.handle_miss(secs(39), 0, HOST, dst).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissHoldDown), 1);
+    run_timers(&mut x, secs(40));
+    assert_eq!(sends(&x.handle_miss(secs(40), 0, HOST, dst)).len(), 1);
+    // Retransmissions alternate between the two map-resolvers.
+    let mut c = cfg();
+    c.map_servers.clear();
+    let mut x = Xtr::new(c, t(0));
+    let mut to = vec![sends(&x.handle_miss(t(0), 0, HOST, dst))[0].0.ip()];
+    for (_, a) in run_timers(&mut x, t(3500)) {
+        to.extend(sends(&a).iter().map(|(d, _)| d.ip()));
+    }
+    assert_eq!(to, vec![MS1, MS2, MS1, MS2]);
+}
+
+#[test]
+fn a_dead_resolver_is_skipped_after_one_timeout() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    let mut x = Xtr::new(c, t(0));
+    let a = x.handle_miss(t(0), 0, HOST, ip("203.0.113.7"));
+    assert_eq!(sends(&a)[0].0, sa(MS1));
+    // MS1 is dead: after 1 s the request goes to MS2, which answers (the reply to the first
+    // request would have been good too).
+    let a = x.handle_timer(secs(1));
+    let s = sends(&a);
+    assert_eq!(s[0].0, sa(MS2));
+    let (_, req) = parse_ecm(&s[0].1);
+    let a = rx(
+        &mut x,
+        t(1010),
+        MS2,
+        &reply(req.nonce, "203.0.113.0/25", 10, &[(ip("192.0.2.50"), 1)]),
+    );
+    assert_eq!(a.len(), 1);
+    // The next resolution starts at MS2 directly.
+    let a = x.handle_miss(t(1100), 0, HOST, ip("203.0.113.200"));
+    assert_eq!(sends(&a)[0].0, sa(MS2));
+}
+
+#[test]
+fn negative_replies_become_negative_entries_and_ttl_zero_removes() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    let mut x = Xtr::new(c, t(0));
+    for (i, (action, want)) in [
+        (WireAction::Drop, Negative::Drop),
+        (WireAction::NativelyForward, Negative::NativelyForward),
+        (WireAction::NoAction, Negative::NativelyForward),
+        (WireAction::SendMapRequest, Negative::SendMapRequest),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dst = ip(&format!("203.0.113.{}", 64 * i + 1));
+        let (_, req) = parse_ecm(&sends(&x.handle_miss(t(0), 0, HOST, dst))[0].1);
+        let eid = format!("203.0.113.{}/26", 64 * i);
+        let a = rx(
+            &mut x,
+            t(10),
+            MS1,
+            &negative_reply(req.nonce, &eid, 15, action),
+        );
+        assert_eq!(
+            a,
+            vec![Action::InstallMapCache {
+                eid: pfx(&eid),
+                data: MapCacheData::Negative(want),
+                ttl: Duration::from_secs(15 * 60),
+            }]
+        );
+    }
+    // A send-map-request entry asks for resolution on a miss.
+    assert_eq!(
+        sends(&x.handle_miss(secs(1), 0, HOST, ip("203.0.113.193"))).len(),
+        1
+    );
+    // A drop entry does not.
+    assert!(
+        x.handle_miss(secs(1), 0, HOST, ip("203.0.113.2"))
+            .is_empty()
+    );
+    // A TTL 0 answer removes what is cached and installs nothing.
+    let mut x2 = Xtr::new(cfg(), t(0));
+    let (_, req) = parse_ecm(&sends(&x2.handle_miss(t(0), 0, HOST, ip("203.0.113.9")))[0].1);
+    rx(
+        &mut x2,
+        t(5),
+        MS1,
+        &reply(req.nonce, "203.0.113.0/24", 60, &[(ip("192.0.2.50"), 1)]),
+    );
+    // Force a re-resolution through an SMR, answered with TTL 0.
+    let smr = Message::MapRequest(MapRequest {
+        smr: true,
+        nonce: 1,
+        itr_rlocs: vec![ITR],
+        eids: vec![Eid::new(
+            None,
+            IpPrefix::new(ip("203.0.113.0"), 24).unwrap(),
+        )],
+        ..MapRequest::default()
+    })
+    .to_vec()
+    .unwrap();
+    let (_, req) = parse_ecm(&sends(&rx(&mut x2, secs(1), ITR, &smr))[0].1);
+    let a = rx(
+        &mut x2,
+        secs(1),
+        MS1,
+        &reply(req.nonce, "203.0.113.0/24", 0, &[(ip("192.0.2.50"), 1)]),
+    );
+    assert_eq!(
+        a,
+        vec![Action::RemoveMapCache {
+            eid: pfx("203.0.113.0/24")
+        }]
+    );
+    assert_eq!(x2.cached().count(), 0);
+}
+
+#[test]
+fn unsolicited_mismatched_and_malformed_input_is_dropped_without_state_change() {
+    let mut x = Xtr::new(cfg(), t(0));
+    x.handle_timer(t(0));
+    let dst = ip("203.0.113.7");
+    let (_, req) = parse_ecm(&sends(&x.handle_miss(t(0), 0, HOST, dst))[0].1);
+    let deadline = x.next_deadline();
+
+    // Unknown nonce.
+    assert!(
+        rx(
+            &mut x,
+            t(5),
+            MS1,
+            &reply(req.nonce ^ 1, "203.0.113.0/24", 10, &[(RLOC, 1)])
+        )
+        .is_empty()
+    );
+    assert_eq!(x.counters().rejected(Reject::ReplyUnsolicited), 1);
+    // Right nonce, a prefix that does not cover what was asked.
+    assert!(
+        rx(
+            &mut x,
+            t(5),
+            MS1,
+            &reply(req.nonce, "198.18.0.0/24", 10, &[(RLOC, 1)])
+        )
+        .is_empty()
+    );
+    assert_eq!(x.counters().rejected(Reject::ReplyEidMismatch), 1);
+    // Garbage, truncated, empty, Map-Register, ECM carrying a Map-Reply.
+    let good = reply(req.nonce, "203.0.113.0/24", 10, &[(RLOC, 1)]);
+    for bad in [&b"\xff\x00garbage"[..], &good[..good.len() - 3], &[][..]] {
+        assert!(rx(&mut x, t(5), MS1, bad).is_empty());
+    }
+    assert_eq!(x.counters().rejected(Reject::Malformed), 3);
+    let reg = MapRegister {
+        auth: Auth::zeroed(Algorithm::HmacSha256),
+        ..MapRegister::default()
+    };
+    assert!(
+        rx(
+            &mut x,
+            t(5),
+            MS1,
+            &Message::MapRegister(reg).to_vec().unwrap()
+        )
+        .is_empty()
+    );
+    assert_eq!(x.counters().rejected(Reject::UnexpectedType), 1);
+    let inner = Message::MapReply(MapReply {
+        nonce: req.nonce,
+        ..MapReply::default()
+    });
+    let ecm = Message::Ecm(Ecm::new(HOST, dst, inner).unwrap())
+        .to_vec()
+        .unwrap();
+    assert!(rx(&mut x, t(5), MS1, &ecm).is_empty());
+    assert_eq!(x.counters().rejected(Reject::UnexpectedEcm), 1);
+
+    assert!(x.is_pending(&EidPrefix::host(0, dst)));
+    assert_eq!(x.cached().count(), 0);
+    assert_eq!(x.next_deadline(), deadline);
+    // The genuine reply still works.
+    assert_eq!(rx(&mut x, t(6), MS1, &good).len(), 1);
+}
+
+#[test]
+fn misses_outside_the_eid_space_or_without_resolver_are_counted() {
+    let mut x = Xtr::new(cfg(), t(0));
+    assert!(x.handle_miss(t(0), 0, HOST, ip("198.18.0.1")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissOutsideEidSpace), 1);
+    assert!(x.handle_miss(t(0), 0, HOST, ip("2001:db8::1")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissBadAddress), 1);
+    let mut c = cfg();
+    c.map_resolvers.clear();
+    let mut x = Xtr::new(c, t(0));
+    assert!(x.handle_miss(t(0), 0, HOST, ip("203.0.113.1")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissNoResolver), 1);
+}
+
+// ------------------------------------------------------------------------------- ETR
+
+fn request(nonce: u64, eid: &str, probe: bool) -> MapRequest {
+    let p = pfx(eid);
+    MapRequest {
+        probe,
+        nonce,
+        source_eid: Address::ip(ip("203.0.113.5")),
+        itr_rlocs: vec![ip("2001:db8::33"), ITR],
+        eids: vec![Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap())],
+        ..MapRequest::default()
+    }
+}
+
+fn parse_reply(b: &[u8]) -> MapReply {
+    match Message::parse(b).unwrap() {
+        Message::MapReply(r) => r,
+        m => panic!("{m:?}"),
+    }
+}
+
+#[test]
+fn etr_answers_map_requests_for_its_eids_authoritatively() {
+    let mut x = Xtr::new(cfg(), t(0));
+    // Direct, from an ephemeral port: the reply goes to the IPv4 ITR-RLOC on that port.
+    let req = Message::MapRequest(request(77, "198.51.100.10/32", false))
+        .to_vec()
+        .unwrap();
+    let a = x.handle_datagram(t(0), SocketAddr::new(ITR, 40000), sa(RLOC), &req);
+    let s = sends(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, SocketAddr::new(ITR, 40000));
+    let r = parse_reply(&s[0].1);
+    assert_eq!(r.nonce, 77);
+    assert!(!r.probe);
+    assert_eq!(r.records.len(), 1);
+    assert!(r.records[0].authoritative);
+    assert_eq!(r.records[0].eid.prefix.to_string(), "198.51.100.0/24");
+    assert_eq!(r.records[0].locators.len(), 2);
+    assert!(r.records[0].locators.iter().all(|l| !l.probed));
+    // Forwarded by the map-server inside an ECM: reply to the inner source port.
+    let mut ecm = Ecm::new(
+        ip("203.0.113.5"),
+        HOST,
+        Message::MapRequest(request(78, "198.51.100.10/32", false)),
+    )
+    .unwrap();
+    ecm.src_port = 4342;
+    let a = rx(&mut x, t(0), MS1, &Message::Ecm(ecm).to_vec().unwrap());
+    let s = sends(&a);
+    assert_eq!(s[0].0, sa(ITR));
+    assert_eq!(parse_reply(&s[0].1).nonce, 78);
+    assert_eq!(x.counters().sent_map_reply, 2);
+    // Not ours.
+    let req = Message::MapRequest(request(79, "203.0.113.10/32", false))
+        .to_vec()
+        .unwrap();
+    assert!(rx(&mut x, t(0), ITR, &req).is_empty());
+    assert_eq!(x.counters().rejected(Reject::RequestNotOurs), 1);
+}
+
+#[test]
+fn rloc_probe_reply_marks_the_probed_locator() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let req = Message::MapRequest(request(5, "198.51.100.0/24", true))
+        .to_vec()
+        .unwrap();
+    // Probe sent to our second locator.
+    let a = x.handle_datagram(t(0), sa(ITR), sa(RLOC_B), &req);
+    assert!(matches!(a[0], Action::Send { from: Some(f), .. } if f == RLOC_B));
+    let r = parse_reply(&sends(&a)[0].1);
+    assert!(r.probe);
+    assert_eq!(r.nonce, 5);
+    let probed: Vec<IpAddr> = r.records[0]
+        .locators
+        .iter()
+        .filter(|l| l.probed)
+        .map(|l| l.address)
+        .collect();
+    assert_eq!(probed, vec![RLOC_B]);
+    assert_eq!(x.counters().sent_probe_reply, 1);
+}
+
+// ------------------------------------------------------------------------------- SMR
+
+fn smr(eid: &str) -> Vec<u8> {
+    let p = pfx(eid);
+    Message::MapRequest(MapRequest {
+        smr: true,
+        nonce: 99,
+        source_eid: Address::ip(p.addr),
+        itr_rlocs: vec![ip("192.0.2.50")],
+        eids: vec![Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap())],
+        ..MapRequest::default()
+    })
+    .to_vec()
+    .unwrap()
+}
+
+#[test]
+fn smr_for_a_cached_eid_triggers_a_rate_limited_smr_invoked_request() {
+    let mut x = Xtr::new(cfg(), t(0));
+    // Nothing cached: ignored.
+    assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr("203.0.113.7/32")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::SmrNotCached), 1);
+    let (_, req) = parse_ecm(&sends(&x.handle_miss(t(0), 0, HOST, ip("203.0.113.7")))[0].1);
+    rx(
+        &mut x,
+        t(5),
+        MS1,
+        &reply(req.nonce, "203.0.113.0/24", 60, &[(ip("192.0.2.50"), 1)]),
+    );
+
+    let a = rx(&mut x, secs(1), ip("192.0.2.50"), &smr("203.0.113.7/32"));
+    let s = sends(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        s[0].0,
+        sa(MS1),
+        "through the mapping system, not to the SMR's sender"
+    );
+    let (ecm, req) = parse_ecm(&s[0].1);
+    assert!(req.smr_invoked && !req.smr);
+    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.0/24");
+    assert_eq!(ecm.ip.dst(), ip("203.0.113.0"));
+    assert_eq!(ecm.ip.src(), ip("198.51.100.0"), "one of our EIDs");
+    // Within 3 s: suppressed.
+    assert!(rx(&mut x, t(3999), ip("192.0.2.50"), &smr("203.0.113.8/32")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::SmrRateLimited), 1);
+    // The answer updates the entry.
+    let a = rx(
+        &mut x,
+        t(4000),
+        MS1,
+        &reply(req.nonce, "203.0.113.0/24", 60, &[(ip("192.0.2.51"), 1)]),
+    );
+    let Some(Action::InstallMapCache {
+        data: MapCacheData::Positive(l),
+        ..
+    }) = a.first()
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(l[0].addr, ip("192.0.2.51"));
+    // After 3 s another SMR is honoured.
+    assert_eq!(
+        sends(&rx(
+            &mut x,
+            secs(4),
+            ip("192.0.2.50"),
+            &smr("203.0.113.8/32")
+        ))
+        .len(),
+        1
+    );
+    assert_eq!(x.counters().sent_smr_invoked, 2);
+    assert_eq!(x.counters().rx_smr, 4);
+}
+
+#[test]
+fn sent_smrs_are_rate_limited_per_rloc() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let eid = pfx("198.51.100.10/32");
+    let a = x.send_smr(t(0), eid, ITR);
+    let s = sends(&a);
+    assert_eq!(s[0].0, sa(ITR));
+    match Message::parse(&s[0].1).unwrap() {
+        Message::MapRequest(r) => {
+            assert!(r.smr);
+            assert_eq!(r.eids[0].prefix.to_string(), "198.51.100.10/32");
+            assert_eq!(r.itr_rlocs, vec![RLOC, RLOC_B]);
+        }
+        m => panic!("{m:?}"),
+    }
+    assert!(x.send_smr(t(2999), eid, ITR).is_empty());
+    assert_eq!(x.counters().rejected(Reject::SmrSendRateLimited), 1);
+    assert_eq!(sends(&x.send_smr(t(2999), eid, ip("192.0.2.34"))).len(), 1);
+    assert_eq!(sends(&x.send_smr(secs(3), eid, ITR)).len(), 1);
+    assert_eq!(x.counters().sent_smr, 3);
+}
+
+// ------------------------------------------------------------------------------- scale
+
+#[test]
+fn ten_thousand_misses_resolve_and_expire_quickly() {
+    let mut c = cfg();
+    c.eid_space = vec![pfx("10.0.0.0/8")];
+    let mut x = Xtr::new(c, t(0));
+    x.handle_timer(t(0));
+    let start = Instant::now();
+    let n = 10_000u32;
+    let mut nonces = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let dst = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        let a = x.handle_miss(t(1), 0, HOST, dst);
+        let (_, req) = parse_ecm(&sends(&a)[0].1);
+        nonces.push((req.nonce, dst));
+    }
+    // Misses repeated while pending are absorbed.
+    for i in 0..n {
+        assert!(
+            x.handle_miss(t(2), 0, HOST, IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+                .is_empty()
+        );
+    }
+    let mut installed = 0;
+    for (nonce, dst) in &nonces {
+        let r = reply(*nonce, &format!("{dst}/32"), 1, &[(ip("192.0.2.50"), 1)]);
+        installed += rx(&mut x, t(500), MS1, &r).len();
+    }
+    assert_eq!(installed, n as usize);
+    assert_eq!(x.cached().count(), n as usize);
+    let a = x.handle_timer(t(500 + 60_000));
+    let removed = a
+        .iter()
+        .filter(|a| matches!(a, Action::RemoveMapCache { .. }))
+        .count();
+    assert_eq!(removed, n as usize);
+    let took = start.elapsed();
+    eprintln!("10k misses → requests → replies → expiry: {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

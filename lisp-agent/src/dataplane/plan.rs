@@ -1,0 +1,326 @@
+//! What the maps must hold for a configuration: computed without touching the kernel, so that
+//! it is tested without root and the loader stays a plain copy loop.
+
+use std::net::IpAddr;
+
+use lisp_common::maps::{
+    AF_IPV4, AF_IPV6, EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings, iface_flags,
+    settings_flags,
+};
+
+use crate::config::{Config, InterfaceRole, NegativeAction, XdpModeConfig};
+use crate::core::map_cache::{self, Locator, Negative, Placement};
+
+/// An interface to attach to, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub value: InterfaceConfig,
+    pub mode: XdpModeConfig,
+}
+
+/// One map-cache entry to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEntry {
+    /// `203.0.113.0/24 (iid 0)`: for logs and errors.
+    pub label: String,
+    pub key: EidKey,
+    pub placement: Placement,
+    pub entry: MapCacheEntry,
+}
+
+/// Everything the loader writes, in the order it writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub settings: Settings,
+    pub interfaces: Vec<PlannedInterface>,
+    pub local_rlocs: Vec<RlocKey>,
+    /// EID space: key and LPM prefix length.
+    pub eid_space: Vec<(EidKey, u32)>,
+    /// instance-id → kernel table.
+    pub iid_tables: Vec<(u32, u32)>,
+    pub map_cache: Vec<PlannedEntry>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "interfaces[{index}]: interface '{name}' does not exist on this host (or in this network namespace)"
+    )]
+    NoSuchInterface { index: usize, name: String },
+    #[error("{label}: {source}")]
+    Entry {
+        label: String,
+        source: map_cache::MapCacheError,
+    },
+}
+
+fn rloc_key(a: IpAddr) -> RlocKey {
+    match a {
+        IpAddr::V4(v) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v.octets());
+            RlocKey::new(AF_IPV4, b)
+        }
+        IpAddr::V6(v) => RlocKey::new(AF_IPV6, v.octets()),
+    }
+}
+
+/// Builds the plan; `ifindex` resolves an interface name (None = absent).
+pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan, PlanError> {
+    let mut settings = Settings {
+        event_interval_ns: u64::try_from(cfg.miss_event_interval.0.as_nanos()).unwrap_or(u64::MAX),
+        ..Settings::default()
+    };
+    let mut local_rlocs = Vec::new();
+    if let Some(a) = cfg.locators.ipv4 {
+        settings.flags |= settings_flags::HAS_RLOC4;
+        settings.rloc4 = a.octets();
+        local_rlocs.push(rloc_key(a.into()));
+    }
+    if let Some(a) = cfg.locators.ipv6 {
+        settings.flags |= settings_flags::HAS_RLOC6;
+        settings.rloc6 = a.octets();
+        local_rlocs.push(rloc_key(a.into()));
+    }
+    if cfg.data_nonce {
+        settings.flags |= settings_flags::NONCE;
+    }
+
+    let mut interfaces = Vec::new();
+    for (index, i) in cfg.interfaces.iter().enumerate() {
+        let idx = ifindex(&i.name).ok_or_else(|| PlanError::NoSuchInterface {
+            index,
+            name: i.name.clone(),
+        })?;
+        let mut flags = match i.role {
+            InterfaceRole::Eid if cfg.itr => iface_flags::ITR,
+            InterfaceRole::Rloc if cfg.etr => iface_flags::ETR,
+            _ => 0,
+        };
+        if i.mobility.is_some() {
+            flags |= iface_flags::MOBILITY;
+        }
+        interfaces.push(PlannedInterface {
+            name: i.name.clone(),
+            ifindex: idx,
+            value: InterfaceConfig {
+                flags,
+                instance_id: i.instance_id,
+            },
+            mode: cfg.xdp_mode_of(i),
+        });
+    }
+
+    let entry_err = |label: &str| {
+        let label = label.to_string();
+        move |source| PlanError::Entry { label, source }
+    };
+
+    let mut eid_space = Vec::new();
+    for iid in cfg.itr_instance_ids() {
+        for p in &cfg.eid_space {
+            let label = format!("eid-space {p} (iid {iid})");
+            let (key, placement) =
+                map_cache::eid_key(iid, p.addr(), p.prefix_len()).map_err(entry_err(&label))?;
+            let lpm = match placement {
+                // A host route in the EID space is a one-address trie entry.
+                Placement::Host => {
+                    lisp_common::maps::EID_KEY_PREFIX_BITS + u32::from(p.prefix_len())
+                }
+                Placement::Prefix { lpm_len } => lpm_len,
+            };
+            eid_space.push((key, lpm));
+        }
+    }
+
+    let iid_tables = cfg
+        .instance_tables
+        .iter()
+        .map(|t| (t.instance_id, t.table.0))
+        .collect();
+
+    let mut entries = Vec::new();
+    for m in &cfg.map_cache {
+        let label = format!("map-cache {} (iid {})", m.eid_prefix, m.instance_id);
+        let (key, placement) = map_cache::eid_key(
+            m.instance_id,
+            m.eid_prefix.addr(),
+            m.eid_prefix.prefix_len(),
+        )
+        .map_err(entry_err(&label))?;
+        let entry = match m.action {
+            Some(a) => map_cache::negative_entry(match a {
+                NegativeAction::Drop => Negative::Drop,
+                NegativeAction::NativelyForward => Negative::NativelyForward,
+                NegativeAction::SendMapRequest => Negative::SendMapRequest,
+            }),
+            None => {
+                let locs: Vec<Locator> = m
+                    .locators
+                    .iter()
+                    .map(|l| {
+                        let (priority, weight) = l.priority_weight();
+                        Locator {
+                            addr: l.address,
+                            priority,
+                            weight,
+                        }
+                    })
+                    .collect();
+                map_cache::positive_entry(&locs, m.instance_id).map_err(entry_err(&label))?
+            }
+        };
+        entries.push(PlannedEntry {
+            label,
+            key,
+            placement,
+            entry,
+        });
+    }
+
+    Ok(Plan {
+        settings,
+        interfaces,
+        local_rlocs,
+        eid_space,
+        iid_tables,
+        map_cache: entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TABLE_MAIN;
+    use lisp_common::maps::{EID_KEY_PREFIX_BITS, action};
+
+    const EXAMPLE: &str = include_str!("../../../deploy/lisp-agent.example.yaml");
+
+    fn example_plan() -> Plan {
+        let cfg = Config::from_yaml_str(EXAMPLE).unwrap();
+        plan(&cfg, |n| match n {
+            "vlan10" => Some(7),
+            "eth0" => Some(3),
+            _ => None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn settings_from_example() {
+        let p = example_plan();
+        let s = p.settings;
+        assert_eq!(
+            s.flags,
+            settings_flags::HAS_RLOC4 | settings_flags::HAS_RLOC6 | settings_flags::NONCE
+        );
+        assert_eq!(s.rloc4, [192, 0, 2, 17]);
+        assert_eq!(s.rloc6[..4], [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(s.event_interval_ns, 1_000_000_000);
+        assert_eq!(p.local_rlocs.len(), 2);
+        assert_eq!(p.local_rlocs[0].family, AF_IPV4);
+        assert_eq!(p.local_rlocs[0].addr[..4], [192, 0, 2, 17]);
+        assert_eq!(p.local_rlocs[1].family, AF_IPV6);
+    }
+
+    #[test]
+    fn interfaces_from_example() {
+        let p = example_plan();
+        assert_eq!(p.interfaces.len(), 2);
+        assert_eq!(p.interfaces[0].name, "vlan10");
+        assert_eq!(p.interfaces[0].ifindex, 7);
+        assert_eq!(
+            p.interfaces[0].value.flags,
+            iface_flags::ITR | iface_flags::MOBILITY
+        );
+        assert_eq!(p.interfaces[1].ifindex, 3);
+        assert_eq!(p.interfaces[1].value.flags, iface_flags::ETR);
+        assert_eq!(p.interfaces[1].mode, XdpModeConfig::Auto);
+    }
+
+    #[test]
+    fn roles_follow_itr_etr_switches() {
+        let y = EXAMPLE.replace("itr: true", "itr: false");
+        let cfg = Config::from_yaml_str(&y).unwrap();
+        let p = plan(&cfg, |_| Some(1)).unwrap();
+        assert_eq!(p.interfaces[0].value.flags, iface_flags::MOBILITY);
+        assert_eq!(p.interfaces[1].value.flags, iface_flags::ETR);
+    }
+
+    #[test]
+    fn eid_space_and_tables_from_example() {
+        let p = example_plan();
+        assert_eq!(p.eid_space.len(), 2);
+        assert_eq!(p.eid_space[0].1, EID_KEY_PREFIX_BITS + 24);
+        assert_eq!(p.eid_space[1].1, EID_KEY_PREFIX_BITS + 48);
+        assert_eq!(p.eid_space[1].0.family(), AF_IPV6);
+        assert_eq!(p.iid_tables, vec![(0, TABLE_MAIN)]);
+    }
+
+    #[test]
+    fn eid_space_repeats_per_instance_id() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+eid-space: [203.0.113.0/24]
+interfaces:
+  - { name: a, role: eid, instance-id: 5 }
+  - { name: b, role: eid, instance-id: 9 }
+  - { name: c, role: eid, instance-id: 5 }
+";
+        let cfg = Config::from_yaml_str(y).unwrap();
+        let p = plan(&cfg, |_| Some(1)).unwrap();
+        let iids: Vec<u32> = p.eid_space.iter().map(|(k, _)| k.instance_id()).collect();
+        assert_eq!(iids, vec![5, 9]);
+    }
+
+    #[test]
+    fn map_cache_from_example() {
+        let p = example_plan();
+        assert_eq!(p.map_cache.len(), 2);
+        let e0 = &p.map_cache[0];
+        assert_eq!(e0.label, "map-cache 203.0.113.0/24 (iid 0)");
+        assert_eq!(
+            e0.placement,
+            Placement::Prefix {
+                lpm_len: EID_KEY_PREFIX_BITS + 24
+            }
+        );
+        assert_eq!(e0.entry.action, action::ENCAPSULATE);
+        assert_eq!(e0.entry.rloc_count, 3);
+        let e1 = &p.map_cache[1];
+        assert_eq!(e1.entry.action, action::DROP);
+        assert_eq!(&e1.key.addr[..4], &[203, 0, 113, 128]);
+    }
+
+    #[test]
+    fn host_entries_go_to_the_host_map() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+interfaces: [{ name: a, role: eid }]
+map-cache:
+  - { eid-prefix: 203.0.113.10/32, locators: [{ address: 192.0.2.33, priority: 1, weight: 1 }] }
+";
+        let cfg = Config::from_yaml_str(y).unwrap();
+        let p = plan(&cfg, |_| Some(1)).unwrap();
+        assert_eq!(p.map_cache[0].placement, Placement::Host);
+    }
+
+    #[test]
+    fn missing_interface_is_named() {
+        let cfg = Config::from_yaml_str(EXAMPLE).unwrap();
+        let e = plan(&cfg, |n| (n == "vlan10").then_some(7)).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::NoSuchInterface {
+                index: 1,
+                name: "eth0".into()
+            }
+        );
+        assert!(
+            e.to_string()
+                .starts_with("interfaces[1]: interface 'eth0' does not exist")
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The control-plane shell: UDP port 4342, timers and data-plane misses in; the sans-IO cores
+//! ([`Xtr`], and [`MapServer`] when `map-server.enabled`) decide; their [`Action`]s are carried
+//! out here (datagrams sent, XDP map-cache entries written or removed). Nothing protocol-shaped
+//! lives here.
+//!
+//! One socket serves both families: `[::]:4342` dual-stack (IPv4 peers appear as v4-mapped
+//! addresses and are turned back into IPv4 before the cores see them); if IPv6 is disabled,
+//! `0.0.0.0:4342`. The source address of replies is the kernel's choice (the route to the
+//! peer); `Action::Send::from` is not enforced, which is right on a router with one locator per
+//! family (the only shape the config allows).
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use log::{debug, info, warn};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::{DataplaneEvent, Stats};
+use crate::config::Config;
+use crate::core::action::{Action, CONTROL_PORT, MapCacheData};
+use crate::core::map_cache::{negative_entry, positive_entry};
+use crate::core::map_server::MapServer;
+use crate::core::map_server::config::MapServerConfig;
+use crate::core::time::{Timestamp, earliest};
+use crate::core::xtr::{RegistrationState, Xtr, XtrConfig};
+use crate::dataplane::MapCacheWriter;
+
+/// What the control plane gets from the shell.
+pub struct ControlContext {
+    pub config: Arc<Config>,
+    /// Misses from the XDP program (already rate-limited per destination by the kernel).
+    pub events: mpsc::Receiver<DataplaneEvent>,
+    /// Writes the XDP map-cache. A std mutex: each write is one short syscall.
+    pub map_cache: Arc<Mutex<MapCacheWriter>>,
+    pub stats: Arc<Stats>,
+}
+
+/// Largest control datagram we read (a jumbo frame; anything longer is truncated and then
+/// refused by the codec).
+const MAX_DATAGRAM: usize = 9216;
+
+/// Binds the control socket: dual-stack `[::]:port`, else IPv4 only.
+pub async fn bind_control_socket(port: u16) -> anyhow::Result<UdpSocket> {
+    match UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)).await {
+        Ok(s) => Ok(s),
+        Err(e6) => UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            .await
+            .with_context(|| format!("binding UDP port {port} (IPv6 said: {e6})")),
+    }
+}
+
+/// v4-mapped IPv6 → IPv4, so that the cores compare addresses as configured.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// The address to send to through `sock`: v4-mapped when the socket is IPv6.
+fn for_socket(sock_is_v6: bool, to: SocketAddr) -> SocketAddr {
+    match (sock_is_v6, to.ip()) {
+        (true, IpAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port()),
+        _ => to,
+    }
+}
+
+/// Milliseconds since an origin fixed at start: the cores' clock.
+struct Clock(tokio::time::Instant);
+
+impl Clock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        self.0 + Duration::from_millis(t.as_millis())
+    }
+}
+
+/// Runs until the event channel closes (the agent is stopping).
+pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
+    let clock = Clock(tokio::time::Instant::now());
+    // Entropy and wall-clock time enter the core only as these two numbers.
+    let seed = RandomState::new().hash_one(std::process::id());
+    let nonce_base = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
+        .unwrap_or(1);
+    let mut xtr = Xtr::new(
+        XtrConfig::from_config(&ctx.config, seed, nonce_base),
+        clock.now(),
+    );
+    let mut ms = if ctx.config.map_server.enabled {
+        let c = MapServerConfig::from_role(&ctx.config.map_server)
+            .context("map-server configuration")?;
+        Some(MapServer::new(c))
+    } else {
+        None
+    };
+    let sock = bind_control_socket(CONTROL_PORT).await?;
+    let local = sock.local_addr()?;
+    let sock_is_v6 = local.is_ipv6();
+    info!(
+        "control plane on UDP {local}: {} map-server(s), {} map-resolver(s){}",
+        xtr.config().map_servers.len(),
+        xtr.config().map_resolvers.len(),
+        if ms.is_some() {
+            ", map-server role enabled"
+        } else {
+            ""
+        }
+    );
+    // `to` as the cores see it: our locator of the peer's family (the config has one per
+    // family), since a wildcard socket does not tell us which address was hit.
+    let locators = xtr.config().locators.clone();
+    let local_for = |from: &SocketAddr| -> SocketAddr {
+        let ip = locators
+            .iter()
+            .copied()
+            .find(|l| l.is_ipv4() == from.is_ipv4())
+            .unwrap_or(if from.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            });
+        SocketAddr::new(ip, CONTROL_PORT)
+    };
+
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut reg_seen: Vec<RegistrationState> = Vec::new();
+    loop {
+        let deadline = earliest(
+            xtr.next_deadline(),
+            ms.as_ref().and_then(MapServer::next_deadline),
+        );
+        let sleep_until = clock.instant(deadline.unwrap_or(Timestamp::from_secs(86_400 * 365)));
+        let actions = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let from = canonical(from);
+                    let bytes = &buf[..n];
+                    let to = local_for(&from);
+                    let now = clock.now();
+                    match ms.as_mut() {
+                        Some(m) if MapServer::wants(bytes) => m.handle_datagram(from, to, bytes, now),
+                        _ => xtr.handle_datagram(now, from, to, bytes),
+                    }
+                }
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
+                    debug!("control socket: {e}");
+                    Vec::new()
+                }
+            },
+            ev = ctx.events.recv() => match ev {
+                Some(DataplaneEvent::Miss(m)) => {
+                    ctx.stats.events_handled.fetch_add(1, Ordering::Relaxed);
+                    xtr.handle_miss(clock.now(), m.instance_id, m.src, m.dst)
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                let now = clock.now();
+                let mut a = xtr.handle_timer(now);
+                if let Some(m) = ms.as_mut() {
+                    a.extend(m.on_timer(now));
+                }
+                a
+            }
+        };
+        for a in actions {
+            carry_out(&sock, sock_is_v6, &ctx.map_cache, a).await;
+        }
+        log_registration_changes(&xtr, clock.now(), &mut reg_seen);
+    }
+    Ok(())
+}
+
+/// Registration state changes are worth a log line (operators and the e2e tests read them).
+fn log_registration_changes(xtr: &Xtr, now: Timestamp, seen: &mut Vec<RegistrationState>) {
+    let st = xtr.registrations(now);
+    if seen.len() != st.len() {
+        *seen = vec![RegistrationState::Registering; st.len()];
+    }
+    for (old, s) in seen.iter_mut().zip(&st) {
+        if *old != s.state {
+            match s.state {
+                RegistrationState::Registered => {
+                    info!("registered with map-server {}", s.map_server)
+                }
+                RegistrationState::Expired => warn!(
+                    "registration with map-server {} expired ({} Map-Registers unanswered)",
+                    s.map_server, s.unanswered
+                ),
+                RegistrationState::Registering => {}
+            }
+            *old = s.state;
+        }
+    }
+}
+
+async fn carry_out(
+    sock: &UdpSocket,
+    sock_is_v6: bool,
+    writer: &Arc<Mutex<MapCacheWriter>>,
+    a: Action,
+) {
+    match a {
+        Action::Send { to, payload, .. } => {
+            if !sock_is_v6 && to.is_ipv6() {
+                debug!("no IPv6 control socket: not sending to {to}");
+                return;
+            }
+            if let Err(e) = sock.send_to(&payload, for_socket(sock_is_v6, to)).await {
+                debug!("sending {} bytes to {to}: {e}", payload.len());
+            }
+        }
+        Action::InstallMapCache { eid, data, ttl } => {
+            let entry = match &data {
+                MapCacheData::Positive(l) => positive_entry(l, eid.instance_id),
+                MapCacheData::Negative(n) => Ok(negative_entry(*n)),
+            };
+            let r = entry.map_err(anyhow::Error::from).and_then(|e| {
+                writer
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("map-cache writer poisoned"))?
+                    .insert(eid.instance_id, eid.addr, eid.len, &e)
+            });
+            match r {
+                Ok(()) => info!("map-cache {eid}: {data:?} for {}s", ttl.as_secs()),
+                Err(e) => warn!("map-cache {eid}: {e:#}"),
+            }
+        }
+        Action::RemoveMapCache { eid } => {
+            let r = writer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("map-cache writer poisoned"))
+                .and_then(|mut w| w.remove(eid.instance_id, eid.addr, eid.len));
+            match r {
+                Ok(_) => info!("map-cache {eid}: removed"),
+                Err(e) => warn!("map-cache {eid}: {e:#}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Data-plane events: decoding of [`MissEvent`] records and the per-CPU perf readers.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use aya::maps::perf::PerfEvent;
+use aya::maps::{MapData, PerfEventArray};
+use lisp_common::maps::{AF_IPV4, AF_IPV6, EidKey, MissEvent, event_kind};
+use log::{debug, info, warn};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::Stats;
+
+/// Why an event record was not understood.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("event record of {0} bytes, expected at least {1}")]
+    Short(usize, usize),
+    #[error("event with unknown address family {0}")]
+    Family(u8),
+    #[error("event of unknown kind {0}")]
+    Kind(u8),
+}
+
+/// What the data plane asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissKind {
+    /// No map-cache entry for a destination inside the EID space.
+    MapCacheMiss,
+    /// A negative entry with action Send-Map-Request matched.
+    NegativeSendMapRequest,
+}
+
+/// A decoded [`MissEvent`]: a destination EID to resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Miss {
+    pub kind: MissKind,
+    pub instance_id: u32,
+    pub dst: IpAddr,
+    /// Source EID of the packet (source EID of the Map-Request).
+    pub src: IpAddr,
+    pub ifindex: u32,
+    /// Interface name, if it could be resolved when the event arrived.
+    pub ifname: Option<String>,
+}
+
+impl fmt::Display for Miss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            MissKind::MapCacheMiss => "map-cache miss",
+            MissKind::NegativeSendMapRequest => "negative map-cache entry (send-map-request)",
+        };
+        write!(
+            f,
+            "{what}: {} (iid {}) from {} on ",
+            self.dst, self.instance_id, self.src
+        )?;
+        match &self.ifname {
+            Some(n) => f.write_str(n),
+            None => write!(f, "ifindex {}", self.ifindex),
+        }
+    }
+}
+
+/// Events the shell hands to the control plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataplaneEvent {
+    Miss(Miss),
+}
+
+const RECORD_LEN: usize = size_of::<MissEvent>();
+
+/// Decodes one perf sample. The sample may carry trailing alignment bytes; fields are read by
+/// offset (the layout of `MissEvent`, checked by lisp-common's layout test), never by casting.
+pub fn decode_miss(sample: &[u8]) -> Result<MissEvent, EventError> {
+    if sample.len() < RECORD_LEN {
+        return Err(EventError::Short(sample.len(), RECORD_LEN));
+    }
+    let arr = |r: std::ops::Range<usize>| -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&sample[r]);
+        a
+    };
+    let mut family_iid = [0u8; 4];
+    family_iid.copy_from_slice(&sample[0..4]);
+    let mut ifindex = [0u8; 4];
+    ifindex.copy_from_slice(&sample[36..40]);
+    Ok(MissEvent {
+        dst: EidKey {
+            family_iid,
+            addr: arr(4..20),
+        },
+        src: arr(20..36),
+        ifindex: u32::from_ne_bytes(ifindex),
+        kind: sample[40],
+        _pad: [0; 3],
+    })
+}
+
+fn ip_of(family: u8, b: &[u8; 16]) -> Result<IpAddr, EventError> {
+    match family {
+        AF_IPV4 => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        AF_IPV6 => Ok(IpAddr::V6(Ipv6Addr::from(*b))),
+        f => Err(EventError::Family(f)),
+    }
+}
+
+impl Miss {
+    /// Interprets a record; `ifname` names its interface.
+    pub fn from_event(
+        ev: &MissEvent,
+        ifname: impl FnOnce(u32) -> Option<String>,
+    ) -> Result<Miss, EventError> {
+        let kind = match ev.kind {
+            event_kind::MAP_CACHE_MISS => MissKind::MapCacheMiss,
+            event_kind::NEGATIVE_SEND_MAP_REQUEST => MissKind::NegativeSendMapRequest,
+            k => return Err(EventError::Kind(k)),
+        };
+        let fam = ev.dst.family();
+        Ok(Miss {
+            kind,
+            instance_id: ev.dst.instance_id(),
+            dst: ip_of(fam, &ev.dst.addr)?,
+            // The source has the destination's family (same inner packet).
+            src: ip_of(fam, &ev.src)?,
+            ifindex: ev.ifindex,
+            ifname: ifname(ev.ifindex),
+        })
+    }
+}
+
+/// Handles one perf sample: decode, log, count, forward. Never blocks: when the control plane
+/// lags, the event is dropped and counted (the kernel will raise it again after its interval).
+pub fn handle_sample(
+    bytes: &[u8],
+    stats: &Stats,
+    tx: &mpsc::Sender<DataplaneEvent>,
+    ifname: impl FnOnce(u32) -> Option<String>,
+) {
+    let decoded = decode_miss(bytes).and_then(|ev| Miss::from_event(&ev, ifname));
+    match decoded {
+        Ok(miss) => {
+            stats.events_received.fetch_add(1, Ordering::Relaxed);
+            info!("{miss}");
+            if tx.try_send(DataplaneEvent::Miss(miss)).is_err() {
+                stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                debug!("event channel full or closed: event dropped");
+            }
+        }
+        Err(e) => {
+            stats.events_malformed.fetch_add(1, Ordering::Relaxed);
+            warn!("data-plane event ignored: {e}");
+        }
+    }
+}
+
+/// Opens the perf buffer of every online CPU and spawns one reader task per CPU.
+pub fn spawn_readers(
+    mut events: PerfEventArray<MapData>,
+    stats: Arc<Stats>,
+    tx: mpsc::Sender<DataplaneEvent>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context as _;
+    let cpus =
+        aya::util::online_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))?;
+    let mut tasks = Vec::new();
+    for cpu in cpus {
+        // 16 pages per CPU: room for bursts of misses while the task is not scheduled.
+        let buf = events
+            .open(cpu, Some(16))
+            .with_context(|| format!("opening the event buffer of CPU {cpu}"))?;
+        // SAFETY: the buffer owns its perf fd, which stays open and unchanged until the
+        // buffer (moved into the AsyncFd) is dropped.
+        let mut fd = unsafe { AsyncFd::register_with_interest(buf, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the event buffer of CPU {cpu}: {e}"))?;
+        let stats = stats.clone();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut scratch = Vec::with_capacity(RECORD_LEN + 8);
+            loop {
+                let mut guard = match fd.readable_mut().await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        warn!("event buffer of CPU {cpu}: {e}");
+                        return;
+                    }
+                };
+                guard.get_inner_mut().for_each(|ev| match ev {
+                    PerfEvent::Sample { head, tail } => {
+                        let bytes = if tail.is_empty() {
+                            head
+                        } else {
+                            // A sample across the ring's end comes in two pieces.
+                            scratch.clear();
+                            scratch.extend_from_slice(head);
+                            scratch.extend_from_slice(tail);
+                            &scratch[..]
+                        };
+                        handle_sample(bytes, &stats, &tx, crate::dataplane::ifname_of);
+                    }
+                    PerfEvent::Lost { count } => {
+                        stats.events_lost.fetch_add(count, Ordering::Relaxed);
+                        warn!("{count} data-plane event(s) lost (perf buffer of CPU {cpu} full)");
+                    }
+                });
+                guard.clear_ready();
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ev: &MissEvent) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&ev.dst.family_iid);
+        v.extend_from_slice(&ev.dst.addr);
+        v.extend_from_slice(&ev.src);
+        v.extend_from_slice(&ev.ifindex.to_ne_bytes());
+        v.push(ev.kind);
+        v.extend_from_slice(&[0; 3]);
+        v
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..4].copy_from_slice(&a);
+        b
+    }
+
+    fn sample_event() -> MissEvent {
+        MissEvent {
+            dst: EidKey::new(AF_IPV4, 0, v4([203, 0, 113, 10])),
+            src: v4([198, 51, 100, 10]),
+            ifindex: 7,
+            kind: event_kind::MAP_CACHE_MISS,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn decodes_and_formats_a_miss() {
+        let ev = sample_event();
+        let mut bytes = record(&ev);
+        assert_eq!(bytes.len(), RECORD_LEN);
+        bytes.extend_from_slice(&[0xee; 4]); // perf alignment padding
+        let back = decode_miss(&bytes).unwrap();
+        assert_eq!(back, ev);
+        let miss = Miss::from_event(&back, |i| (i == 7).then(|| "vlan10".to_string())).unwrap();
+        assert_eq!(
+            miss.to_string(),
+            "map-cache miss: 203.0.113.10 (iid 0) from 198.51.100.10 on vlan10"
+        );
+        let miss = Miss::from_event(&back, |_| None).unwrap();
+        assert!(miss.to_string().ends_with("on ifindex 7"));
+    }
+
+    #[test]
+    fn decodes_ipv6_with_instance_id() {
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        dst[15] = 1;
+        let ev = MissEvent {
+            dst: EidKey::new(AF_IPV6, 0x123456, dst),
+            src: [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            ifindex: 3,
+            kind: event_kind::NEGATIVE_SEND_MAP_REQUEST,
+            _pad: [0; 3],
+        };
+        let miss = Miss::from_event(&decode_miss(&record(&ev)).unwrap(), |_| None).unwrap();
+        assert_eq!(miss.kind, MissKind::NegativeSendMapRequest);
+        assert_eq!(miss.instance_id, 0x123456);
+        assert_eq!(miss.dst, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(miss.src, "2001:db8:1::2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        let bytes = record(&sample_event());
+        for n in 0..RECORD_LEN {
+            assert_eq!(
+                decode_miss(&bytes[..n]),
+                Err(EventError::Short(n, RECORD_LEN))
+            );
+        }
+        let mut ev = sample_event();
+        ev.dst.family_iid[0] = 9;
+        assert_eq!(Miss::from_event(&ev, |_| None), Err(EventError::Family(9)));
+        let mut ev = sample_event();
+        ev.kind = 77;
+        assert_eq!(Miss::from_event(&ev, |_| None), Err(EventError::Kind(77)));
+    }
+
+    #[test]
+    fn handle_sample_counts_and_forwards() {
+        let stats = Stats::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let bytes = record(&sample_event());
+        handle_sample(&bytes, &stats, &tx, |_| None);
+        handle_sample(&bytes, &stats, &tx, |_| None); // channel full: dropped, counted
+        handle_sample(&bytes[..10], &stats, &tx, |_| None);
+        assert_eq!(stats.events_received.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.events_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.events_malformed.load(Ordering::Relaxed), 1);
+        let DataplaneEvent::Miss(m) = rx.try_recv().unwrap();
+        assert_eq!(m.dst, "203.0.113.10".parse::<IpAddr>().unwrap());
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The I/O shell: tokio tasks around the data plane. Loads and attaches XDP, forwards eBPF log
+//! lines, reads events, serves metrics, hands events to the control plane, and detaches on
+//! SIGINT/SIGTERM.
+//!
+//! The control plane plugs in at [`control::run`]: it receives a [`ControlContext`] (the
+//! config, the event channel, the map-cache writer) and runs until the agent stops.
+
+pub mod control;
+pub mod events;
+pub mod metrics;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use log::{info, warn};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::dataplane::{self, Dataplane, MapCacheWriter};
+pub use control::ControlContext;
+pub use events::{DataplaneEvent, Miss, MissKind};
+
+/// Counters of the shell itself (exported as metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events_received: AtomicU64,
+    pub events_lost: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub events_malformed: AtomicU64,
+    pub events_handled: AtomicU64,
+}
+
+/// Depth of the event channel to the control plane. The kernel rate-limits events per
+/// destination, so this only fills when the control plane is stuck; then events are dropped
+/// and counted rather than blocking the perf readers.
+const EVENT_QUEUE: usize = 4096;
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let plan = dataplane::plan::plan(&cfg, dataplane::ifindex_of)?;
+    let mut dp = Dataplane::load(&plan)?;
+
+    // Log lines first, so that the program's own messages from the first packets are kept.
+    if let Some(logger) = dp.take_logger() {
+        // SAFETY: the logger owns its ring buffer's fd, which stays open and unchanged until
+        // the logger (moved into the AsyncFd) is dropped.
+        let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the eBPF log buffer: {e}"))?;
+        tokio::spawn(async move {
+            loop {
+                match fd.readable_mut().await {
+                    Ok(mut g) => {
+                        g.get_inner_mut().flush();
+                        g.clear_ready();
+                    }
+                    Err(e) => {
+                        warn!("eBPF log reader stopped: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let events = dp.take_events()?;
+    let _readers = events::spawn_readers(events, stats.clone(), tx)?;
+
+    let counters = dp.take_counters().map(|c| Arc::new(Mutex::new(c)));
+    let writer: Arc<Mutex<MapCacheWriter>> = Arc::new(Mutex::new(
+        dp.take_map_cache_writer()
+            .context("map-cache writer already taken")?,
+    ));
+
+    // Signal handlers before attaching: a SIGTERM during startup still detaches cleanly.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
+    dp.attach_all(&plan)?;
+
+    let _metrics = match cfg.metrics_listen {
+        Some(addr) => Some(metrics::spawn(addr, counters.clone(), stats.clone()).await?),
+        None => None,
+    };
+
+    let control = tokio::spawn(control::run(ControlContext {
+        config: cfg.clone(),
+        events: rx,
+        map_cache: writer,
+        stats: stats.clone(),
+    }));
+
+    info!("lisp-agent running on {}", dp.attached().join(", "));
+    let why = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        r = control => match r {
+            Ok(Ok(())) => "control plane finished",
+            Ok(Err(e)) => {
+                dp.detach_all();
+                return Err(e.context("control plane failed"));
+            }
+            Err(e) => {
+                dp.detach_all();
+                anyhow::bail!("control plane task failed: {e}");
+            }
+        },
+    };
+    info!("{why}: detaching and exiting");
+    dp.detach_all();
+    Ok(())
+}

@@ -1,0 +1,419 @@
+//! Addresses in control messages: AFI 0 (no address), AFI 1 (IPv4), AFI 2 (IPv6), and the
+//! instance-id LCAF (AFI 16387, type 2, RFC 8060 §4.1) wrapping one of those.
+//!
+//! * [`IpPrefix`]: an IPv4/IPv6 prefix whose mask length fits the family. [`IpPrefix::new`] also
+//!   refuses host bits below the mask, [`IpPrefix::new_masked`] clears them. Parsing keeps them
+//!   ([`IpPrefix::new_unmasked`]) because peers do send them (tcpdump's `lisp_ipv6.pcap`
+//!   registers `2001:db8:85a3::8a2e:370:7334/80`) and re-encoding must give the same bytes:
+//!   **key tables by [`IpPrefix::network`]**, not by the prefix as received.
+//! * [`Eid`]: an EID-prefix as carried in records: optional instance-id + prefix.
+//! * [`Address`]: an address without a mask (Map-Request source EID): optional instance-id +
+//!   optional IP (AFI 0 = none).
+
+use super::{Error, Reader, Writer};
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// AFI 0: no address.
+pub const AFI_NONE: u16 = 0;
+/// AFI 1: IPv4.
+pub const AFI_IPV4: u16 = 1;
+/// AFI 2: IPv6.
+pub const AFI_IPV6: u16 = 2;
+/// AFI of the LISP Canonical Address Format (RFC 8060).
+pub const AFI_LCAF: u16 = 16387;
+/// LCAF type 2: instance-id.
+pub const LCAF_TYPE_INSTANCE_ID: u8 = 2;
+
+/// An IPv4 or IPv6 prefix: mask length at most 32 / 128. Host bits are zero unless it was
+/// built by [`IpPrefix::new_unmasked`] (parsing); [`IpPrefix::network`] clears them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix {
+    addr: IpAddr,
+    len: u8,
+}
+
+fn max_len(addr: &IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+impl IpPrefix {
+    /// A prefix; [`Error::BadPrefix`] if `len` is too long or host bits are set.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, Error> {
+        if len > max_len(&addr) || mask(addr, len) != addr {
+            return Err(Error::BadPrefix);
+        }
+        Ok(IpPrefix { addr, len })
+    }
+
+    /// A prefix with the host bits of `addr` cleared; [`Error::BadPrefix`] if `len` is too long.
+    pub fn new_masked(addr: IpAddr, len: u8) -> Result<Self, Error> {
+        if len > max_len(&addr) {
+            return Err(Error::BadPrefix);
+        }
+        Ok(IpPrefix {
+            addr: mask(addr, len),
+            len,
+        })
+    }
+
+    /// A prefix exactly as received: host bits kept; [`Error::BadPrefix`] if `len` is too long.
+    pub fn new_unmasked(addr: IpAddr, len: u8) -> Result<Self, Error> {
+        if len > max_len(&addr) {
+            return Err(Error::BadPrefix);
+        }
+        Ok(IpPrefix { addr, len })
+    }
+
+    /// The same prefix with host bits cleared (what to key tables by).
+    pub fn network(&self) -> Self {
+        IpPrefix {
+            addr: mask(self.addr, self.len),
+            len: self.len,
+        }
+    }
+
+    /// Are bits set below the mask (only possible after [`IpPrefix::new_unmasked`])?
+    pub fn has_host_bits(&self) -> bool {
+        mask(self.addr, self.len) != self.addr
+    }
+
+    /// The host prefix (/32 or /128) of an address.
+    pub fn host(addr: IpAddr) -> Self {
+        IpPrefix {
+            addr,
+            len: max_len(&addr),
+        }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The mask length (a prefix length, not a collection size: no `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
+    /// True for /0 (named so, not `is_empty`, because /0 covers everything).
+    pub fn is_default(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    /// 32 or 128.
+    pub fn max_len(&self) -> u8 {
+        max_len(&self.addr)
+    }
+
+    /// Is `addr` inside this prefix (same family)?
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.addr.is_ipv4() && mask(addr, self.len) == mask(self.addr, self.len)
+    }
+
+    /// Is `other` inside (or equal to) this prefix?
+    pub fn covers(&self, other: &IpPrefix) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// An EID-prefix as carried in EID records: an optional instance-id (encoded as the
+/// instance-id LCAF) and an IP prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Eid {
+    pub instance_id: Option<u32>,
+    pub prefix: IpPrefix,
+}
+
+impl Eid {
+    pub fn new(instance_id: Option<u32>, prefix: IpPrefix) -> Self {
+        Eid {
+            instance_id,
+            prefix,
+        }
+    }
+
+    /// The address part as an [`Address`] (what goes on the wire after the mask length).
+    pub fn address(&self) -> Address {
+        Address {
+            instance_id: self.instance_id,
+            ip: Some(self.prefix.addr()),
+        }
+    }
+}
+
+impl fmt::Display for Eid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.instance_id {
+            Some(iid) => write!(f, "[{iid}]{}", self.prefix),
+            None => write!(f, "{}", self.prefix),
+        }
+    }
+}
+
+/// An address without a mask: AFI 0 (`ip: None`), IPv4 or IPv6, optionally inside an
+/// instance-id LCAF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Address {
+    pub instance_id: Option<u32>,
+    pub ip: Option<IpAddr>,
+}
+
+impl Address {
+    /// AFI 0.
+    pub const NONE: Address = Address {
+        instance_id: None,
+        ip: None,
+    };
+
+    pub fn ip(ip: IpAddr) -> Self {
+        Address {
+            instance_id: None,
+            ip: Some(ip),
+        }
+    }
+
+    /// Encoded length in bytes (AFI included).
+    pub fn wire_len(&self) -> usize {
+        let plain = 2 + match self.ip {
+            None => 0,
+            Some(IpAddr::V4(_)) => 4,
+            Some(IpAddr::V6(_)) => 16,
+        };
+        match self.instance_id {
+            // AFI + rsvd1 + flags + type + IID mask-len + length + IID
+            Some(_) => 2 + 1 + 1 + 1 + 1 + 2 + 4 + plain,
+            None => plain,
+        }
+    }
+
+    pub(crate) fn parse(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let afi = r.u16()?;
+        if afi != AFI_LCAF {
+            return Ok(Address {
+                instance_id: None,
+                ip: parse_plain(afi, r)?,
+            });
+        }
+        let _rsvd1 = r.u8()?;
+        let _flags = r.u8()?;
+        let lcaf_type = r.u8()?;
+        // The IID mask-length is only meaningful for IID ranges, which LISP xTRs do not send;
+        // it is ignored here and sent as 0.
+        let _iid_mask_len = r.u8()?;
+        let length = usize::from(r.u16()?);
+        if lcaf_type != LCAF_TYPE_INSTANCE_ID {
+            return Err(Error::BadLcaf(lcaf_type));
+        }
+        let body = r.bytes(length)?;
+        let mut inner = Reader::new(body);
+        let iid = inner.u32().map_err(|_| Error::BadLcaf(lcaf_type))?;
+        let inner_afi = inner.u16().map_err(|_| Error::BadLcaf(lcaf_type))?;
+        if inner_afi == AFI_LCAF {
+            // Nested LCAFs are not something an xTR sends; refusing bounds the work.
+            return Err(Error::BadLcaf(lcaf_type));
+        }
+        let ip = parse_plain(inner_afi, &mut inner).map_err(|e| match e {
+            Error::Truncated => Error::BadLcaf(lcaf_type),
+            e => e,
+        })?;
+        if inner.remaining() != 0 {
+            return Err(Error::BadLcaf(lcaf_type));
+        }
+        Ok(Address {
+            instance_id: Some(iid),
+            ip,
+        })
+    }
+
+    pub(crate) fn emit(&self, w: &mut Writer<'_>) -> Result<(), Error> {
+        if let Some(iid) = self.instance_id {
+            w.u16(AFI_LCAF)?;
+            w.u8(0)?;
+            w.u8(0)?;
+            w.u8(LCAF_TYPE_INSTANCE_ID)?;
+            w.u8(0)?;
+            let plain = Address {
+                instance_id: None,
+                ip: self.ip,
+            };
+            // Length counts the bytes after the length field: IID + inner AFI + address.
+            w.u16((4 + plain.wire_len()) as u16)?;
+            w.u32(iid)?;
+            plain.emit(w)
+        } else {
+            match self.ip {
+                None => w.u16(AFI_NONE),
+                Some(IpAddr::V4(a)) => {
+                    w.u16(AFI_IPV4)?;
+                    w.bytes(&a.octets())
+                }
+                Some(IpAddr::V6(a)) => {
+                    w.u16(AFI_IPV6)?;
+                    w.bytes(&a.octets())
+                }
+            }
+        }
+    }
+}
+
+fn parse_plain(afi: u16, r: &mut Reader<'_>) -> Result<Option<IpAddr>, Error> {
+    match afi {
+        AFI_NONE => Ok(None),
+        AFI_IPV4 => Ok(Some(IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)))),
+        AFI_IPV6 => Ok(Some(IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)))),
+        other => Err(Error::BadAfi(other)),
+    }
+}
+
+/// A plain IP address (locators, ITR-RLOCs): AFI 1 or 2, nothing else.
+pub(crate) fn parse_ip(r: &mut Reader<'_>) -> Result<IpAddr, Error> {
+    let afi = r.u16()?;
+    match afi {
+        AFI_IPV4 | AFI_IPV6 => Ok(parse_plain(afi, r)?.ok_or(Error::BadAfi(afi))?),
+        AFI_LCAF => {
+            // Report the LCAF type if we can read it, so the error says what was sent.
+            let t = r.bytes(3).map(|b| b[2]).unwrap_or(0);
+            Err(Error::BadLcaf(t))
+        }
+        other => Err(Error::BadAfi(other)),
+    }
+}
+
+pub(crate) fn ip_wire_len(ip: &IpAddr) -> usize {
+    Address::ip(*ip).wire_len()
+}
+
+pub(crate) fn emit_ip(w: &mut Writer<'_>, ip: &IpAddr) -> Result<(), Error> {
+    Address::ip(*ip).emit(w)
+}
+
+/// An EID-prefix after its mask length: the address must carry an IP.
+pub(crate) fn parse_eid(r: &mut Reader<'_>, mask_len: u8) -> Result<Eid, Error> {
+    let a = Address::parse(r)?;
+    let ip = a.ip.ok_or(Error::BadAfi(AFI_NONE))?;
+    Ok(Eid {
+        instance_id: a.instance_id,
+        prefix: IpPrefix::new_unmasked(ip, mask_len)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    #[test]
+    fn prefix_validation() {
+        assert!(IpPrefix::new(v4(198, 51, 100, 0), 24).is_ok());
+        assert_eq!(
+            IpPrefix::new(v4(198, 51, 100, 1), 24),
+            Err(Error::BadPrefix)
+        );
+        assert_eq!(
+            IpPrefix::new(v4(198, 51, 100, 0), 33),
+            Err(Error::BadPrefix)
+        );
+        assert_eq!(
+            IpPrefix::new_masked(v4(198, 51, 100, 77), 24)
+                .unwrap()
+                .addr(),
+            v4(198, 51, 100, 0)
+        );
+        let p = IpPrefix::new(v4(192, 0, 0, 0), 6).unwrap();
+        assert!(p.contains(v4(192, 0, 2, 1)));
+        assert!(!p.contains(v4(198, 51, 100, 1)));
+        assert!(
+            IpPrefix::new(v4(0, 0, 0, 0), 0)
+                .unwrap()
+                .contains(v4(1, 2, 3, 4))
+        );
+        let v6: IpAddr = "2001:db8:1::".parse().unwrap();
+        assert!(IpPrefix::new(v6, 48).is_ok());
+        assert_eq!(IpPrefix::new(v6, 129), Err(Error::BadPrefix));
+        assert!(!IpPrefix::new(v6, 48).unwrap().contains(v4(1, 2, 3, 4)));
+        let odd = IpPrefix::new_unmasked(v4(198, 51, 100, 7), 24).unwrap();
+        assert!(odd.has_host_bits());
+        assert_eq!(
+            odd.network(),
+            IpPrefix::new(v4(198, 51, 100, 0), 24).unwrap()
+        );
+        assert!(odd.contains(v4(198, 51, 100, 200)));
+        assert_eq!(
+            IpPrefix::new_unmasked(v4(1, 1, 1, 1), 33),
+            Err(Error::BadPrefix)
+        );
+    }
+
+    #[test]
+    fn iid_lcaf_round_trip_and_layout() {
+        let a = Address {
+            instance_id: Some(0x00ab_cdef),
+            ip: Some(v4(198, 51, 100, 1)),
+        };
+        let mut buf = vec![0u8; a.wire_len()];
+        a.emit(&mut Writer::new(&mut buf)).unwrap();
+        assert_eq!(
+            buf,
+            [
+                0x40, 0x03, 0, 0, 2, 0, 0, 10, 0x00, 0xab, 0xcd, 0xef, 0, 1, 198, 51, 100, 1
+            ]
+        );
+        assert_eq!(Address::parse(&mut Reader::new(&buf)).unwrap(), a);
+        for cut in 0..buf.len() {
+            assert!(Address::parse(&mut Reader::new(&buf[..cut])).is_err());
+        }
+        // Wrong LCAF length and unknown LCAF type are typed errors.
+        let mut bad = buf.clone();
+        bad[7] = 11;
+        assert!(Address::parse(&mut Reader::new(&bad)).is_err());
+        let mut bad = buf.clone();
+        bad[4] = 5;
+        assert_eq!(
+            Address::parse(&mut Reader::new(&bad)),
+            Err(Error::BadLcaf(5))
+        );
+        assert_eq!(
+            Address::parse(&mut Reader::new(&[0, 7, 1, 2])),
+            Err(Error::BadAfi(7))
+        );
+    }
+}

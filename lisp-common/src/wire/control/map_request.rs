@@ -1,0 +1,175 @@
+//! Map-Request (type 1, RFC 9301 §5.2), also used for SMRs, SMR-invoked requests and RLOC
+//! probes.
+//!
+//! ```text
+//! |Type=1 |A|M|P|S|p|s|R|I|  Rsvd   |L|D|   IRC   | Record Count  |
+//! |                         Nonce (64)                            |
+//! |         Source-EID-AFI        |   Source EID Address  ...     |
+//! |         ITR-RLOC-AFI n        |    ITR-RLOC Address n  ...    |   (IRC + 1 times)
+//! |N|  Reserved   | EID mask-len  |        EID-Prefix-AFI         |   (Record Count times)
+//! |                       EID-Prefix  ...                         |
+//! |                   Map-Reply Record  ...                       |   (if M)
+//! |                   xTR-ID (128) + Site-ID (64)                 |   (if I, RFC 9437)
+//! ```
+
+use super::address::{Address, Eid, emit_ip, ip_wire_len, parse_eid, parse_ip};
+use super::map_register::XtrId;
+use super::record::Record;
+use super::{Error, Reader, Writer, count_u8, emit_to_vec, msg_type};
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+/// A Map-Request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MapRequest {
+    /// A: the sender wants an authoritative reply.
+    pub authoritative: bool,
+    /// P: RLOC-probe (sent straight to an RLOC; the reply has P set too).
+    pub probe: bool,
+    /// S: Solicit-Map-Request.
+    pub smr: bool,
+    /// p: sent by a PITR.
+    pub pitr: bool,
+    /// s: SMR-invoked (sent through the mapping system in answer to an SMR).
+    pub smr_invoked: bool,
+    /// L: the request comes from an xTR local to the map-server's site (RFC 9301 `L` bit).
+    pub local_xtr: bool,
+    /// D: the map-server must not send a Map-Reply (RFC 9437: subscription only).
+    pub dont_map_reply: bool,
+    pub nonce: u64,
+    /// The EID of the host that caused the request, or [`Address::NONE`] (AFI 0, e.g. probes).
+    pub source_eid: Address,
+    /// Where to send the Map-Reply: 1 to 32 addresses (encoded as IRC = count - 1).
+    pub itr_rlocs: Vec<IpAddr>,
+    /// The EID-prefixes asked for (usually one).
+    pub eids: Vec<Eid>,
+    /// N (RFC 9437 pubsub): notification requested, a bit of each EID record's reserved byte.
+    /// Sent on every EID record (so lost when there is none); on receipt, true if any has it.
+    pub notify_requested: bool,
+    /// M bit: the sender's own mapping (for SMRs / probes), if any.
+    pub map_reply: Option<Record>,
+    /// I bit: xTR-ID + Site-ID trailer.
+    pub xtr: Option<XtrId>,
+}
+
+const A: u8 = 0x08;
+const M: u8 = 0x04;
+const P: u8 = 0x02;
+const S: u8 = 0x01;
+const LOW_P: u8 = 0x80;
+const LOW_S: u8 = 0x40;
+const I: u8 = 0x10;
+/// Byte 2 (above the 5-bit IRC).
+const L: u8 = 0x40;
+const D: u8 = 0x20;
+/// Reserved byte of an EID record.
+const N: u8 = 0x80;
+
+impl MapRequest {
+    pub fn buffer_len(&self) -> usize {
+        12 + self.source_eid.wire_len()
+            + self.itr_rlocs.iter().map(ip_wire_len).sum::<usize>()
+            + self
+                .eids
+                .iter()
+                .map(|e| 2 + e.address().wire_len())
+                .sum::<usize>()
+            + self.map_reply.as_ref().map_or(0, Record::wire_len)
+            + self.xtr.map_or(0, |_| XtrId::LEN)
+    }
+
+    pub fn parse(buf: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(buf);
+        let b0 = r.u8()?;
+        if b0 >> 4 != msg_type::MAP_REQUEST {
+            return Err(Error::BadType(b0 >> 4));
+        }
+        let b1 = r.u8()?;
+        let b2 = r.u8()?;
+        let record_count = r.u8()?;
+        let nonce = r.u64()?;
+        let source_eid = Address::parse(&mut r)?;
+        let itr_count = usize::from(b2 & 0x1f) + 1;
+        let mut itr_rlocs = Vec::with_capacity(itr_count);
+        for _ in 0..itr_count {
+            itr_rlocs.push(parse_ip(&mut r)?);
+        }
+        // Each EID record is at least 4 + 4 bytes.
+        if usize::from(record_count) * 8 > r.remaining() {
+            return Err(Error::Truncated);
+        }
+        let mut eids = Vec::with_capacity(usize::from(record_count));
+        let mut notify_requested = false;
+        for _ in 0..record_count {
+            notify_requested |= r.u8()? & N != 0;
+            let mask_len = r.u8()?;
+            eids.push(parse_eid(&mut r, mask_len)?);
+        }
+        let map_reply = if b0 & M != 0 {
+            Some(Record::parse(&mut r)?)
+        } else {
+            None
+        };
+        let xtr = if b1 & I != 0 {
+            Some(XtrId::parse(&mut r)?)
+        } else {
+            None
+        };
+        r.finish()?;
+        Ok(MapRequest {
+            authoritative: b0 & A != 0,
+            probe: b0 & P != 0,
+            smr: b0 & S != 0,
+            pitr: b1 & LOW_P != 0,
+            smr_invoked: b1 & LOW_S != 0,
+            local_xtr: b2 & L != 0,
+            dont_map_reply: b2 & D != 0,
+            nonce,
+            source_eid,
+            itr_rlocs,
+            eids,
+            notify_requested,
+            map_reply,
+            xtr,
+        })
+    }
+
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        if self.itr_rlocs.is_empty() || self.itr_rlocs.len() > 32 {
+            return Err(Error::RecordCount);
+        }
+        let mut w = Writer::new(buf);
+        let flag = |b: bool, bit: u8| if b { bit } else { 0 };
+        w.u8((msg_type::MAP_REQUEST << 4)
+            | flag(self.authoritative, A)
+            | flag(self.map_reply.is_some(), M)
+            | flag(self.probe, P)
+            | flag(self.smr, S))?;
+        w.u8(flag(self.pitr, LOW_P) | flag(self.smr_invoked, LOW_S) | flag(self.xtr.is_some(), I))?;
+        w.u8(flag(self.local_xtr, L)
+            | flag(self.dont_map_reply, D)
+            | (self.itr_rlocs.len() - 1) as u8)?;
+        w.u8(count_u8(self.eids.len())?)?;
+        w.u64(self.nonce)?;
+        self.source_eid.emit(&mut w)?;
+        for ip in &self.itr_rlocs {
+            emit_ip(&mut w, ip)?;
+        }
+        for eid in &self.eids {
+            w.u8(flag(self.notify_requested, N))?;
+            w.u8(eid.prefix.len())?;
+            eid.address().emit(&mut w)?;
+        }
+        if let Some(rec) = &self.map_reply {
+            rec.emit(&mut w)?;
+        }
+        if let Some(x) = &self.xtr {
+            x.emit(&mut w)?;
+        }
+        Ok(w.pos())
+    }
+
+    pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
+        emit_to_vec(self.buffer_len(), |b| self.emit(b))
+    }
+}

@@ -1,0 +1,531 @@
+//! The lab topology shared by the end-to-end test, `cargo xtask lab` and `cargo xtask bench`:
+//!
+//! ```text
+//!  ha ── eth0 ═ eid0 ── itr ── rloc0 ═ itr0 ── core ── etr0 ═ rloc0 ── etr ── eid0 ═ eth0 ── hb
+//!  198.51.100.10       xTR A    192.0.2.10      192.0.2.1/.65   192.0.2.74  xTR B      203.0.113.10
+//!  2001:db8:1::10             2001:db8:ff:1::10                2001:db8:ff:2::10     2001:db8:2::10
+//! ```
+//!
+//! Both xTRs have both roles (ITR and ETR), so replies come back encapsulated. The core only
+//! routes the RLOC subnets: it has no route for EID prefixes, so EID traffic can only cross it
+//! inside LISP. xTR A's map-cache points at B's IPv4 RLOC (IPv4 outer), B's at A's IPv6 RLOC
+//! (IPv6 outer): one ping in each direction covers all four inner/outer family combinations.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::netns::{Topology, in_netns};
+
+pub const HA_V4: &str = "198.51.100.10";
+pub const HA_V6: &str = "2001:db8:1::10";
+pub const HB_V4: &str = "203.0.113.10";
+pub const HB_V6: &str = "2001:db8:2::10";
+pub const RLOC_A_V4: &str = "192.0.2.10";
+pub const RLOC_A_V6: &str = "2001:db8:ff:1::10";
+pub const RLOC_B_V4: &str = "192.0.2.74";
+pub const RLOC_B_V6: &str = "2001:db8:ff:2::10";
+pub const SITE_A: [&str; 2] = ["198.51.100.0/24", "2001:db8:1::/48"];
+pub const SITE_B: [&str; 2] = ["203.0.113.0/24", "2001:db8:2::/48"];
+
+/// Namespace short names, upstream to downstream.
+pub const HA: &str = "ha";
+pub const ITR: &str = "itr";
+pub const CORE: &str = "core";
+pub const ETR: &str = "etr";
+pub const HB: &str = "hb";
+
+/// Fixed MACs: every namespace is private, so the same MACs in two labs never meet; fixed values
+/// let the lab install permanent neighbour entries without asking the kernel.
+pub const MAC_HA: &str = "02:00:00:00:0a:01";
+pub const MAC_ITR_EID: &str = "02:00:00:00:0a:02";
+pub const MAC_ITR_RLOC: &str = "02:00:00:00:01:02";
+pub const MAC_CORE_ITR: &str = "02:00:00:00:01:01";
+pub const MAC_CORE_ETR: &str = "02:00:00:00:02:01";
+pub const MAC_ETR_RLOC: &str = "02:00:00:00:02:02";
+pub const MAC_ETR_EID: &str = "02:00:00:00:0b:02";
+pub const MAC_HB: &str = "02:00:00:00:0b:01";
+
+/// Underlay MTU: 1500-byte EID packets plus 56 bytes of IPv6/UDP/LISP must fit.
+pub const UNDERLAY_MTU: u32 = 1600;
+/// Where each agent serves Prometheus metrics, inside its own namespace.
+pub const METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// Interfaces that get the pass-through XDP program: the peers of the interfaces the xTRs
+/// redirect into (native XDP_REDIRECT into a veth is dropped unless the peer runs XDP).
+pub const PASS_IFACES: [(&str, &str); 4] =
+    [(HA, "eth0"), (CORE, "itr0"), (CORE, "etr0"), (HB, "eth0")];
+
+/// Creates the five namespaces, links, addresses, routes and neighbours.
+pub fn build(t: &mut Topology) -> Result<()> {
+    for ns in [HA, ITR, CORE, ETR, HB] {
+        t.add_ns(ns)?;
+    }
+    for r in [ITR, CORE, ETR] {
+        t.router(r)?;
+    }
+    t.veth(HA, "eth0", MAC_HA, ITR, "eid0", MAC_ITR_EID, 1500)?;
+    t.veth(
+        ITR,
+        "rloc0",
+        MAC_ITR_RLOC,
+        CORE,
+        "itr0",
+        MAC_CORE_ITR,
+        UNDERLAY_MTU,
+    )?;
+    t.veth(
+        CORE,
+        "etr0",
+        MAC_CORE_ETR,
+        ETR,
+        "rloc0",
+        MAC_ETR_RLOC,
+        UNDERLAY_MTU,
+    )?;
+    t.veth(ETR, "eid0", MAC_ETR_EID, HB, "eth0", MAC_HB, 1500)?;
+
+    // The hosts compute their checksums in software. A local sender on a veth otherwise leaves
+    // UDP/TCP checksums "partial" (offloaded), and once XDP has redirected the frame the metadata
+    // saying so is gone: the far host drops the datagram as corrupt. Hosts behind a real NIC or
+    // wire always send complete checksums; this makes the lab's hosts behave like them.
+    for h in [HA, HB] {
+        t.exec(h, &["ethtool", "-K", "eth0", "tx", "off"])?;
+    }
+
+    t.addr(HA, "eth0", "198.51.100.10/24")?;
+    t.addr(HA, "eth0", "2001:db8:1::10/48")?;
+    t.addr(ITR, "eid0", "198.51.100.1/24")?;
+    t.addr(ITR, "eid0", "2001:db8:1::1/48")?;
+    t.addr(ITR, "rloc0", "192.0.2.10/26")?;
+    t.addr(ITR, "rloc0", "2001:db8:ff:1::10/64")?;
+    t.addr(CORE, "itr0", "192.0.2.1/26")?;
+    t.addr(CORE, "itr0", "2001:db8:ff:1::1/64")?;
+    t.addr(CORE, "etr0", "192.0.2.65/26")?;
+    t.addr(CORE, "etr0", "2001:db8:ff:2::1/64")?;
+    t.addr(ETR, "rloc0", "192.0.2.74/26")?;
+    t.addr(ETR, "rloc0", "2001:db8:ff:2::10/64")?;
+    t.addr(ETR, "eid0", "203.0.113.1/24")?;
+    t.addr(ETR, "eid0", "2001:db8:2::1/48")?;
+    t.addr(HB, "eth0", "203.0.113.10/24")?;
+    t.addr(HB, "eth0", "2001:db8:2::10/48")?;
+
+    // Hosts: default route to their xTR. xTRs: only the far RLOC subnet, via the core. Nobody
+    // routes the remote EID prefixes natively, so without LISP EID traffic dies at the xTR.
+    t.route(HA, "default", "198.51.100.1")?;
+    t.route(HA, "default", "2001:db8:1::1")?;
+    t.route(HB, "default", "203.0.113.1")?;
+    t.route(HB, "default", "2001:db8:2::1")?;
+    t.route(ITR, "192.0.2.64/26", "192.0.2.1")?;
+    t.route(ITR, "2001:db8:ff:2::/64", "2001:db8:ff:1::1")?;
+    t.route(ETR, "192.0.2.0/26", "192.0.2.65")?;
+    t.route(ETR, "2001:db8:ff:1::/64", "2001:db8:ff:2::1")?;
+
+    for (ns, dev, ip, mac) in [
+        (HA, "eth0", "198.51.100.1", MAC_ITR_EID),
+        (HA, "eth0", "2001:db8:1::1", MAC_ITR_EID),
+        (ITR, "eid0", HA_V4, MAC_HA),
+        (ITR, "eid0", HA_V6, MAC_HA),
+        (ITR, "rloc0", "192.0.2.1", MAC_CORE_ITR),
+        (ITR, "rloc0", "2001:db8:ff:1::1", MAC_CORE_ITR),
+        (CORE, "itr0", RLOC_A_V4, MAC_ITR_RLOC),
+        (CORE, "itr0", RLOC_A_V6, MAC_ITR_RLOC),
+        (CORE, "etr0", RLOC_B_V4, MAC_ETR_RLOC),
+        (CORE, "etr0", RLOC_B_V6, MAC_ETR_RLOC),
+        (ETR, "rloc0", "192.0.2.65", MAC_CORE_ETR),
+        (ETR, "rloc0", "2001:db8:ff:2::1", MAC_CORE_ETR),
+        (ETR, "eid0", HB_V4, MAC_HB),
+        (ETR, "eid0", HB_V6, MAC_HB),
+        (HB, "eth0", "203.0.113.1", MAC_ETR_EID),
+        (HB, "eth0", "2001:db8:2::1", MAC_ETR_EID),
+    ] {
+        t.neigh(ns, dev, ip, mac)?;
+    }
+    Ok(())
+}
+
+/// Options of the generated agent configurations.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    /// `data-nonce` of xTR A (B gets the opposite, so a capture shows which side sent what).
+    pub nonce_a: bool,
+    pub xdp_mode: &'static str,
+    pub log_level: &'static str,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            nonce_a: true,
+            xdp_mode: "auto",
+            log_level: "info",
+        }
+    }
+}
+
+/// YAML configuration of xTR A (namespace `itr`): remote site B reached at B's IPv4 RLOC.
+pub fn config_a(o: &AgentOptions) -> String {
+    config(
+        o,
+        o.nonce_a,
+        (RLOC_A_V4, RLOC_A_V6),
+        SITE_A,
+        SITE_B,
+        RLOC_B_V4,
+    )
+}
+
+/// YAML configuration of xTR B (namespace `etr`): remote site A reached at A's IPv6 RLOC.
+pub fn config_b(o: &AgentOptions) -> String {
+    config(
+        o,
+        !o.nonce_a,
+        (RLOC_B_V4, RLOC_B_V6),
+        SITE_B,
+        SITE_A,
+        RLOC_A_V6,
+    )
+}
+
+fn config(
+    o: &AgentOptions,
+    nonce: bool,
+    (rloc4, rloc6): (&str, &str),
+    own: [&str; 2],
+    remote: [&str; 2],
+    remote_rloc: &str,
+) -> String {
+    format!(
+        r#"# Generated by the lab (tests/support/lab.rs).
+log-level: {log}
+xdp-mode: {mode}
+itr: true
+etr: true
+metrics-listen: "{metrics}"
+locators:
+  ipv4: {rloc4}
+  ipv6: "{rloc6}"
+data-nonce: {nonce}
+database-mappings:
+  - eid-prefix: {own4}
+    instance-id: 0
+    locators:
+      - {{ address: {rloc4}, priority: 1, weight: 100 }}
+      - {{ address: "{rloc6}", priority: 2, weight: 100 }}
+  - eid-prefix: "{own6}"
+    instance-id: 0
+    locators:
+      - {{ address: {rloc4}, priority: 1, weight: 100 }}
+      - {{ address: "{rloc6}", priority: 2, weight: 100 }}
+eid-space:
+  - {rem4}
+  - "{rem6}"
+map-cache:
+  - eid-prefix: {rem4}
+    instance-id: 0
+    locators:
+      - {{ address: "{remote_rloc}", priority: 1, weight: 100 }}
+  - eid-prefix: "{rem6}"
+    instance-id: 0
+    locators:
+      - {{ address: "{remote_rloc}", priority: 1, weight: 100 }}
+instance-tables:
+  - {{ instance-id: 0, table: main }}
+interfaces:
+  - name: eid0
+    role: eid
+    instance-id: 0
+  - name: rloc0
+    role: rloc
+"#,
+        log = o.log_level,
+        mode = o.xdp_mode,
+        metrics = METRICS_ADDR,
+        own4 = own[0],
+        own6 = own[1],
+        rem4 = remote[0],
+        rem6 = remote[1],
+    )
+}
+
+/// Writes both configurations into the topology's workdir and starts the two agents; waits until
+/// both serve metrics (i.e. have loaded and attached). Returns the process handles (A, B).
+pub fn start_agents(t: &mut Topology, agent: &Path, o: &AgentOptions) -> Result<(usize, usize)> {
+    let ca = t.workdir.join("xtr-a.yaml");
+    let cb = t.workdir.join("xtr-b.yaml");
+    std::fs::write(&ca, config_a(o))?;
+    std::fs::write(&cb, config_b(o))?;
+    let bin = agent.to_str().context("agent path")?.to_string();
+    let a = t.spawn(
+        ITR,
+        "agent-a",
+        &[&bin, "--config", ca.to_str().context("path")?],
+    )?;
+    let b = t.spawn(
+        ETR,
+        "agent-b",
+        &[&bin, "--config", cb.to_str().context("path")?],
+    )?;
+    for (h, ns) in [(a, ITR), (b, ETR)] {
+        let name = t.ns(ns);
+        let up = Topology::wait_for(Duration::from_secs(30), || {
+            if !t.proc(h).running() {
+                bail!("exited");
+            }
+            Ok(metrics(&name).is_ok())
+        })?;
+        if !up {
+            let p = t.proc(h);
+            let status = if p.running() {
+                "running, but no metrics endpoint"
+            } else {
+                "exited"
+            };
+            bail!(
+                "agent in {ns} not ready after 30 s ({status}); its log:\n{}",
+                p.log_text()
+            );
+        }
+    }
+    Ok((a, b))
+}
+
+/// The agent's `lisp_xdp_packets_total` counters by outcome (summed over any other labels).
+pub fn metrics(ns: &str) -> Result<BTreeMap<String, u64>> {
+    let body = in_netns(ns, || {
+        let mut s = TcpStream::connect_timeout(&METRICS_ADDR.parse()?, Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: lab\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })?;
+    if !body.starts_with("HTTP/1.") || !body.contains(" 200") {
+        bail!(
+            "metrics: unexpected answer: {}",
+            body.lines().next().unwrap_or("")
+        );
+    }
+    Ok(parse_counters(&body))
+}
+
+/// Picks `lisp_xdp_packets_total{...outcome="X"...} N` lines out of a Prometheus text exposition.
+pub fn parse_counters(text: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("lisp_xdp_packets_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once('}') else {
+            continue;
+        };
+        let Some(outcome) = labels.split(',').find_map(|kv| {
+            kv.trim()
+                .strip_prefix("outcome=\"")
+                .and_then(|v| v.strip_suffix('"'))
+        }) else {
+            continue;
+        };
+        let Ok(v) = value.split_whitespace().next().unwrap_or("").parse::<f64>() else {
+            continue;
+        };
+        *out.entry(outcome.to_string()).or_insert(0) += v as u64;
+    }
+    out
+}
+
+/// `after - before` for one counter (0 where absent).
+pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
+    after
+        .get(name)
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(before.get(name).copied().unwrap_or(0))
+}
+
+/// Pass-through XDP programs on the peers of the xTRs (see [`PASS_IFACES`]); detached on drop.
+pub struct PassPrograms {
+    _ebpf: aya::Ebpf,
+}
+
+/// Loads the data-plane object (maps shrunk: only `xdp_pass` is used from this copy) and attaches
+/// `xdp_pass` natively on [`PASS_IFACES`]. With `pin_dir`, the links are pinned there so they
+/// outlive this process (`lab --keep`); otherwise they go when the returned value is dropped.
+pub fn attach_pass(t: &Topology, object: &[u8], pin_dir: Option<&Path>) -> Result<PassPrograms> {
+    let mut ebpf = load_small(object)?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(lisp_common::maps::PROG_XDP_PASS)
+        .context("object has no xdp_pass program")?
+        .try_into()?;
+    prog.load()?;
+    for (ns, dev) in PASS_IFACES {
+        let id = in_netns(&t.ns(ns), || {
+            prog.attach(dev, aya::programs::xdp::XdpMode::Driver)
+                .with_context(|| format!("attaching xdp_pass to {dev} in {ns}"))
+        })?;
+        if let Some(dir) = pin_dir {
+            let link = prog.take_link(id)?;
+            let fd: aya::programs::links::FdLink = link.try_into()?;
+            let path = dir.join(format!("{}{ns}-{dev}", t.prefix()));
+            let _ = std::fs::remove_file(&path);
+            fd.pin(&path)
+                .with_context(|| format!("pinning the xdp_pass link at {}", path.display()))?;
+        }
+    }
+    Ok(PassPrograms { _ebpf: ebpf })
+}
+
+/// Loads the object with its big maps shrunk, for programs that do not use them.
+pub fn load_small(object: &[u8]) -> Result<aya::Ebpf> {
+    use lisp_common::maps::*;
+    let mut l = aya::EbpfLoader::new();
+    for m in [MAP_CACHE_HOST, MAP_CACHE_PREFIX, EID_SPACE, EVENT_RATE] {
+        l.map_max_entries(m, 16);
+    }
+    l.load(object).context("loading the XDP object")
+}
+
+/// Pings `dst` from namespace `ns` `count` times (0.1 s apart); returns the replies received.
+pub fn ping(t: &Topology, ns: &str, dst: &str, count: u32) -> Result<u32> {
+    let out = t
+        .command(
+            ns,
+            &[
+                "ping",
+                "-n",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.1",
+                "-W",
+                "1",
+                dst,
+            ],
+        )
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "5 packets transmitted, 5 received, ..."
+    let received = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Ok(received)
+}
+
+/// Sends `count` UDP datagrams from `src_ns` (`src` address) to `dst:port` in `dst_ns`, each
+/// echoed back by the receiver. Returns (received at the far end, echoes received back).
+pub fn udp_echo(
+    t: &Topology,
+    (src_ns, src): (&str, &str),
+    (dst_ns, dst): (&str, &str),
+    port: u16,
+    count: u32,
+) -> Result<(u32, u32)> {
+    use std::net::{SocketAddr, UdpSocket};
+    let dst_addr: SocketAddr = SocketAddr::new(dst.parse()?, port);
+    let src_addr: SocketAddr = SocketAddr::new(src.parse()?, 0);
+    // Each socket is created on a thread inside its namespace and stays bound to it afterwards.
+    let server = in_netns(&t.ns(dst_ns), || Ok(UdpSocket::bind(dst_addr)?))?;
+    let client = in_netns(&t.ns(src_ns), || Ok(UdpSocket::bind(src_addr)?))?;
+    server.set_read_timeout(Some(Duration::from_millis(500)))?;
+    client.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let (mut got, mut echoed) = (0, 0);
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        let msg = format!("lisp-lab datagram {i}");
+        client.send_to(msg.as_bytes(), dst_addr)?;
+        if let Ok((n, from)) = server.recv_from(&mut buf)
+            && &buf[..n] == msg.as_bytes()
+        {
+            got += 1;
+            server.send_to(&buf[..n], from)?;
+            if let Ok((n, _)) = client.recv_from(&mut buf)
+                && &buf[..n] == msg.as_bytes()
+            {
+                echoed += 1;
+            }
+        }
+    }
+    Ok((got, echoed))
+}
+
+/// Starts tcpdump on `dev` in `ns` writing `file`; returns once it is capturing.
+pub fn start_capture(t: &mut Topology, ns: &str, dev: &str, file: &Path) -> Result<usize> {
+    let name = format!("tcpdump-{ns}-{dev}");
+    let f = file.to_str().context("path")?.to_string();
+    let h = t.spawn(ns, &name, &[
+            "tcpdump",
+            "-i",
+            dev,
+            "-n",
+            // Without it packets wait in the kernel ring for up to a second and are lost when
+            // tcpdump is stopped.
+            "--immediate-mode",
+            // Immediate mode uses a ring of snaplen-sized slots: with the default 256 KiB snaplen
+            // a 2 MiB ring holds 8 packets and a burst overflows it.
+            "-s",
+            "2048",
+            "-B",
+            "8192",
+            "-U",
+            "-w",
+            &f,
+        ])?;
+    let ok = Topology::wait_for(Duration::from_secs(10), || {
+        Ok(t.proc(h).log_text().contains("listening on"))
+    })?;
+    if !ok {
+        bail!("tcpdump did not start: {}", t.proc(h).log_text());
+    }
+    Ok(h)
+}
+
+/// tshark preferences of every decode: verify the IPv4 header and UDP checksums (outer and
+/// inner), and accept a zero UDP checksum over IPv6, which RFC 6935/6936 allow for tunnel
+/// protocols and which LISP uses (RFC 9300 §5.3); without it Wireshark flags every IPv6-outer
+/// LISP packet "Illegal checksum value (0)".
+pub const TSHARK_PREFS: [&str; 3] = [
+    "ip.check_checksum:TRUE",
+    "udp.check_checksum:TRUE",
+    "udp.ignore_ipv6_zero_checksum:TRUE",
+];
+
+/// Decodes a capture with tshark: `tshark -r FILE [-Y FILTER] -T fields -e ...`, one row per
+/// frame, every occurrence of a field joined by ','.
+pub fn tshark_fields(
+    file: &Path,
+    filter: Option<&str>,
+    fields: &[&str],
+) -> Result<Vec<Vec<String>>> {
+    let mut c = std::process::Command::new("tshark");
+    c.arg("-n").arg("-r").arg(file);
+    c.args(TSHARK_PREFS.iter().flat_map(|p| ["-o", p]));
+    if let Some(f) = filter {
+        c.args(["-Y", f]);
+    }
+    c.args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    for f in fields {
+        c.args(["-e", f]);
+    }
+    let out = super::netns::run(&mut c)?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect())
+}
