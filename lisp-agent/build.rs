@@ -91,7 +91,8 @@ fn main() {
             || key.starts_with("DEP_")
             || matches!(
                 key,
-                "RUSTFLAGS"
+                "CARGO"
+                    | "RUSTFLAGS"
                     | "TARGET"
                     | "HOST"
                     | "OUT_DIR"

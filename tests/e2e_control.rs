@@ -66,6 +66,12 @@ fn add_map_servers(t: &mut Topology) {
     // The xTRs only route the far RLOC subnet; add the map-servers' ones.
     t.route(ITR, "192.0.2.128/26", "192.0.2.1").unwrap();
     t.route(ETR, "192.0.2.128/26", "192.0.2.65").unwrap();
+    // Control messages are sent by the kernel: on a veth it leaves UDP checksums "partial"
+    // (offloaded), which a capture on the core shows as bad. A real NIC would fill them in;
+    // software checksums make the capture show what a wire would carry.
+    for (ns, dev) in [(ITR, "rloc0"), (ETR, "rloc0"), (MS1, "ms0"), (MS2, "ms0")] {
+        t.exec(ns, &["ethtool", "-K", dev, "tx", "off"]).unwrap();
+    }
 }
 
 fn map_server_config(addr: &str) -> String {
@@ -154,6 +160,29 @@ fn start(t: &mut Topology, ns: &str, name: &str, yaml: &str) -> usize {
         t.proc(h).log_text()
     );
     h
+}
+
+/// The raw Prometheus text of the agent in `ns` (the lab helper only keeps the XDP series).
+fn metrics_text(t: &Topology, ns: &str) -> String {
+    use std::io::{Read, Write};
+    netns::in_netns(&t.ns(ns), || {
+        let mut s = std::net::TcpStream::connect_timeout(
+            &lab::METRICS_ADDR.parse()?,
+            Duration::from_secs(1),
+        )?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })
+    .unwrap()
+}
+
+/// The value of the series `name` (exact text up to the value) in a metrics text.
+fn series(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 fn log_has(t: &mut Topology, h: usize, needle: &str) -> bool {
@@ -253,6 +282,13 @@ fn registration_resolution_and_map_server_failover() {
         t.proc(b).log_text()
     );
     assert_eq!(lab::ping(&t, HA, lab::HB_V4, 5).unwrap(), 5, "steady state");
+    let ma = metrics_text(&t, ITR);
+    for ms in [MS1_ADDR, MS2_ADDR] {
+        let name = format!("lisp_xtr_registered{{map_server=\"{ms}\"}}");
+        assert_eq!(series(&ma, &name), Some(1), "{ma}");
+    }
+    assert_eq!(series(&ma, "lisp_xtr_map_cache_entries"), Some(1), "{ma}");
+    assert_eq!(series(&ma, "lisp_xtr_rejected_total{reason=\"malformed\"}"), Some(0), "{ma}");
 
     // Map-server restart: registrations are back within one interval. Then ms2 dies: IPv6 EIDs,
     // never resolved so far, still resolve — only through ms1's new registrations.
@@ -281,7 +317,10 @@ fn check_control_capture(pcap: &Path) {
     // Map-Notify-Ack (type 5) is unknown to tshark: leave it out.
     let bad = lab::tshark_fields(
         pcap,
-        Some("udp.port == 4342 && !(lisp.type == 5) && (_ws.malformed || _ws.expert.severity >= warning)"),
+        Some(
+            "udp.port == 4342 && !icmp && !icmpv6 && !(lisp.type == 5) \
+             && (_ws.malformed || _ws.expert.severity >= warning)",
+        ),
         &["frame.number", "_ws.expert.message", "frame.protocols"],
     )
     .unwrap();

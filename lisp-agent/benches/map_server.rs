@@ -100,10 +100,10 @@ fn main() {
         let mut msgs = Vec::with_capacity(sites * eids * rounds);
         let mut nonce = vec![0u64; sites];
         for _ in 0..rounds {
-            for s in 0..sites {
+            for (s, n) in nonce.iter_mut().enumerate() {
                 for e in 0..eids {
-                    nonce[s] += 1;
-                    msgs.push((etr(s), register(s, e, nonce[s], want_notify)));
+                    *n += 1;
+                    msgs.push((etr(s), register(s, e, *n, want_notify)));
                 }
             }
         }
@@ -174,14 +174,23 @@ fn main() {
         let t0 = Instant::now();
         let mut out = 0;
         for (i, q) in reqs.iter().enumerate() {
-            out += black_box(ms.handle_datagram(etr((i / eids + 1) % sites), ms_addr, q, Timestamp::from_secs(1)))
-                .len();
+            out += black_box(ms.handle_datagram(
+                etr((i / eids + 1) % sites),
+                ms_addr,
+                q,
+                Timestamp::from_secs(1),
+            ))
+            .len();
         }
         let dt = t0.elapsed().as_secs_f64();
         assert_eq!(out, n);
         println!(
             "  ECM Map-Requests {}: {:>9.0}/s ({:.2} µs each)",
-            if proxy { "-> proxy Map-Reply" } else { "-> forwarded to ETR" },
+            if proxy {
+                "-> proxy Map-Reply"
+            } else {
+                "-> forwarded to ETR"
+            },
             n as f64 / dt,
             dt * 1e6 / n as f64
         );

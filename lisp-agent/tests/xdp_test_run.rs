@@ -914,6 +914,50 @@ fn decapsulation_applies_rfc6040_ecn_and_instance_tables() {
 }
 
 #[test]
+fn next_hop_follows_neighbour_changes() {
+    let ns = Netns::new();
+    let dp = Dp::load(&ns);
+    let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
+    let (rv, out, _) = dp.run(dp.itr0, &f);
+    assert_eq!(rv, XDP_REDIRECT);
+    assert_eq!(&out[0..6], &MAC_RLOC2);
+    run(&[
+        "ip",
+        "-n",
+        &ns.name,
+        "neigh",
+        "replace",
+        "198.51.100.2",
+        "lladdr",
+        "02:00:00:00:00:22",
+        "dev",
+        "core0",
+        "nud",
+        "permanent",
+    ]);
+    // The cached next hop is revalidated within 100 ms.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (rv, out, _) = dp.run(dp.itr0, &f);
+    assert_eq!(rv, XDP_REDIRECT);
+    assert_eq!(&out[0..6], &[2, 0, 0, 0, 0, 0x22]);
+    // Neighbour gone: back to the kernel with the original packet.
+    run(&[
+        "ip",
+        "-n",
+        &ns.name,
+        "neigh",
+        "del",
+        "198.51.100.2",
+        "dev",
+        "core0",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let (rv, out, moved) = dp.run(dp.itr0, &f);
+    assert_eq!((rv, moved), (XDP_PASS, vec![Counter::EncapNoNextHop]));
+    assert_eq!(out, f);
+}
+
+#[test]
 fn negative_entries_misses_and_rate_limit() {
     let ns = Netns::new();
     let mut dp = Dp::load(&ns);
@@ -1004,6 +1048,12 @@ fn negative_entries_misses_and_rate_limit() {
 fn too_big_packets_get_icmp_or_go_to_the_kernel() {
     let ns = Netns::new();
     let dp = Dp::load(&ns);
+    too_big_checks(&dp);
+    // Again with the next hops now cached: the cached MTU must give the same answers.
+    too_big_checks(&dp);
+}
+
+fn too_big_checks(dp: &Dp) {
     // IPv4 inner, DF, outer IPv4: 1380 + 36 > 1400.
     let f = host_packet(&EID4_V4OUT, 64, 0, 7, 1380 - 28);
     let (rv, out, moved) = dp.run(dp.itr0, &f);
@@ -1487,6 +1537,11 @@ fn random_and_mutated_packets_match_the_model() {
     }
 }
 
+/// Figures, not a pass/fail bound (printed with `--nocapture`). Measured on the 2-vCPU VM,
+/// kernel 6.18, 64-byte frames, median of single runs: xdp_pass ~40 ns, IPv4 encapsulation
+/// (host-EID hit, cached next hop, redirect) ~177 ns (~200 ns before the next-hop cache, i.e.
+/// with a bpf_fib_lookup per packet), IPv4 decapsulation (fib lookup + redirect) ~205 ns,
+/// no-match pass (host miss + two LPM misses) ~100 ns.
 #[test]
 fn cost_per_packet_under_test_run() {
     let ns = Netns::new();

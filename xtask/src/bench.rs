@@ -7,14 +7,16 @@
 //! figure is that router's path and not the slowest of several:
 //!
 //! - ITR: hA → itr (xdp_lisp, encapsulate) → core/itr0, with 1, 100k and 1M host entries in the
-//!   map-cache (the generator spreads destinations over all of them: a lookup that hits the
-//!   cache every time would hide the table size);
+//!   map-cache, traffic to the one entry it needs; and once more at 1M with the destinations
+//!   spread over all entries (each packet another entry: what a table far bigger than the CPU
+//!   caches costs when the traffic really uses it);
 //! - ETR: core → etr (xdp_lisp, decapsulate) → hb/eth0;
 //! - references on the same hops: the plain XDP forwarder `bench_fwd` (fib lookup + MAC
 //!   rewrite + redirect) and kernel forwarding (`xdp_pass` on the ingress, as veth requires).
 //!
 //! Test-run costs (no traffic): ns per packet of `xdp_lisp` encapsulating against the empty
-//! `xdp_pass`, and of a bare host-EID lookup (`bench_lookup`) at 1k and 1M entries.
+//! `xdp_pass`, and of a bare host-EID lookup (`bench_lookup`) at 1k and 1M entries, for one
+//! destination and for destinations spread over the table.
 //!
 //! The data-plane objects here are loaded by the bench itself and their maps written following
 //! lisp_common::maps (not by the agent): the bench measures the XDP program, not the agent.
@@ -52,6 +54,10 @@ const MEASURE: Duration = Duration::from_millis(2000);
 const WARMUP: Duration = Duration::from_millis(300);
 /// Frames per test-run call (each call has a fixed cost of ~16 ms on this kernel).
 const CHUNK: u32 = 1_000_000;
+/// Test-run calls per cost figure.
+const TR_RUNS: u32 = 100_000;
+const LOOKUP_1K: &str = "host-EID lookup, 1k entries, one destination";
+const LOOKUP_1M: &str = "host-EID lookup, 1M entries, one destination";
 
 /// The program `name`, loaded into the kernel on first use (so that a figure can be taken of
 /// one program even while another in the object does not pass the verifier).
@@ -288,7 +294,7 @@ fn fill_hosts(e: &mut Ebpf, from: u32, n: u32) -> Result<()> {
     Ok(())
 }
 
-/// Average ns per run of `prog` under non-live test-run, over `runs` calls (one run per call:
+/// Average ns per run of `prog` under non-live test-run, over [`TR_RUNS`] calls (one run per call:
 /// an encapsulating program cannot be repeated on the same buffer). `pick(i)` gives the frame.
 fn ns_per_run(
     t: &Topology,
@@ -296,7 +302,6 @@ fn ns_per_run(
     prog: &str,
     ns: &str,
     ifindex: u32,
-    runs: u32,
     expect: u32,
     pick: impl Fn(u32) -> Vec<u8> + Sync,
 ) -> Result<f64> {
@@ -304,7 +309,7 @@ fn ns_per_run(
     in_netns(&t.ns(ns), || {
         let mut total = Duration::ZERO;
         let mut out = vec![0u8; 256];
-        for i in 0..runs {
+        for i in 0..TR_RUNS {
             let f = pick(i);
             let mut ctx = [0u8; 24];
             ctx[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
@@ -326,7 +331,7 @@ fn ns_per_run(
             }
             total += r.duration;
         }
-        Ok(total.as_nanos() as f64 / f64::from(runs))
+        Ok(total.as_nanos() as f64 / f64::from(TR_RUNS))
     })
 }
 
@@ -417,53 +422,58 @@ pub fn run() -> Result<()> {
     }
     t.ip(ITR, &["route", "del", "2001:db8:2::/48"])?;
 
-    // ITR with 1, 100k, 1M host entries; test-run costs along the way.
+    // ITR with 1, 100k, 1M host entries (traffic to the one it needs, the others fill the
+    // table), then 1M with the destinations spread over all entries (every lookup a different
+    // entry: the cache-miss worst case). Test-run costs along the way.
     let mut costs: Vec<(String, f64)> = Vec::new();
+    let spread = |n: u32| {
+        let f = itr_frame.clone();
+        move |i: u32| {
+            let mut f = f.clone();
+            // A fixed pseudo-random walk over the table (multiplicative hash).
+            f[38..54].copy_from_slice(&host_eid(i.wrapping_mul(2_654_435_761) % n));
+            f
+        }
+    };
+    let one = |_: u32| itr_frame.clone();
     let cost_pass;
     let cost_encap;
     {
         let _l = attach(&mut a, PROG_XDP_LISP, &t, ITR, "eid0")?;
         rows.push(live(&t, &mut tools, "ITR xdp_lisp, 1 entry", (HA, "eth0"), &itr_frame, 1)?);
 
-        println!("==> test-run costs (ns per packet, 100k runs each)");
-        let f = itr_frame.clone();
-        cost_pass = ns_per_run(&t, &mut a, PROG_XDP_PASS, ITR, itr_eid0, 100_000, 2, |_| f.clone())?;
-        cost_encap = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 100_000, 4, |_| f.clone())?;
-        costs.push(("xdp_pass (empty)".into(), cost_pass));
-        costs.push(("xdp_lisp IPv6-in-IPv4 encapsulation".into(), cost_encap));
+        println!("==> test-run costs (ns per packet, {TR_RUNS} runs each)");
+        cost_pass = ns_per_run(&t, &mut a, PROG_XDP_PASS, ITR, itr_eid0, 2, one)?;
+        cost_encap = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 4, one)?;
+        costs.push(("xdp_pass (empty program)".into(), cost_pass));
+        costs.push(("xdp_lisp IPv6-in-IPv4 encapsulation, 1 entry".into(), cost_encap));
 
         fill_hosts(&mut a, 1, 1000)?;
-        let pick = |i: u32| {
-            let mut f = itr_frame.clone();
-            // Spread over the table in a fixed pseudo-random order (multiplicative hash).
-            let n = i.wrapping_mul(2_654_435_761) % 1000;
-            f[38..54].copy_from_slice(&host_eid(n));
-            f
-        };
-        let l1k = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 100_000, 1, pick)?;
-        costs.push(("host-EID lookup, 1k entries".into(), l1k));
+        let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, one)?;
+        costs.push((LOOKUP_1K.into(), c));
+        let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, spread(1000))?;
+        costs.push(("host-EID lookup, 1k entries, spread".into(), c));
 
         fill_hosts(&mut a, 1000, 100_000)?;
-        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 100k entries", (HA, "eth0"), &itr_frame, 100_000)?);
+        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 100k entries", (HA, "eth0"), &itr_frame, 1)?);
         fill_hosts(&mut a, 100_000, 1_000_000)?;
-        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 1M entries", (HA, "eth0"), &itr_frame, 1_000_000)?);
-        let pick = |i: u32| {
-            let mut f = itr_frame.clone();
-            let n = i.wrapping_mul(2_654_435_761) % 1_000_000;
-            f[38..54].copy_from_slice(&host_eid(n));
-            f
-        };
-        let l1m = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 100_000, 1, pick)?;
-        costs.push(("host-EID lookup, 1M entries".into(), l1m));
-        let f = itr_frame.clone();
-        let pick = move |i: u32| {
-            let mut f = f.clone();
-            let n = i.wrapping_mul(2_654_435_761) % 1_000_000;
-            f[38..54].copy_from_slice(&host_eid(n));
-            f
-        };
-        let e1m = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 100_000, 4, pick)?;
-        costs.push(("xdp_lisp encapsulation, 1M entries".into(), e1m));
+        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 1M entries", (HA, "eth0"), &itr_frame, 1)?);
+        rows.push(live(
+            &t,
+            &mut tools,
+            "ITR xdp_lisp, 1M entries, dst spread",
+            (HA, "eth0"),
+            &itr_frame,
+            1_000_000,
+        )?);
+        let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, one)?;
+        costs.push((LOOKUP_1M.into(), c));
+        let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, spread(1_000_000))?;
+        costs.push(("host-EID lookup, 1M entries, spread".into(), c));
+        let c = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 4, one)?;
+        costs.push(("xdp_lisp encapsulation, 1M entries".into(), c));
+        let c = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 4, spread(1_000_000))?;
+        costs.push(("xdp_lisp encapsulation, 1M entries, spread".into(), c));
     }
 
     // ETR hop: xdp_lisp decapsulating, and the references.
@@ -525,7 +535,7 @@ pub fn run() -> Result<()> {
         println!("| {n} | {c:.1} |");
     }
     let get = |k: &str| costs.iter().find(|(n, _)| n == k).map(|(_, c)| *c).unwrap_or(f64::NAN);
-    let (l1k, l1m) = (get("host-EID lookup, 1k entries"), get("host-EID lookup, 1M entries"));
+    let (l1k, l1m) = (get(LOOKUP_1K), get(LOOKUP_1M));
     println!();
     println!(
         "encapsulation over empty program: +{:.1} ns; lookup 1M/1k: {:.2}x (target <= 1.2x); \
@@ -537,7 +547,7 @@ pub fn run() -> Result<()> {
     );
     let itr1m = rows
         .iter()
-        .find(|r| r.name.contains("1M"))
+        .find(|r| r.name == "ITR xdp_lisp, 1M entries")
         .map(|r| r.delivered_pps)
         .unwrap_or(0.0);
     let etr = rows

@@ -6,11 +6,14 @@
 //!   two agents, shows pings across the LISP overlay, the agents' counters and a decode of the
 //!   core link, then tears it down (also on Ctrl-C). `--keep` leaves it up; `--down` removes it.
 //! - `bench`: packets/s of the XDP paths on the lab topology, and ns/packet under test-run.
+//! - `bench-control`: map-server registrations/s and Map-Requests/s of the pure core (no root;
+//!   also printed first by `bench`).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod bench;
+mod bench_control;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use support::lab::{self, CORE, ETR, HA, HB, ITR};
+use support::lab::{self, CORE, ETR, HA, ITR};
 use support::netns::{self, Topology};
 
 /// Namespace prefix of the interactive lab (fixed, so `--down` finds what `--keep` left).
@@ -97,9 +100,11 @@ fn main() -> ExitCode {
                 lab(keep)
             }
         }
-        Some("bench") => bench::run(),
+        // The control-plane figures need no root: printed first, then the XDP ones.
+        Some("bench") => bench_control::run().and_then(|()| bench::run()),
+        Some("bench-control") => bench_control::run(),
         _ => {
-            eprintln!("usage: cargo xtask test | lab [--keep|--down] | bench");
+            eprintln!("usage: cargo xtask test | lab [--keep|--down] | bench | bench-control");
             return ExitCode::from(2);
         }
     };
@@ -253,7 +258,11 @@ fn lab(keep: bool) -> Result<()> {
     let lost = lab::ping(&t, HA, lab::HB_V4, 1)?;
     println!("    ping {} -> {}: {lost}/1 replies", lab::HA_V4, lab::HB_V4);
 
-    println!("==> starting the agents (configs in {})", workdir.display());
+    println!(
+        "==> starting the agents (configs in {}): A encapsulates to B's IPv4 RLOC with the N bit, \
+         B to A's IPv6 RLOC without it (data-nonce: false)",
+        workdir.display()
+    );
     let (a, b) = lab::start_agents(&mut t, &agent, &lab::AgentOptions::default())?;
     println!("    xTR A pid {}, xTR B pid {}", t.proc(a).pid(), t.proc(b).pid());
     check_interrupt()?;
@@ -285,17 +294,67 @@ fn lab(keep: bool) -> Result<()> {
         }
     }
 
-    println!("==> core link (core/itr0) as tshark sees it");
+    println!("==> core link (core/itr0) as tshark decodes it: outer | LISP | inner");
+    let rows = lab::tshark_fields(
+        &pcap,
+        Some("lisp-data"),
+        &[
+            "frame.number",
+            "ip.src",
+            "ip.dst",
+            "ipv6.src",
+            "ipv6.dst",
+            "udp.srcport",
+            "udp.dstport",
+            "lisp-data.flags",
+            "lisp-data.nonce",
+            "_ws.col.Info",
+        ],
+    )?;
+    for r in rows.iter().take(12) {
+        let f = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
+        // Fields come per protocol (all IPv4 then all IPv6): work out outer/inner by family.
+        let (v4s, v4d): (Vec<&str>, Vec<&str>) = (
+            f(1).split(',').filter(|s| !s.is_empty()).collect(),
+            f(2).split(',').filter(|s| !s.is_empty()).collect(),
+        );
+        let (v6s, v6d): (Vec<&str>, Vec<&str>) = (
+            f(3).split(',').filter(|s| !s.is_empty()).collect(),
+            f(4).split(',').filter(|s| !s.is_empty()).collect(),
+        );
+        let outer_v4 = v4s.first().is_some_and(|a| a.starts_with("192.0.2."));
+        let (os, od, is, id) = if outer_v4 {
+            let (is, id) = if v4s.len() > 1 {
+                (v4s[1], v4d[1])
+            } else {
+                (v6s[0], v6d[0])
+            };
+            (v4s[0], v4d[0], is, id)
+        } else {
+            let (is, id) = if v6s.len() > 1 {
+                (v6s[1], v6d[1])
+            } else {
+                (v4s[0], v4d[0])
+            };
+            (v6s[0], v6d[0], is, id)
+        };
+        let sport = f(5).split(',').next().unwrap_or("");
+        let dport = f(6).split(',').next().unwrap_or("");
+        println!(
+            "    #{:<3} {os} -> {od} udp {sport}->{dport} | flags {} nonce {:<8} | {is} -> {id}: {}",
+            f(0),
+            f(7),
+            f(8),
+            f(9)
+        );
+    }
+    println!("==> first LISP frame in detail (tshark -V)");
     let _ = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(&pcap)
-        .args(["-Y", "lisp-data"])
-        .status();
-    println!("==> first LISP frame in detail");
-    let _ = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&pcap)
+        .args(lab::TSHARK_PREFS.iter().flat_map(|p| ["-o", p]))
         .args(["-Y", "lisp-data", "-c", "1", "-O", "ip,ipv6,udp,lisp-data"])
+        .stderr(std::process::Stdio::null())
         .status();
     check_interrupt()?;
 
@@ -316,7 +375,6 @@ fn lab(keep: bool) -> Result<()> {
         println!("    remove it with: cargo xtask lab --down");
     } else {
         println!("==> tearing down");
-        let _ = HB;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -131,11 +132,16 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut reg_seen: Vec<RegistrationState> = Vec::new();
+    let mut last_render = Timestamp::ZERO;
+    let mut metrics_dirty = true;
     loop {
         let deadline = earliest(
             xtr.next_deadline(),
             ms.as_ref().and_then(MapServer::next_deadline),
         );
+        // A pending metrics refresh also wakes the loop, so the text never lags by more than
+        // METRICS_REFRESH after the last event.
+        let deadline = earliest(deadline, metrics_dirty.then(|| last_render + METRICS_REFRESH));
         let sleep_until = clock.instant(deadline.unwrap_or(Timestamp::from_secs(86_400 * 365)));
         let actions = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
@@ -175,8 +181,59 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             carry_out(&sock, sock_is_v6, &ctx.map_cache, a).await;
         }
         log_registration_changes(&xtr, clock.now(), &mut reg_seen);
+        // Metrics text at most twice a second: rendering on every miss would cost more than
+        // the miss.
+        metrics_dirty = true;
+        let now = clock.now();
+        if now - last_render >= METRICS_REFRESH {
+            last_render = now;
+            metrics_dirty = false;
+            let text = render_metrics(&xtr, ms.as_ref(), now);
+            if let Ok(mut m) = ctx.stats.control_metrics.lock() {
+                *m = text;
+            }
+        }
     }
     Ok(())
+}
+
+/// How often the control-plane metrics text is rebuilt (at most).
+const METRICS_REFRESH: Duration = Duration::from_millis(500);
+
+/// The control plane's Prometheus series: xTR messages and rejections, registration state per
+/// map-server, learnt map-cache size, and the map-server's counters when that role runs.
+pub fn render_metrics(xtr: &Xtr, ms: Option<&MapServer>, now: Timestamp) -> String {
+    let mut s = String::new();
+    let c = xtr.counters();
+    s.push_str("# HELP lisp_xtr_total xTR control-plane messages and events.\n");
+    s.push_str("# TYPE lisp_xtr_total counter\n");
+    for (name, v) in c.messages() {
+        let _ = writeln!(s, "lisp_xtr_total{{event=\"{name}\"}} {v}");
+    }
+    s.push_str("# HELP lisp_xtr_rejected_total Control inputs the xTR dropped, by reason.\n");
+    s.push_str("# TYPE lisp_xtr_rejected_total counter\n");
+    for (r, v) in c.rejects() {
+        let _ = writeln!(s, "lisp_xtr_rejected_total{{reason=\"{}\"}} {v}", r.name());
+    }
+    s.push_str(
+        "# HELP lisp_xtr_registered 1 if the map-server answered a Map-Register recently.\n",
+    );
+    s.push_str("# TYPE lisp_xtr_registered gauge\n");
+    for r in xtr.registrations(now) {
+        let up = u8::from(r.state == RegistrationState::Registered);
+        let _ = writeln!(s, "lisp_xtr_registered{{map_server=\"{}\"}} {up}", r.map_server);
+    }
+    s.push_str("# HELP lisp_xtr_map_cache_entries Map-cache entries learnt from Map-Replies.\n");
+    s.push_str("# TYPE lisp_xtr_map_cache_entries gauge\n");
+    let _ = writeln!(s, "lisp_xtr_map_cache_entries {}", xtr.cached().count());
+    if let Some(m) = ms {
+        s.push_str("# HELP lisp_map_server_total Map-server messages and events.\n");
+        s.push_str("# TYPE lisp_map_server_total counter\n");
+        for (name, v) in m.counters().iter() {
+            let _ = writeln!(s, "lisp_map_server_total{{event=\"{name}\"}} {v}");
+        }
+    }
+    s
 }
 
 /// Registration state changes are worth a log line (operators and the e2e tests read them).
@@ -244,5 +301,45 @@ async fn carry_out(
                 Err(e) => warn!("map-cache {eid}: {e:#}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::xtr::MapServerPeer;
+    use lisp_common::wire::control::auth::Algorithm;
+
+    #[test]
+    fn metrics_show_registration_state_and_counters() {
+        let cfg = XtrConfig {
+            locators: vec!["192.0.2.17".parse().unwrap()],
+            map_servers: vec![MapServerPeer {
+                address: "192.0.2.1".parse().unwrap(),
+                key: b"k".to_vec(),
+                algorithm: Algorithm::HmacSha256,
+                proxy_reply: false,
+            }],
+            ..XtrConfig::default()
+        };
+        let mut x = Xtr::new(cfg, Timestamp::ZERO);
+        x.handle_timer(Timestamp::ZERO);
+        let from: SocketAddr = "192.0.2.1:4342".parse().unwrap();
+        x.handle_datagram(Timestamp::ZERO, from, from, b"junk");
+        let t = render_metrics(&x, None, Timestamp::ZERO);
+        assert!(t.contains("lisp_xtr_total{event=\"sent_map_register\"} 1\n"), "{t}");
+        assert!(t.contains("lisp_xtr_rejected_total{reason=\"malformed\"} 1\n"), "{t}");
+        assert!(t.contains("lisp_xtr_registered{map_server=\"192.0.2.1\"} 0\n"), "{t}");
+        assert!(t.contains("lisp_xtr_map_cache_entries 0\n"));
+        assert!(!t.contains("lisp_map_server_total"));
+    }
+
+    #[test]
+    fn v4_peers_are_mapped_on_a_dual_stack_socket() {
+        let v4: SocketAddr = "192.0.2.1:4342".parse().unwrap();
+        let mapped = for_socket(true, v4);
+        assert_eq!(mapped.to_string(), "[::ffff:192.0.2.1]:4342");
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(for_socket(false, v4), v4);
     }
 }

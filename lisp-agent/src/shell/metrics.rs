@@ -59,6 +59,9 @@ pub fn render(counters: Option<&[(Counter, u64)]>, stats: &Stats) -> String {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
         let _ = writeln!(s, "{name} {}", v.load(Ordering::Relaxed));
     }
+    if let Ok(c) = stats.control_metrics.lock() {
+        s.push_str(&c);
+    }
     s
 }
 

@@ -32,6 +32,9 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     pub events_malformed: AtomicU64,
     pub events_handled: AtomicU64,
+    /// Prometheus text of the control plane (xTR and map-server counters, registration
+    /// state), rendered by `control::run` and appended as is by `metrics::render`.
+    pub control_metrics: Mutex<String>,
 }
 
 /// Depth of the event channel to the control plane. The kernel rate-limits events per

@@ -1,5 +1,10 @@
 //! LISP headers on the wire: views over byte buffers (`Packet<T: AsRef<[u8]>>`) and parsed
 //! representations (`Repr::parse` / `Repr::emit`), in the style of smoltcp's `wire` module.
+//!
+//! * [`data`] (no_std, no alloc; used by the XDP side): the 8-byte LISP data header,
+//!   `data::Packet` view + `data::Repr` + `data::Error`.
+//! * `control` (feature `alloc`): every RFC 9301 control message, addresses with the
+//!   instance-id LCAF, and HMAC authentication. See its module docs for the API.
 
 /// UDP destination port of LISP data packets (RFC 9300).
 pub const LISP_DATA_PORT: u16 = 4341;

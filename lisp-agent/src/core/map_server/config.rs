@@ -109,7 +109,11 @@ pub enum MapServerConfigError {
     #[error("site '{site}': prefix {prefix} is not a valid EID-prefix")]
     BadPrefix { site: String, prefix: String },
     #[error("prefix {prefix} is configured in sites '{first}' and '{second}'")]
-    DuplicatePrefix { prefix: String, first: String, second: String },
+    DuplicatePrefix {
+        prefix: String,
+        first: String,
+        second: String,
+    },
 }
 
 impl MapServerConfig {
@@ -119,12 +123,13 @@ impl MapServerConfig {
         for s in &role.sites {
             let mut prefixes = Vec::with_capacity(s.eid_prefixes.len());
             for p in &s.eid_prefixes {
-                let prefix = IpPrefix::new(p.prefix.addr(), p.prefix.prefix_len()).map_err(|_| {
-                    MapServerConfigError::BadPrefix {
-                        site: s.name.clone(),
-                        prefix: p.prefix.to_string(),
-                    }
-                })?;
+                let prefix =
+                    IpPrefix::new(p.prefix.addr(), p.prefix.prefix_len()).map_err(|_| {
+                        MapServerConfigError::BadPrefix {
+                            site: s.name.clone(),
+                            prefix: p.prefix.to_string(),
+                        }
+                    })?;
                 prefixes.push(SitePrefix {
                     eid: Eid::new(None, prefix),
                     accept_more_specifics: p.accept_more_specifics,

@@ -58,8 +58,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use lisp_common::wire::control::{
-    Action as RecordAction, Auth, Ecm, Eid, IpPrefix, MapNotify, MapRegister, MapReply,
-    MapRequest, Message, Record, XtrId, auth, msg_type,
+    Action as RecordAction, Auth, Ecm, Eid, IpPrefix, MapNotify, MapRegister, MapReply, MapRequest,
+    Message, Record, XtrId, auth, msg_type,
 };
 
 use super::action::{Action, CONTROL_PORT, Event};
@@ -348,10 +348,7 @@ impl MapServer {
         let mut site = None;
         for rec in &reg.records {
             let k = Key::from(&rec.eid);
-            let m = self
-                .sites
-                .longest_covering(&k)
-                .ok_or(Reject::UnknownEid)?;
+            let m = self.sites.longest_covering(&k).ok_or(Reject::UnknownEid)?;
             if m.prefix != k && !m.accept_more_specifics {
                 return Err(Reject::MoreSpecificRefused);
             }

@@ -99,7 +99,10 @@ impl LengthSet {
     pub fn descending(&self, v4: bool, max: u8) -> impl Iterator<Item = u8> + '_ {
         let counts: &[u32] = if v4 { &self.v4 } else { &self.v6 };
         let top = usize::from(max).min(counts.len() - 1);
-        (0..=top).rev().filter(move |&l| counts[l] > 0).map(|l| l as u8)
+        (0..=top)
+            .rev()
+            .filter(move |&l| counts[l] > 0)
+            .map(|l| l as u8)
     }
 }
 
@@ -124,7 +127,10 @@ impl SiteTable {
         for (i, s) in sites.iter().enumerate() {
             for p in &s.prefixes {
                 let k = Key::from(&p.eid);
-                if t.by_prefix.insert(k, (i, p.accept_more_specifics)).is_none() {
+                if t.by_prefix
+                    .insert(k, (i, p.accept_more_specifics))
+                    .is_none()
+                {
                     t.lengths.add(&k);
                 }
             }

@@ -224,7 +224,11 @@ fn reply(bytes: &[u8]) -> MapReply {
 #[test]
 fn registration_stores_and_map_notify_echoes() {
     let mut ms = MapServer::new(config());
-    let reg = Reg::new(7, vec![record("198.51.100.0/24", 1440, &["192.0.2.17"])], K1);
+    let reg = Reg::new(
+        7,
+        vec![record("198.51.100.0/24", 1440, &["192.0.2.17"])],
+        K1,
+    );
     let acts = dg(&mut ms, ETR1, &reg.bytes(), t(0));
     let (to, payload) = one_send(&acts);
     assert_eq!(to, sa(ETR1));
@@ -245,7 +249,11 @@ fn registration_stores_and_map_notify_echoes() {
     assert_eq!(ms.counters().tx_map_notify, 1);
 
     // Without M: stored, nothing sent.
-    let mut reg = Reg::new(8, vec![record("198.51.100.0/24", 1440, &["192.0.2.17"])], K1);
+    let mut reg = Reg::new(
+        8,
+        vec![record("198.51.100.0/24", 1440, &["192.0.2.17"])],
+        K1,
+    );
     reg.want_notify = false;
     assert!(dg(&mut ms, ETR1, &reg.bytes(), t(60)).is_empty());
     assert_eq!(ms.counters().registrations_refreshed, 1);
@@ -289,14 +297,22 @@ fn replayed_or_old_nonce_is_rejected() {
     assert_eq!(ms.counters().rejected_replayed_nonce, 2);
     // The replay did not refresh the registration.
     assert_eq!(
-        ms.registration(&eid("198.51.100.0/24"), t(1)).unwrap().expires,
+        ms.registration(&eid("198.51.100.0/24"), t(1))
+            .unwrap()
+            .expires,
         t(180)
     );
-    assert_eq!(dg(&mut ms, ETR1, &Reg::new(6, rec(), K1).bytes(), t(2)).len(), 1);
+    assert_eq!(
+        dg(&mut ms, ETR1, &Reg::new(6, rec(), K1).bytes(), t(2)).len(),
+        1
+    );
 
     // Another ETR of the same site has its own sequence, and so has an xTR-ID.
     let other = Reg::new(1, vec![record("2001:db8:1::/48", 10, &["192.0.2.18"])], K1);
-    assert_eq!(dg(&mut ms, "192.0.2.18:4342", &other.bytes(), t(3)).len(), 1);
+    assert_eq!(
+        dg(&mut ms, "192.0.2.18:4342", &other.bytes(), t(3)).len(),
+        1
+    );
     let mut with_id = Reg::new(1, rec(), K1);
     with_id.xtr = Some(XtrId {
         xtr_id: [9; 16],
@@ -315,8 +331,14 @@ fn no_repeat_policy_accepts_random_nonces_but_not_repeats() {
         ..config()
     });
     let rec = || vec![record("198.51.100.0/24", 10, &["192.0.2.17"])];
-    assert_eq!(dg(&mut ms, ETR1, &Reg::new(50, rec(), K1).bytes(), t(0)).len(), 1);
-    assert_eq!(dg(&mut ms, ETR1, &Reg::new(3, rec(), K1).bytes(), t(1)).len(), 1);
+    assert_eq!(
+        dg(&mut ms, ETR1, &Reg::new(50, rec(), K1).bytes(), t(0)).len(),
+        1
+    );
+    assert_eq!(
+        dg(&mut ms, ETR1, &Reg::new(3, rec(), K1).bytes(), t(1)).len(),
+        1
+    );
     assert!(dg(&mut ms, ETR1, &Reg::new(50, rec(), K1).bytes(), t(2)).is_empty());
     assert_eq!(ms.counters().rejected_replayed_nonce, 1);
 }
@@ -330,14 +352,34 @@ fn site_prefix_rules() {
         !dg(ms, ETR1, &Reg::new(n, recs, key).bytes(), t(0)).is_empty()
     };
     // More-specific inside an accept-more-specifics prefix: fine (a dynamic EID /32).
-    assert!(try_reg(&mut ms, vec![record("198.51.100.10/32", 10, &["192.0.2.17"])], K1));
+    assert!(try_reg(
+        &mut ms,
+        vec![record("198.51.100.10/32", 10, &["192.0.2.17"])],
+        K1
+    ));
     // More-specific inside a prefix that refuses them; the exact prefix is fine.
-    assert!(!try_reg(&mut ms, vec![record("192.0.2.192/26", 10, &["192.0.2.17"])], K1));
+    assert!(!try_reg(
+        &mut ms,
+        vec![record("192.0.2.192/26", 10, &["192.0.2.17"])],
+        K1
+    ));
     assert_eq!(ms.counters().rejected_more_specific, 1);
-    assert!(try_reg(&mut ms, vec![record("192.0.2.128/25", 10, &["192.0.2.17"])], K1));
+    assert!(try_reg(
+        &mut ms,
+        vec![record("192.0.2.128/25", 10, &["192.0.2.17"])],
+        K1
+    ));
     // Less specific than the site prefix, or outside every site.
-    assert!(!try_reg(&mut ms, vec![record("198.51.0.0/16", 10, &["192.0.2.17"])], K1));
-    assert!(!try_reg(&mut ms, vec![record("10.0.0.0/8", 10, &["192.0.2.17"])], K1));
+    assert!(!try_reg(
+        &mut ms,
+        vec![record("198.51.0.0/16", 10, &["192.0.2.17"])],
+        K1
+    ));
+    assert!(!try_reg(
+        &mut ms,
+        vec![record("10.0.0.0/8", 10, &["192.0.2.17"])],
+        K1
+    ));
     assert_eq!(ms.counters().rejected_unknown_eid, 2);
     // One message for two sites: refused as a whole (neither record stored).
     assert!(!try_reg(
@@ -351,7 +393,11 @@ fn site_prefix_rules() {
     assert_eq!(ms.counters().rejected_mixed_sites, 1);
     assert!(ms.registration(&eid("2001:db8:1::/48"), t(0)).is_none());
     // Site 2's prefix with site 1's key.
-    assert!(!try_reg(&mut ms, vec![record("203.0.113.0/24", 10, &["192.0.2.17"])], K1));
+    assert!(!try_reg(
+        &mut ms,
+        vec![record("203.0.113.0/24", 10, &["192.0.2.17"])],
+        K1
+    ));
     assert_eq!(ms.counters().rejected_auth_failed, 1);
     // Two records of one site in one message.
     assert!(try_reg(
@@ -414,7 +460,14 @@ fn proxy_reply_or_forward() {
     );
 
     // Proxy: the map-server answers the ITR (family of the ECM's source) at the inner port.
-    let q = ecm("198.51.100.10", "203.0.113.10", &["2001:db8:ff:11::1", "192.0.2.17"], 0xabc, false, None);
+    let q = ecm(
+        "198.51.100.10",
+        "203.0.113.10",
+        &["2001:db8:ff:11::1", "192.0.2.17"],
+        0xabc,
+        false,
+        None,
+    );
     let (to, payload) = one_send(&dg(&mut ms, ETR1, &q, t(1)));
     assert_eq!(to, sa("192.0.2.17:4342"));
     let r = reply(&payload);
@@ -427,7 +480,14 @@ fn proxy_reply_or_forward() {
     assert_eq!(ms.counters().tx_map_reply_proxy, 1);
 
     // No proxy: the ECM goes to the ETR unchanged.
-    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 0xdef, false, None);
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        0xdef,
+        false,
+        None,
+    );
     let (to, payload) = one_send(&dg(&mut ms, ETR2, &q, t(1)));
     assert_eq!(to, sa("192.0.2.17:4342"));
     assert_eq!(payload, q);
@@ -442,7 +502,14 @@ fn proxy_reply_or_forward() {
     );
     let (to, _) = one_send(&dg(&mut ms, ETR2, &q, t(3)));
     assert_eq!(to, sa("192.0.2.20:4342"));
-    let q2 = ecm("203.0.113.10", "198.51.100.11", &["192.0.2.33"], 1, false, None);
+    let q2 = ecm(
+        "203.0.113.10",
+        "198.51.100.11",
+        &["192.0.2.33"],
+        1,
+        false,
+        None,
+    );
     let (to, _) = one_send(&dg(&mut ms, ETR2, &q2, t(3)));
     assert_eq!(to, sa("192.0.2.17:4342"));
 }
@@ -451,7 +518,14 @@ fn proxy_reply_or_forward() {
 fn negative_replies() {
     let mut ms = MapServer::new(config());
     // In a site (accepts more-specifics) but not registered: the EID as asked, 1 minute.
-    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 1, false, None);
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        1,
+        false,
+        None,
+    );
     let (to, payload) = one_send(&dg(&mut ms, ETR2, &q, t(0)));
     assert_eq!(to, sa("192.0.2.33:4342"));
     let r = reply(&payload);
@@ -461,7 +535,14 @@ fn negative_replies() {
     assert!(r.records[0].locators.is_empty());
     assert!(r.records[0].authoritative);
     // In a site prefix that refuses more-specifics: the site prefix.
-    let q = ecm("203.0.113.10", "192.0.2.200", &["192.0.2.33"], 2, false, None);
+    let q = ecm(
+        "203.0.113.10",
+        "192.0.2.200",
+        &["192.0.2.33"],
+        2,
+        false,
+        None,
+    );
     let r = reply(&one_send(&dg(&mut ms, ETR2, &q, t(0))).1);
     assert_eq!(r.records[0].eid, eid("192.0.2.128/25"));
     assert_eq!(r.records[0].ttl, 1);
@@ -471,12 +552,23 @@ fn negative_replies() {
     assert_eq!(r.records[0].eid, eid("0.0.0.0/1"));
     assert_eq!(r.records[0].ttl, NEGATIVE_TTL_NON_LISP);
     assert_eq!(r.records[0].action, RecordAction::NativelyForward);
-    let q = ecm("2001:db8:2::10", "2001:db8:3::1", &["2001:db8:ff:12::1"], 4, false, None);
+    let q = ecm(
+        "2001:db8:2::10",
+        "2001:db8:3::1",
+        &["2001:db8:ff:12::1"],
+        4,
+        false,
+        None,
+    );
     let r = reply(&one_send(&dg(&mut ms, "[2001:db8:ff:12::1]:4342", &q, t(0))).1);
     let hole = r.records[0].eid.prefix;
     assert!(hole.contains(ip("2001:db8:3::1")));
     let site_prefixes = ["2001:db8:1::/48", "2001:db8:2::/48"].map(|p| eid(p).prefix);
-    assert!(site_prefixes.iter().all(|s| !s.covers(&hole) && !hole.covers(s)));
+    assert!(
+        site_prefixes
+            .iter()
+            .all(|s| !s.covers(&hole) && !hole.covers(s))
+    );
     // The largest: one bit shorter would overlap a site.
     let parent = IpPrefix::new_masked(hole.addr(), hole.len() - 1).unwrap();
     assert!(site_prefixes.iter().any(|s| parent.covers(s)));
@@ -501,9 +593,19 @@ fn ack(nonce: u64, key: &[u8]) -> Vec<u8> {
 fn rloc_change_notifies_previous_rlocs_until_acked() {
     let mut ms = MapServer::new(config());
     let host = "198.51.100.10/32";
-    dg(&mut ms, ETR1, &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(0));
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(),
+        t(0),
+    );
     // The EID moves behind another ETR.
-    let acts = dg(&mut ms, "192.0.2.20:4342", &Reg::new(1, vec![record(host, 10, &["192.0.2.20"])], K1).bytes(), t(10));
+    let acts = dg(
+        &mut ms,
+        "192.0.2.20:4342",
+        &Reg::new(1, vec![record(host, 10, &["192.0.2.20"])], K1).bytes(),
+        t(10),
+    );
     let s = sends(&acts);
     assert_eq!(s.len(), 2, "{acts:?}");
     // The solicited Map-Notify to the new ETR and the unsolicited one to the old RLOC.
@@ -544,8 +646,18 @@ fn rloc_change_notifies_previous_rlocs_until_acked() {
 fn unacked_notify_gives_up_after_bounded_tries() {
     let mut ms = MapServer::new(config());
     let host = "198.51.100.10/32";
-    dg(&mut ms, ETR1, &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(0));
-    dg(&mut ms, ETR1, &Reg::new(2, vec![record(host, 10, &["192.0.2.21"])], K1).bytes(), t(0));
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(),
+        t(0),
+    );
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(2, vec![record(host, 10, &["192.0.2.21"])], K1).bytes(),
+        t(0),
+    );
     let mut now = t(0);
     let mut retransmits = 0;
     while let Some(d) = ms.next_deadline() {
@@ -568,14 +680,29 @@ fn unacked_notify_gives_up_after_bounded_tries() {
 fn only_priority_changes_do_not_notify_old_rlocs() {
     let mut ms = MapServer::new(config());
     let host = "198.51.100.10/32";
-    dg(&mut ms, ETR1, &Reg::new(1, vec![record(host, 10, &["192.0.2.17", "192.0.2.18"])], K1).bytes(), t(0));
-    let acts = dg(&mut ms, ETR1, &Reg::new(2, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(1));
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record(host, 10, &["192.0.2.17", "192.0.2.18"])], K1).bytes(),
+        t(0),
+    );
+    let acts = dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(2, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(),
+        t(1),
+    );
     // Map-Notify to the ETR + unsolicited to the dropped 192.0.2.18 only.
     let s = sends(&acts);
     assert_eq!(s.len(), 2);
     assert_eq!(s[0].0, sa("192.0.2.18:4342"));
     // Refresh with the same set: nothing unsolicited.
-    let acts = dg(&mut ms, ETR1, &Reg::new(3, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(), t(2));
+    let acts = dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(3, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(),
+        t(2),
+    );
     assert_eq!(sends(&acts).len(), 1);
     assert_eq!(ms.counters().registrations_refreshed, 1);
 }
@@ -590,7 +717,14 @@ fn subscription_gets_notified_of_registration_change_and_expiry() {
         site_id: 2,
     };
     // xTR 2 (site 2) asks for 198.51.100.10 with N: not registered yet → negative reply.
-    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 100, true, Some(xtr));
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        100,
+        true,
+        Some(xtr),
+    );
     let r = reply(&one_send(&dg(&mut ms, ETR2, &q, t(0))).1);
     assert!(r.records[0].locators.is_empty());
     assert_eq!(ms.subscription_count(), 1);
@@ -599,7 +733,12 @@ fn subscription_gets_notified_of_registration_change_and_expiry() {
     assert_eq!(ms.subscription_count(), 1);
 
     // Site 1 registers its /24: the subscriber hears about it, signed with its own site's key.
-    let acts = dg(&mut ms, ETR1, &Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(), t(5));
+    let acts = dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(),
+        t(5),
+    );
     let s = sends(&acts);
     assert_eq!(s.len(), 2);
     let (to, payload) = &s[0];
@@ -614,7 +753,12 @@ fn subscription_gets_notified_of_registration_change_and_expiry() {
     assert_eq!(ms.counters().notify_acked, 1);
 
     // A plain refresh is not a change.
-    let acts = dg(&mut ms, ETR1, &Reg::new(2, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(), t(60));
+    let acts = dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(2, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(),
+        t(60),
+    );
     assert_eq!(sends(&acts).len(), 1);
 
     // The registration expires: the subscriber is told (TTL 0, no locators).
@@ -643,7 +787,14 @@ fn subscription_gets_notified_of_registration_change_and_expiry() {
 fn malformed_input_changes_nothing() {
     let mut ms = MapServer::new(config());
     let good = Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes();
-    let q = ecm("203.0.113.10", "198.51.100.10", &["192.0.2.33"], 1, false, None);
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        1,
+        false,
+        None,
+    );
     for cut in 0..good.len() {
         assert!(dg(&mut ms, ETR1, &good[..cut], t(0)).is_empty());
     }
@@ -663,10 +814,14 @@ fn malformed_input_changes_nothing() {
     assert!(dg(&mut ms, ETR1, &mr, t(0)).is_empty());
     assert!(dg(&mut ms, ETR1, &[0xf0, 0, 0, 0], t(0)).is_empty());
     // An ECM around something else than a Map-Request.
-    let e = Ecm::new(ip("203.0.113.10"), ip("198.51.100.10"), Message::MapReply(MapReply::default()))
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let e = Ecm::new(
+        ip("203.0.113.10"),
+        ip("198.51.100.10"),
+        Message::MapReply(MapReply::default()),
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
     assert!(dg(&mut ms, ETR2, &e, t(0)).is_empty());
     assert_eq!(ms.counters().rejected_bad_map_request, 1);
     // A register with no records (signed).
@@ -679,7 +834,10 @@ fn malformed_input_changes_nothing() {
     let c = ms.counters();
     assert_eq!(c.rejected_unexpected_type, 2);
     assert!(c.rejected_malformed as usize >= good.len() + q.len());
-    assert_eq!(c.tx_map_notify + c.tx_map_reply_negative + c.tx_ecm_forwarded, 0);
+    assert_eq!(
+        c.tx_map_notify + c.tx_map_reply_negative + c.tx_ecm_forwarded,
+        0
+    );
     // The nonce of the good message was never consumed.
     assert_eq!(dg(&mut ms, ETR1, &good, t(0)).len(), 1);
 }
@@ -722,7 +880,7 @@ mod prop {
             let i = pos % reg.len();
             reg[i] ^= flip;
             let acts = dg(&mut ms, ETR1, &reg, t(0));
-            // Only a change in the nonce keeps the MAC valid?  No: the MAC covers the nonce too.
+            // The MAC covers every byte, the nonce included.
             prop_assert!(acts.is_empty());
             prop_assert!(ms.registrations().next().is_none());
         }
@@ -749,7 +907,8 @@ mod oor {
     pub const C02_NOTIFY_V4: &str = "40000001fffaef7bf6e9ea960001001422469b0e687e2e6b569ffc9cd16d7dc04c146fcf0000000a0118100000000001cb0071000164ff0000010001c0000221";
     pub const C02_NOTIFY_V6: &str = "40000001ff53f77bf6f3038d00010014625a562dfb7563877b94d565287d57ecfb3477e50000000a013010000000000220010db80002000000000000000000000164ff0000010001c0000221";
     pub const C03_ECM_V4: &str = "800000004500003c00034000ff111565c633640acb00710a10f610f600281dea1000000124dd7f7fef7e8d240001c633640a0001c000021100200001cb00710a";
-    pub const C03_REPLY_V4: &str = "2000000124dd7f7fef7e8d240000000a0118000000000001cb0071000164ff0000010001c0000221";
+    pub const C03_REPLY_V4: &str =
+        "2000000124dd7f7fef7e8d240000000a0118000000000001cb0071000164ff0000010001c0000221";
     pub const C03_ECM_V6: &str = "8000000060000000004011ff20010db800010000000000000000001020010db800020000000000000000001010f610f60040b6331000000107df2f7fc72b9f02000220010db80001000000000000000000100001c00002110080000220010db8000200000000000000000010";
     pub const C03_REPLY_V6: &str = "2000000107df2f7fc72b9f020000000a013000000000000220010db80002000000000000000000000164ff0000010001c0000221";
     pub const C04_ECM_V4: &str = "800000004500003c00034000ff111565cb00710ac633640a10f610f60028ccb010000001ffd9d77bc0d7d9fb0001cb00710a0001c000022100200001c633640a";
@@ -765,7 +924,8 @@ mod oor {
     pub const C12_REG: &str = "38000101260caf6389b7d7d900010014bb99ab9d73618a2882a62aae671ba57d248aea7a0000000a0118100000000001c63364000164ff0000050001c0000211";
     pub const C12_NOTIFY: &str = "40000001260caf6389b7d7d9000100146b7d29195091bec4c1b5297b385864b075dbb37a0000000a0118100000000001c63364000164ff0000010001c0000211";
     pub const C12_ECM: &str = "800000004500003c0000000040112636c633640ac633640ab46310f60028c86a1000000144332f46ee5a94d70001c633640a0001c000021100200001c633640a";
-    pub const C12_REPLY: &str = "2000000144332f46ee5a94d70000000a0118000000000001c63364000164ff0000010001c0000211";
+    pub const C12_REPLY: &str =
+        "2000000144332f46ee5a94d70000000a0118000000000001c63364000164ff0000010001c0000211";
 }
 
 /// Our Map-Notify for OOR's Map-Register is byte for byte OOR's map-server's (same records,
@@ -784,8 +944,16 @@ fn oor_capture_01_02_map_notify_identical() {
         assert_eq!(payload, hex(notify), "notify for {reg}");
     }
     assert_eq!(ms.registrations().count(), 4);
-    assert!(ms.registration(&eid("203.0.113.0/24"), t(1)).unwrap().proxy_reply);
-    assert!(!ms.registration(&eid("198.51.100.0/24"), t(1)).unwrap().proxy_reply);
+    assert!(
+        ms.registration(&eid("203.0.113.0/24"), t(1))
+            .unwrap()
+            .proxy_reply
+    );
+    assert!(
+        !ms.registration(&eid("198.51.100.0/24"), t(1))
+            .unwrap()
+            .proxy_reply
+    );
 }
 
 #[test]
@@ -880,4 +1048,30 @@ fn config_from_yaml_section() {
         MapServerConfig::from_role(&dup),
         Err(MapServerConfigError::DuplicatePrefix { .. })
     ));
+}
+
+#[test]
+fn instance_id_zero_lcaf_is_the_default_instance_and_others_are_separate() {
+    let mut ms = MapServer::new(config());
+    let mut rec = record("198.51.100.0/24", 10, &["192.0.2.17"]);
+    rec.eid.instance_id = Some(0);
+    assert_eq!(
+        dg(
+            &mut ms,
+            ETR1,
+            &Reg::new(1, vec![rec.clone()], K1).bytes(),
+            t(0)
+        )
+        .len(),
+        1
+    );
+    // Found with or without the LCAF.
+    assert!(ms.lookup(&eid("198.51.100.7/32"), t(1)).is_some());
+    // Sites are configured in instance 0: instance 5 is nobody's.
+    rec.eid.instance_id = Some(5);
+    assert!(dg(&mut ms, ETR1, &Reg::new(2, vec![rec], K1).bytes(), t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_unknown_eid, 1);
+    let mut e = eid("198.51.100.7/32");
+    e.instance_id = Some(5);
+    assert!(ms.lookup(&e, t(1)).is_none());
 }

@@ -15,6 +15,8 @@ pub enum Reject {
     NotifyUnknownNonce,
     /// Map-Notify with the right nonce but an authentication that does not verify.
     NotifyBadAuth,
+    /// A second Map-Notify for a registration round already answered.
+    NotifyDuplicate,
     /// Map-Reply whose nonce matches no outstanding Map-Request.
     ReplyUnsolicited,
     /// Map-Reply with a known nonce whose records do not cover the EID asked for.
@@ -46,12 +48,13 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 19] = [
+    pub const ALL: [Reject; 20] = [
         Reject::Malformed,
         Reject::UnexpectedType,
         Reject::UnexpectedEcm,
         Reject::NotifyUnknownNonce,
         Reject::NotifyBadAuth,
+        Reject::NotifyDuplicate,
         Reject::ReplyUnsolicited,
         Reject::ReplyEidMismatch,
         Reject::ReplyBadRecord,
@@ -76,6 +79,7 @@ impl Reject {
             Reject::UnexpectedEcm => "unexpected_ecm",
             Reject::NotifyUnknownNonce => "notify_unknown_nonce",
             Reject::NotifyBadAuth => "notify_bad_auth",
+            Reject::NotifyDuplicate => "notify_duplicate",
             Reject::ReplyUnsolicited => "reply_unsolicited",
             Reject::ReplyEidMismatch => "reply_eid_mismatch",
             Reject::ReplyBadRecord => "reply_bad_record",

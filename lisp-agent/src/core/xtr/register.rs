@@ -35,6 +35,9 @@ pub(super) struct Registration {
     pub(super) next_send: Timestamp,
     /// Nonces sent since the last accepted Map-Notify, oldest first.
     outstanding: Vec<u64>,
+    /// The nonces of the round last answered: a second Map-Notify for one of them (answering a
+    /// retransmission) is a duplicate, not an unsolicited notify to acknowledge.
+    answered: Vec<u64>,
     /// Wait before the next retransmission.
     backoff: Duration,
     round_start: Timestamp,
@@ -50,6 +53,7 @@ impl Registration {
         Registration {
             next_send: now,
             outstanding: Vec::new(),
+            answered: Vec::new(),
             backoff: RETRANSMIT_INITIAL,
             round_start: now,
             last_notify: None,
@@ -197,7 +201,11 @@ impl Xtr {
             .iter()
             .position(|r| r.outstanding.contains(&n.nonce));
         let Some(i) = owner else {
-            self.unsolicited_notify(from, bytes, n, out);
+            if self.registrations.iter().any(|r| r.answered.contains(&n.nonce)) {
+                self.counters.reject(Reject::NotifyDuplicate);
+            } else {
+                self.unsolicited_notify(from, bytes, n, out);
+            }
             return;
         };
         if auth::verify(bytes, &self.cfg.map_servers[i].key).is_err() {
@@ -208,7 +216,7 @@ impl Xtr {
         self.counters.rx_map_notify += 1;
         let interval = self.cfg.register_interval;
         let r = &mut self.registrations[i];
-        r.outstanding.clear();
+        r.answered = std::mem::take(&mut r.outstanding);
         r.last_notify = Some(now);
         r.notifies += 1;
         r.backoff = RETRANSMIT_INITIAL;

@@ -50,7 +50,8 @@ pub struct MapRegister {
     pub security: bool,
     /// R (byte 0): built for an RTR (NAT traversal).
     pub rtr: bool,
-    /// E: EID-notify (sent by a first-hop router that discovered a dynamic EID).
+    /// E (byte 2, 0x10): EID-notify, RFC 9301 (sent by a first-hop router that discovered a
+    /// dynamic EID). lispers.net sends this bit as its "map-register refresh".
     pub eid_notify: bool,
     /// T: the map-server uses the record TTL as the registration timeout.
     pub use_ttl: bool,
