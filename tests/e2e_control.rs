@@ -290,21 +290,30 @@ fn registration_resolution_and_map_server_failover() {
     assert_eq!(series(&ma, "lisp_xtr_map_cache_entries"), Some(1), "{ma}");
     assert_eq!(series(&ma, "lisp_xtr_rejected_total{reason=\"malformed\"}"), Some(0), "{ma}");
 
-    // Map-server restart: registrations are back within one interval. Then ms2 dies: IPv6 EIDs,
-    // never resolved so far, still resolve — only through ms1's new registrations.
-    let st = t.stop(ms1).unwrap();
-    assert!(st.success(), "ms1 exit: {st}");
-    let _ms1b = start(&mut t, MS1, "ms1-restarted", &map_server_config(MS1_ADDR));
-    std::thread::sleep(Duration::from_secs(REGISTER_INTERVAL_S) + Duration::from_millis(1500));
+    // Map-server restart: registrations are back within one interval. Then ms1, the first
+    // map-resolver every xTR tries, dies: IPv6 EIDs, never resolved so far, still resolve — each
+    // xTR's first Map-Request goes unanswered, the retransmission goes to ms2, and ms2 can only
+    // answer from the registrations it received since its restart.
     let st = t.stop(ms2).unwrap();
     assert!(st.success(), "ms2 exit: {st}");
-    let got = lab::ping(&t, HA, lab::HB_V6, 20).unwrap();
+    let _ms2b = start(&mut t, MS2, "ms2-restarted", &map_server_config(MS2_ADDR));
+    std::thread::sleep(Duration::from_secs(REGISTER_INTERVAL_S) + Duration::from_millis(1500));
+    let st = t.stop(ms1).unwrap();
+    assert!(st.success(), "ms1 exit: {st}");
+    // Each side loses one second to the dead resolver before its retransmission is answered
+    // (B only starts when A's first packets reach hB), hence 4 s of pings.
+    let got = lab::ping(&t, HA, lab::HB_V6, 40).unwrap();
     assert!(
         got >= 5,
-        "only {got}/20 IPv6 pings after ms1 restart and ms2 kill:\nA:\n{}",
+        "only {got}/40 IPv6 pings after ms2 restart and ms1 kill:\nA:\n{}",
         t.proc(a).log_text()
     );
     assert!(log_has(&mut t, a, "map-cache [0]2001:db8:2::/48: Positive"));
+    let ma = metrics_text(&t, ITR);
+    assert!(
+        series(&ma, "lisp_xtr_total{event=\"sent_map_request_retry\"}").unwrap_or(0) >= 1,
+        "no retransmission to the second map-resolver:\n{ma}"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     t.stop(cap);
@@ -330,7 +339,7 @@ fn check_control_capture(pcap: &Path) {
     );
     let rows = lab::tshark_fields(
         pcap,
-        Some("udp.port == 4342"),
+        Some("udp.port == 4342 && !icmp && !icmpv6"),
         &["frame.protocols", "lisp.type"],
     )
     .unwrap();
@@ -344,6 +353,30 @@ fn check_control_capture(pcap: &Path) {
             types.insert(ty.to_string());
         }
     }
+    // Map-Request → Map-Reply latency through the lab (a figure, not a limit): from the first
+    // ECM with a nonce to the first Map-Reply with it.
+    let timed = lab::tshark_fields(
+        pcap,
+        Some("lisp.type == 8 || lisp.type == 2"),
+        &["frame.time_relative", "lisp.type", "lisp.nonce"],
+    )
+    .unwrap();
+    let mut asked = std::collections::BTreeMap::new();
+    let mut latencies = Vec::new();
+    for r in &timed {
+        let (Some(at), Some(ty), Some(nonce)) = (r.first(), r.get(1), r.get(2)) else {
+            continue;
+        };
+        let at: f64 = at.parse().unwrap_or(0.0);
+        let nonce = nonce.split(',').next().unwrap_or("").to_string();
+        if ty.starts_with('8') {
+            asked.entry(nonce).or_insert(at);
+        } else if let Some(t0) = asked.remove(&nonce) {
+            latencies.push((at - t0) * 1000.0);
+        }
+    }
+    assert!(!latencies.is_empty(), "no Map-Reply answered an ECM Map-Request");
+    eprintln!("Map-Request -> Map-Reply through the lab (ms): {latencies:.3?}");
     // Map-Request (inside ECMs), Map-Reply, Map-Register, Map-Notify, ECM.
     for ty in ["1", "2", "3", "4", "8"] {
         assert!(

@@ -218,7 +218,16 @@ pub mod event_kind {
     pub const MAP_CACHE_MISS: u8 = 1;
     /// Destination matched a negative entry with action Send-Map-Request.
     pub const NEGATIVE_SEND_MAP_REQUEST: u8 = 2;
+    /// The next hop towards an RLOC has no resolved neighbour (the kernel never sees the
+    /// encapsulated traffic, so nothing else would make it resolve one). `dst` holds the next-hop
+    /// address (family, instance-id [`NEXT_HOP_IID`]) and `ifindex` the egress interface; the
+    /// agent asks the kernel to resolve and keep it resolved (a managed neighbour entry).
+    pub const NEXT_HOP_UNRESOLVED: u8 = 3;
 }
+
+/// Instance-id field of the [`EidKey`] of a next-hop event: outside any EID space, so that its
+/// rate-limit slot never collides with a destination EID's.
+pub const NEXT_HOP_IID: u32 = 0x00ff_ffff;
 
 /// Record sent through [`EVENTS`].
 #[repr(C)]
@@ -254,7 +263,7 @@ pub enum Counter {
     Decap,
     /// Decapsulated and passed to the kernel (no fib result for the inner destination).
     DecapPass,
-    /// A miss or Send-Map-Request event raised.
+    /// An event raised (miss, Send-Map-Request, unresolved next hop).
     MissEvent,
     /// A miss or Send-Map-Request packet whose event was suppressed by the rate limit.
     MissRateLimited,

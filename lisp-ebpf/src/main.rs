@@ -17,7 +17,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
         BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_FIB_LOOKUP_TBID,
         bpf_fib_lookup, xdp_action,
     },
@@ -33,7 +33,7 @@ use lisp_common::{
     maps::{
         AF_IPV4, AF_IPV6, Counter, EID_KEY_PREFIX_BITS, EidKey, InterfaceConfig, MAX_RLOCS,
         MapCacheEntry, MissEvent, Rloc, RlocKey, SELECT_SLOTS, Settings, action, entry_flags,
-        event_kind, iface_flags, settings_flags,
+        NEXT_HOP_IID, event_kind, iface_flags, settings_flags,
     },
     wire::{
         LISP_DATA_PORT,
@@ -527,6 +527,9 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
             *mtu_out = mtu.saturating_sub(ovh as u32);
             return (xdp_action::XDP_PASS, Counter::TooBigIcmp);
         }
+        if r == BPF_FIB_LKUP_RET_NO_NEIGH {
+            next_hop_unresolved(ctx, fib, outer_v6);
+        }
         if r != BPF_FIB_LKUP_RET_SUCCESS {
             return (xdp_action::XDP_PASS, Counter::EncapNoNextHop);
         }
@@ -710,9 +713,42 @@ fn undo_head(ctx: &XdpContext, ovh: usize) -> (u32, Counter) {
     (xdp_action::XDP_PASS, Counter::PassNoHeadroom)
 }
 
+/// The outer FIB lookup found a route but no resolved neighbour: `fib` holds the egress
+/// ifindex and the next-hop address (the gateway, or the RLOC itself when on-link). Tell the
+/// agent, which makes the kernel resolve it; until then packets go to the kernel path.
+#[inline(never)]
+fn next_hop_unresolved(ctx: &XdpContext, fib: &bpf_fib_lookup, v6: bool) {
+    let mut addr = [0u8; 16];
+    let family = if v6 {
+        let w = unsafe { fib.__bindgen_anon_4.ipv6_dst };
+        let mut i = 0;
+        while i < 4 {
+            let b = w[i].to_ne_bytes();
+            addr[i * 4] = b[0];
+            addr[i * 4 + 1] = b[1];
+            addr[i * 4 + 2] = b[2];
+            addr[i * 4 + 3] = b[3];
+            i += 1;
+        }
+        AF_IPV6
+    } else {
+        let b = unsafe { fib.__bindgen_anon_4.ipv4_dst }.to_ne_bytes();
+        addr[..4].copy_from_slice(&b);
+        AF_IPV4
+    };
+    let key = EidKey::new(family, NEXT_HOP_IID, addr);
+    raise_event(ctx, &key, [0; 16], fib.ifindex, event_kind::NEXT_HOP_UNRESOLVED);
+}
+
 /// Raises a miss event for `key`, at most one per destination per interval.
 #[inline(never)]
 fn miss(ctx: &XdpContext, key: &EidKey, ip: &Ip, ifindex: u32, kind: u8) {
+    raise_event(ctx, key, ip.src, ifindex, kind);
+}
+
+/// Sends `kind` for `key` on EVENTS unless one was sent for the same key within the interval.
+#[inline(always)]
+fn raise_event(ctx: &XdpContext, key: &EidKey, src: [u8; 16], ifindex: u32, kind: u8) {
     let now = unsafe { bpf_ktime_get_ns() };
     let interval = match settings() {
         Some(st) if st.event_interval_ns != 0 => st.event_interval_ns,
@@ -728,7 +764,7 @@ fn miss(ctx: &XdpContext, key: &EidKey, ip: &Ip, ifindex: u32, kind: u8) {
     let _ = EVENT_RATE.insert(key, now, 0);
     let ev = MissEvent {
         dst: *key,
-        src: ip.src,
+        src,
         ifindex,
         kind,
         _pad: [0; 3],

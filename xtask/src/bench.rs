@@ -90,6 +90,63 @@ fn attach(e: &mut Ebpf, prog: &str, t: &Topology, ns: &str, dev: &str) -> Result
     Ok(p.take_link(id)?)
 }
 
+/// CPU of the traffic generator; the router under test gets the other one.
+const GEN_CPU: usize = 0;
+const ROUTER_CPU: usize = 1;
+
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects only the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Attaches the program under test on the router's ingress and gives that interface's receive
+/// processing a CPU of its own: threaded NAPI, its kernel thread pinned to [`ROUTER_CPU`]. Left
+/// in softirq, veth's receive side runs on the CPU that queued the frame — the generator's —
+/// and the figure would measure the two sharing a CPU (and vary with where the scheduler put
+/// the softirq). Best effort: without it the numbers are still comparable within a run.
+fn attach_router(e: &mut Ebpf, prog: &str, t: &Topology, ns: &str, dev: &str) -> Result<XdpLink> {
+    let link = attach(e, prog, t, ns, dev)?;
+    // `ip netns exec` mounts the namespace's own /sys, where the device's `threaded` knob is.
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.ns(ns), "sh", "-c"])
+        .arg(format!("echo 1 > /sys/class/net/{dev}/threaded"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let mut pinned = 0;
+    if ok {
+        // The NAPI thread is named napi/<dev>-<napi id>; the newest one is this attach's.
+        let prefix = format!("napi/{dev}-");
+        let mut pids: Vec<i32> = std::fs::read_dir("/proc")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+            })
+            .collect();
+        pids.sort();
+        if let Some(pid) = pids.last() {
+            // SAFETY: as in pin_current_thread, for the NAPI kernel thread of our own device.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(ROUTER_CPU, &mut set);
+                if libc::sched_setaffinity(*pid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
+                    pinned = *pid;
+                }
+            }
+        }
+    }
+    if pinned == 0 {
+        println!("    (could not give {ns}/{dev} a NAPI thread of its own; sharing CPUs)");
+    }
+    Ok(link)
+}
+
 fn mac(s: &str) -> [u8; 6] {
     let mut m = [0u8; 6];
     for (i, b) in s.split(':').enumerate() {
@@ -209,6 +266,7 @@ fn live(
     ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
     let send = |n: u32| -> Result<()> {
         in_netns(&t.ns(gen_ns), || {
+            pin_current_thread(GEN_CPU);
             let r = prog.test_run(TestRunOptions {
                 data_in: Some(frame),
                 ctx_in: Some(&ctx),
@@ -413,11 +471,11 @@ pub fn run() -> Result<()> {
     // References on the ITR hop: the plain forwarder and the kernel need a native route.
     t.ip(ITR, &["route", "add", "2001:db8:2::/48", "via", "2001:db8:ff:1::1"])?;
     {
-        let _l = attach(&mut tools, "bench_fwd", &t, ITR, "eid0")?;
+        let _l = attach_router(&mut tools, "bench_fwd", &t, ITR, "eid0")?;
         rows.push(live(&t, &mut tools, "XDP forwarder (itr hop)", (HA, "eth0"), &itr_frame, 1)?);
     }
     {
-        let _l = attach(&mut tools, PROG_XDP_PASS, &t, ITR, "eid0")?;
+        let _l = attach_router(&mut tools, PROG_XDP_PASS, &t, ITR, "eid0")?;
         rows.push(live(&t, &mut tools, "kernel forwarding (itr hop)", (HA, "eth0"), &itr_frame, 1)?);
     }
     t.ip(ITR, &["route", "del", "2001:db8:2::/48"])?;
@@ -439,7 +497,7 @@ pub fn run() -> Result<()> {
     let cost_pass;
     let cost_encap;
     {
-        let _l = attach(&mut a, PROG_XDP_LISP, &t, ITR, "eid0")?;
+        let _l = attach_router(&mut a, PROG_XDP_LISP, &t, ITR, "eid0")?;
         rows.push(live(&t, &mut tools, "ITR xdp_lisp, 1 entry", (HA, "eth0"), &itr_frame, 1)?);
 
         println!("==> test-run costs (ns per packet, {TR_RUNS} runs each)");
@@ -478,15 +536,15 @@ pub fn run() -> Result<()> {
 
     // ETR hop: xdp_lisp decapsulating, and the references.
     {
-        let _l = attach(&mut tools, "bench_fwd", &t, ETR, "rloc0")?;
+        let _l = attach_router(&mut tools, "bench_fwd", &t, ETR, "rloc0")?;
         rows.push(live(&t, &mut tools, "XDP forwarder (etr hop)", (CORE, "etr0"), &fwd_etr_frame, 1)?);
     }
     {
-        let _l = attach(&mut tools, PROG_XDP_PASS, &t, ETR, "rloc0")?;
+        let _l = attach_router(&mut tools, PROG_XDP_PASS, &t, ETR, "rloc0")?;
         rows.push(live(&t, &mut tools, "kernel forwarding (etr hop)", (CORE, "etr0"), &fwd_etr_frame, 1)?);
     }
     {
-        let _l = attach(&mut b, PROG_XDP_LISP, &t, ETR, "rloc0")?;
+        let _l = attach_router(&mut b, PROG_XDP_LISP, &t, ETR, "rloc0")?;
         rows.push(live(&t, &mut tools, "ETR xdp_lisp decapsulation", (CORE, "etr0"), &etr_frame, 1)?);
     }
 

@@ -141,7 +141,14 @@ pub fn handle_sample(
     tx: &mpsc::Sender<DataplaneEvent>,
     ifname: impl FnOnce(u32) -> Option<String>,
 ) {
-    let decoded = decode_miss(bytes).and_then(|ev| Miss::from_event(&ev, ifname));
+    let decoded = decode_miss(bytes);
+    if let Ok(ev) = &decoded
+        && ev.kind == event_kind::NEXT_HOP_UNRESOLVED
+    {
+        resolve_next_hop(ev, stats);
+        return;
+    }
+    let decoded = decoded.and_then(|ev| Miss::from_event(&ev, ifname));
     match decoded {
         Ok(miss) => {
             stats.events_received.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +162,30 @@ pub fn handle_sample(
             stats.events_malformed.fetch_add(1, Ordering::Relaxed);
             warn!("data-plane event ignored: {e}");
         }
+    }
+}
+
+/// The data plane found no neighbour for the next hop towards an RLOC: have the kernel resolve
+/// it and keep it resolved (see [`super::neighbour`]).
+fn resolve_next_hop(ev: &MissEvent, stats: &Stats) {
+    let addr = match ip_of(ev.dst.family(), &ev.dst.addr) {
+        Ok(a) => a,
+        Err(e) => {
+            stats.events_malformed.fetch_add(1, Ordering::Relaxed);
+            warn!("data-plane event ignored: {e}");
+            return;
+        }
+    };
+    stats.events_received.fetch_add(1, Ordering::Relaxed);
+    match super::neighbour::ensure_managed(ev.ifindex, addr) {
+        Ok(()) => info!(
+            "next hop {addr} (ifindex {}) unresolved: managed neighbour entry created",
+            ev.ifindex
+        ),
+        Err(e) => warn!(
+            "next hop {addr} (ifindex {}) unresolved, and the neighbour entry could not be created: {e}",
+            ev.ifindex
+        ),
     }
 }
 

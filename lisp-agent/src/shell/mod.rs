@@ -8,6 +8,7 @@
 pub mod control;
 pub mod events;
 pub mod metrics;
+pub mod neighbour;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};

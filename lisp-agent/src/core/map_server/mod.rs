@@ -621,7 +621,13 @@ impl MapServer {
             return Ok(());
         }
 
-        if let Some(reg) = self.lookup_key(&k, now) {
+        let site = self.sites.longest_covering(&k);
+        // A registration less specific than the site prefix that holds `k` belongs to another
+        // site (e.g. a /24 around an unregistered /25 of someone else): not an answer for `k`.
+        let registered = self
+            .lookup_key(&k, now)
+            .filter(|r| site.is_none_or(|m| m.prefix.prefix.len() <= r.record.eid.prefix.len()));
+        if let Some(reg) = registered {
             if reg.proxy_reply {
                 let mut record = reg.record.clone();
                 // A map-server's answer on behalf of the ETR is not authoritative (capture 03).
@@ -645,7 +651,7 @@ impl MapServer {
         }
 
         let with_iid = eid.instance_id.is_some();
-        let record = if let Some(m) = self.sites.longest_covering(&k) {
+        let record = if let Some(m) = site {
             let neg_eid = if m.accept_more_specifics {
                 eid
             } else {

@@ -1075,3 +1075,140 @@ fn instance_id_zero_lcaf_is_the_default_instance_and_others_are_separate() {
     e.instance_id = Some(5);
     assert!(ms.lookup(&e, t(1)).is_none());
 }
+
+#[test]
+fn a_registration_of_another_site_does_not_answer_for_a_more_specific_site() {
+    let mut cfg = config();
+    cfg.sites.push(site(
+        "site3",
+        b"site3-secret",
+        Algorithm::HmacSha256,
+        &[("198.51.100.128/25", false)],
+    ));
+    let mut ms = MapServer::new(cfg);
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record("198.51.100.0/24", 10, &["192.0.2.17"])], K1).bytes(),
+        t(0),
+    );
+    // In site 1's part of the /24: forwarded to site 1's ETR.
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        1,
+        false,
+        None,
+    );
+    assert_eq!(
+        one_send(&dg(&mut ms, ETR2, &q, t(1))).0,
+        sa("192.0.2.17:4342")
+    );
+    // In site 3's /25 (not registered): negative for site 3's prefix, not site 1's mapping.
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.200",
+        &["192.0.2.33"],
+        2,
+        false,
+        None,
+    );
+    let (to, payload) = one_send(&dg(&mut ms, ETR2, &q, t(1)));
+    assert_eq!(to, sa("192.0.2.33:4342"));
+    let r = reply(&payload);
+    assert_eq!(r.records[0].eid, eid("198.51.100.128/25"));
+    assert!(r.records[0].locators.is_empty());
+}
+
+mod stateful {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Register host `eid` of site 1 with locator `rloc` (TTL 0 = withdraw), from ETR `etr`.
+        Register {
+            eid: u8,
+            rloc: u8,
+            etr: u8,
+            withdraw: bool,
+        },
+        Advance(u16),
+        Timer,
+        Request(u8),
+        Ack(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..6, 0u8..3, 0u8..3, proptest::bool::weighted(0.1))
+                .prop_map(|(eid, rloc, etr, withdraw)| Op::Register { eid, rloc, etr, withdraw }),
+            2 => (0u16..400).prop_map(Op::Advance),
+            2 => Just(Op::Timer),
+            2 => (0u8..8).prop_map(Op::Request),
+            1 => any::<u8>().prop_map(Op::Ack),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the sequence of registrations, moves, withdrawals, requests and timers:
+        /// the table agrees with the counters, nothing outlives its expiry once the timer ran,
+        /// the deadline is never later than the next expiry, and every request gets one answer.
+        #[test]
+        fn invariants_hold(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut ms = MapServer::new(config());
+            let mut now = t(0);
+            let mut nonces = [0u64; 3];
+            let mut sent_nonces: Vec<u64> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Register { eid: e, rloc, etr, withdraw } => {
+                        let ttl = if withdraw { 0 } else { 10 };
+                        let host = format!("198.51.100.{}/32", e + 1);
+                        let loc = format!("192.0.2.{}", 17 + rloc);
+                        nonces[usize::from(etr)] += 1;
+                        let reg = Reg::new(nonces[usize::from(etr)], vec![record(&host, ttl, &[&loc])], K1);
+                        let from = format!("192.0.2.{}:4342", 40 + etr);
+                        let acts = dg(&mut ms, &from, &reg.bytes(), now);
+                        for (to, p) in sends(&acts) {
+                            if to.port() == 4342 && to != sa(&from) {
+                                sent_nonces.push(MapNotify::parse(&p).unwrap().nonce);
+                            }
+                        }
+                    }
+                    Op::Advance(s) => now += Duration::from_secs(u64::from(s)),
+                    Op::Timer => {
+                        ms.on_timer(now);
+                        for r in ms.registrations() {
+                            prop_assert!(r.expires > now);
+                        }
+                    }
+                    Op::Request(e) => {
+                        let dst = format!("198.51.100.{}", e + 1);
+                        let q = ecm("203.0.113.10", &dst, &["192.0.2.33"], 9, false, None);
+                        prop_assert_eq!(dg(&mut ms, ETR2, &q, now).len(), 1);
+                    }
+                    Op::Ack(i) => {
+                        if let Some(n) = sent_nonces.get(usize::from(i) % sent_nonces.len().max(1)) {
+                            dg(&mut ms, ETR1, &ack(*n, K1), now);
+                        }
+                    }
+                }
+                let c = ms.counters().clone();
+                prop_assert_eq!(
+                    ms.registrations().count() as u64,
+                    c.registrations_created - c.registrations_expired - c.registrations_withdrawn
+                );
+                prop_assert_eq!(c.rejected_total(), c.rejected_unsolicited_ack);
+                let min_exp = ms.registrations().map(|r| r.expires).min();
+                match (ms.next_deadline(), min_exp) {
+                    (Some(d), Some(m)) => prop_assert!(d <= m),
+                    (None, Some(_)) => prop_assert!(false, "registrations but no deadline"),
+                    (_, None) => {}
+                }
+                prop_assert!(ms.pending_notifies() <= ms.config().max_pending_notifies);
+            }
+        }
+    }
+}
