@@ -288,7 +288,11 @@ fn registration_resolution_and_map_server_failover() {
         assert_eq!(series(&ma, &name), Some(1), "{ma}");
     }
     assert_eq!(series(&ma, "lisp_xtr_map_cache_entries"), Some(1), "{ma}");
-    assert_eq!(series(&ma, "lisp_xtr_rejected_total{reason=\"malformed\"}"), Some(0), "{ma}");
+    assert_eq!(
+        series(&ma, "lisp_xtr_rejected_total{reason=\"malformed\"}"),
+        Some(0),
+        "{ma}"
+    );
 
     // Map-server restart: registrations are back within one interval. Then ms1, the first
     // map-resolver every xTR tries, dies: IPv6 EIDs, never resolved so far, still resolve — each
@@ -375,7 +379,10 @@ fn check_control_capture(pcap: &Path) {
             latencies.push((at - t0) * 1000.0);
         }
     }
-    assert!(!latencies.is_empty(), "no Map-Reply answered an ECM Map-Request");
+    assert!(
+        !latencies.is_empty(),
+        "no Map-Reply answered an ECM Map-Request"
+    );
     eprintln!("Map-Request -> Map-Reply through the lab (ms): {latencies:.3?}");
     // Map-Request (inside ECMs), Map-Reply, Map-Register, Map-Notify, ECM.
     for ty in ["1", "2", "3", "4", "8"] {

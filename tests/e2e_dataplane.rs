@@ -15,6 +15,7 @@ use support::netns::{self, Topology};
 
 const PINGS: u32 = 4;
 const DATAGRAMS: u32 = 50;
+const BIG_PINGS: u32 = 2;
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
@@ -38,6 +39,12 @@ fn run_traffic(t: &Topology) -> Traffic {
     assert_eq!(p4, PINGS, "IPv4 EID ping hA -> hB over LISP lost replies");
     let p6 = lab::ping(t, HA, lab::HB_V6, PINGS).unwrap();
     assert_eq!(p6, PINGS, "IPv6 EID ping hA -> hB over LISP lost replies");
+    // Full-size packets (1500 bytes of IP, the hosts' MTU) still fit the underlay once
+    // encapsulated (1536 with an IPv4 outer header, 1556 with IPv6; underlay MTU 1600).
+    let big4 = lab::ping_sized(t, HA, lab::HB_V4, BIG_PINGS, 1500 - 28).unwrap();
+    assert_eq!(big4, BIG_PINGS, "1500-byte IPv4 EID packets over LISP");
+    let big6 = lab::ping_sized(t, HA, lab::HB_V6, BIG_PINGS, 1500 - 48).unwrap();
+    assert_eq!(big6, BIG_PINGS, "1500-byte IPv6 EID packets over LISP");
     let u4 = lab::udp_echo(t, (HA, lab::HA_V4), (HB, lab::HB_V4), 7001, DATAGRAMS).unwrap();
     assert_eq!(u4, (DATAGRAMS, DATAGRAMS), "IPv4 UDP echo over LISP");
     let u6 = lab::udp_echo(t, (HB, lab::HB_V6), (HA, lab::HA_V6), 7002, DATAGRAMS).unwrap();
@@ -46,7 +53,7 @@ fn run_traffic(t: &Topology) -> Traffic {
         (DATAGRAMS, DATAGRAMS),
         "IPv6 UDP echo (started by hB) over LISP"
     );
-    let (p, d) = (u64::from(PINGS), u64::from(DATAGRAMS));
+    let (p, d) = (u64::from(PINGS + BIG_PINGS), u64::from(DATAGRAMS));
     Traffic {
         a_to_b: (p + d, p + d),
         b_to_a: (p + d, p + d),
@@ -70,8 +77,24 @@ fn counters(t: &Topology, ns: &str) -> BTreeMap<String, u64> {
     lab::metrics(&t.ns(ns)).unwrap()
 }
 
+/// IPv4 and IPv6 EIDs over IPv4 and IPv6 RLOCs, default instance (no I bit), N bit from A only.
 #[test]
 fn lisp_overlay_between_two_sites_through_xdp() {
+    scenario(&AgentOptions::default());
+}
+
+/// The same with both sites in instance-id 7: the I bit and the instance-id travel in every
+/// packet (and the nonce swaps sides), and each ETR maps instance 7 to its main table.
+#[test]
+fn instance_id_travels_in_the_lisp_header() {
+    scenario(&AgentOptions {
+        instance_id: 7,
+        nonce_a: false,
+        ..AgentOptions::default()
+    });
+}
+
+fn scenario(opts: &AgentOptions) {
     if !netns::is_root() {
         panic!(
             "this end-to-end test needs root (network namespaces, XDP); run `cargo xtask test` as root"
@@ -88,8 +111,7 @@ fn lisp_overlay_between_two_sites_through_xdp() {
     assert_eq!(lab::ping(&t, ITR, lab::RLOC_B_V6, 2).unwrap(), 2);
     no_eid_traffic(&t, "before the agents started (the core has no EID routes)");
 
-    let opts = AgentOptions::default();
-    let (a, b) = lab::start_agents(&mut t, &agent_bin(), &opts).unwrap();
+    let (a, b) = lab::start_agents(&mut t, &agent_bin(), opts).unwrap();
 
     let pcap = t.workdir.join("core-itr0.pcap");
     let cap = lab::start_capture(&mut t, CORE, "itr0", &pcap).unwrap();
@@ -140,7 +162,7 @@ fn lisp_overlay_between_two_sites_through_xdp() {
         }
     }
 
-    check_capture(&pcap, ab, ba, opts.nonce_a);
+    check_capture(&pcap, ab, ba, opts);
 
     // Stopped agents detach: EID traffic stops flowing.
     for h in [a, b] {
@@ -151,7 +173,8 @@ fn lisp_overlay_between_two_sites_through_xdp() {
 }
 
 /// Checks the core-link capture frame by frame.
-fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, nonce_a: bool) {
+fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, opts: &AgentOptions) {
+    let nonce_a = opts.nonce_a;
     // Nothing malformed, no expert warnings or errors, anywhere in the capture.
     let bad = lab::tshark_fields(
         pcap,
@@ -178,6 +201,7 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, nonce_a: bool) {
             "lisp-data.flags.nonce",
             "lisp-data.flags.iid",
             "lisp-data.iid",
+            "udp.srcport",
         ],
     )
     .unwrap();
@@ -190,6 +214,8 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, nonce_a: bool) {
             || a.starts_with("2001:db8:2::")
     };
     let (mut seen_ab, mut seen_ba) = (0u64, 0u64);
+    // Outer UDP source ports by inner flow (addresses + inner protocol stack).
+    let mut sports: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     let mut combos = std::collections::BTreeSet::new();
     for r in &rows {
         let f = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
@@ -237,12 +263,10 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, nonce_a: bool) {
         assert!(eid(inner_src) && eid(inner_dst), "inner not EIDs: {r:?}");
         let nonce = matches!(f(7), "1" | "True" | "true");
         let iid_flag = matches!(f(8), "1" | "True" | "true");
+        // The I bit exactly when the instance is not the default one, with that instance-id.
+        assert_eq!(iid_flag, opts.instance_id != 0, "I bit: {r:?}");
         if iid_flag {
-            assert_eq!(
-                f(9),
-                "0",
-                "I bit with an instance-id other than the configured 0: {r:?}"
-            );
+            assert_eq!(f(9), opts.instance_id.to_string(), "instance-id: {r:?}");
         }
         if inner_src.starts_with("198.51.100.") || inner_src.starts_with("2001:db8:1:") {
             // A → B: xTR A's IPv4 RLOC to xTR B's IPv4 RLOC, N as configured on A.
@@ -265,6 +289,11 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, nonce_a: bool) {
             seen_ba += 1;
         }
         combos.insert((inner_is_v6, outer_is_v6));
+        let sport = f(10).split(',').next().unwrap_or("").to_string();
+        sports
+            .entry(format!("{inner_src} {inner_dst} {}", f(1)))
+            .or_default()
+            .insert(sport);
     }
     assert_eq!(seen_ab, a_to_b, "LISP frames A→B on the core link");
     assert_eq!(seen_ba, b_to_a, "LISP frames B→A on the core link");

@@ -155,6 +155,8 @@ pub struct AgentOptions {
     pub nonce_a: bool,
     pub xdp_mode: &'static str,
     pub log_level: &'static str,
+    /// Instance-id of both sites' EIDs (0: no I bit on the wire).
+    pub instance_id: u32,
 }
 
 impl Default for AgentOptions {
@@ -163,6 +165,7 @@ impl Default for AgentOptions {
             nonce_a: true,
             xdp_mode: "auto",
             log_level: "info",
+            instance_id: 0,
         }
     }
 }
@@ -212,12 +215,12 @@ locators:
 data-nonce: {nonce}
 database-mappings:
   - eid-prefix: {own4}
-    instance-id: 0
+    instance-id: {iid}
     locators:
       - {{ address: {rloc4}, priority: 1, weight: 100 }}
       - {{ address: "{rloc6}", priority: 2, weight: 100 }}
   - eid-prefix: "{own6}"
-    instance-id: 0
+    instance-id: {iid}
     locators:
       - {{ address: {rloc4}, priority: 1, weight: 100 }}
       - {{ address: "{rloc6}", priority: 2, weight: 100 }}
@@ -226,23 +229,24 @@ eid-space:
   - "{rem6}"
 map-cache:
   - eid-prefix: {rem4}
-    instance-id: 0
+    instance-id: {iid}
     locators:
       - {{ address: "{remote_rloc}", priority: 1, weight: 100 }}
   - eid-prefix: "{rem6}"
-    instance-id: 0
+    instance-id: {iid}
     locators:
       - {{ address: "{remote_rloc}", priority: 1, weight: 100 }}
 instance-tables:
-  - {{ instance-id: 0, table: main }}
+  - {{ instance-id: {iid}, table: main }}
 interfaces:
   - name: eid0
     role: eid
-    instance-id: 0
+    instance-id: {iid}
   - name: rloc0
     role: rloc
 "#,
         log = o.log_level,
+        iid = o.instance_id,
         mode = o.xdp_mode,
         metrics = METRICS_ADDR,
         own4 = own[0],
@@ -273,11 +277,8 @@ pub fn start_agents(t: &mut Topology, agent: &Path, o: &AgentOptions) -> Result<
     for (h, ns) in [(a, ITR), (b, ETR)] {
         let name = t.ns(ns);
         let up = Topology::wait_for(Duration::from_secs(30), || {
-            if !t.proc(h).running() {
-                bail!("exited");
-            }
-            Ok(metrics(&name).is_ok())
-        })?;
+            Ok(!t.proc(h).running() || metrics(&name).is_ok())
+        })? && t.proc(h).running();
         if !up {
             let p = t.proc(h);
             let status = if p.running() {
@@ -286,7 +287,7 @@ pub fn start_agents(t: &mut Topology, agent: &Path, o: &AgentOptions) -> Result<
                 "exited"
             };
             bail!(
-                "agent in {ns} not ready after 30 s ({status}); its log:\n{}",
+                "agent in {ns} not ready ({status}); its log:\n{}",
                 p.log_text()
             );
         }
@@ -391,22 +392,21 @@ pub fn load_small(object: &[u8]) -> Result<aya::Ebpf> {
 
 /// Pings `dst` from namespace `ns` `count` times (0.1 s apart); returns the replies received.
 pub fn ping(t: &Topology, ns: &str, dst: &str, count: u32) -> Result<u32> {
-    let out = t
-        .command(
-            ns,
-            &[
-                "ping",
-                "-n",
-                "-c",
-                &count.to_string(),
-                "-i",
-                "0.1",
-                "-W",
-                "1",
-                dst,
-            ],
-        )
-        .output()?;
+    ping_sized(t, ns, dst, count, 56)
+}
+
+/// [`ping`] with `size` bytes of ICMP payload, sent with "don't fragment" (IPv4), so that a
+/// full-size packet that does not fit once encapsulated fails instead of being fragmented.
+pub fn ping_sized(t: &Topology, ns: &str, dst: &str, count: u32, size: u32) -> Result<u32> {
+    let (count, size) = (count.to_string(), size.to_string());
+    let mut args = vec![
+        "ping", "-n", "-c", &count, "-i", "0.1", "-W", "1", "-s", &size,
+    ];
+    if !dst.contains(':') {
+        args.extend(["-M", "do"]);
+    }
+    args.push(dst);
+    let out = t.command(ns, &args).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "5 packets transmitted, 5 received, ..."
     let received = text
@@ -460,7 +460,10 @@ pub fn udp_echo(
 pub fn start_capture(t: &mut Topology, ns: &str, dev: &str, file: &Path) -> Result<usize> {
     let name = format!("tcpdump-{ns}-{dev}");
     let f = file.to_str().context("path")?.to_string();
-    let h = t.spawn(ns, &name, &[
+    let h = t.spawn(
+        ns,
+        &name,
+        &[
             "tcpdump",
             "-i",
             dev,
@@ -477,7 +480,8 @@ pub fn start_capture(t: &mut Topology, ns: &str, dev: &str, file: &Path) -> Resu
             "-U",
             "-w",
             &f,
-        ])?;
+        ],
+    )?;
     let ok = Topology::wait_for(Duration::from_secs(10), || {
         Ok(t.proc(h).log_text().contains("listening on"))
     })?;

@@ -367,11 +367,11 @@ impl Topology {
         p.child.wait().ok()
     }
 
-    /// Waits until `cond` holds or `timeout` passes.
+    /// Waits until `cond` holds or `timeout` passes; an error from `cond` ends the wait at once.
     pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         loop {
-            if cond().unwrap_or(false) {
+            if cond()? {
                 return Ok(true);
             }
             if Instant::now() >= deadline {

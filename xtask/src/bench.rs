@@ -90,9 +90,14 @@ fn attach(e: &mut Ebpf, prog: &str, t: &Topology, ns: &str, dev: &str) -> Result
     Ok(p.take_link(id)?)
 }
 
-/// CPU of the traffic generator; the router under test gets the other one.
+/// The generator runs on this CPU, and with it (softirq of the veth it sends into) the router
+/// under test and the counter: one CPU does the whole path, so the rate is 1 / (generator +
+/// router + counter cost per frame) and the router's share is what differs between rows.
+/// Giving the router its own CPU was tried (threaded NAPI pinned to the other CPU): the
+/// generator then overruns the veth ring at ~12 Mpps and the producer/consumer contention on
+/// it cut every path to ~0.7 Mpps, which measures the ring and not the router. Unpinned, the
+/// softirq lands on either CPU from run to run and the figures varied by ±40 %.
 const GEN_CPU: usize = 0;
-const ROUTER_CPU: usize = 1;
 
 fn pin_current_thread(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects only the calling thread.
@@ -101,50 +106,6 @@ fn pin_current_thread(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
-}
-
-/// Attaches the program under test on the router's ingress and gives that interface's receive
-/// processing a CPU of its own: threaded NAPI, its kernel thread pinned to [`ROUTER_CPU`]. Left
-/// in softirq, veth's receive side runs on the CPU that queued the frame — the generator's —
-/// and the figure would measure the two sharing a CPU (and vary with where the scheduler put
-/// the softirq). Best effort: without it the numbers are still comparable within a run.
-fn attach_router(e: &mut Ebpf, prog: &str, t: &Topology, ns: &str, dev: &str) -> Result<XdpLink> {
-    let link = attach(e, prog, t, ns, dev)?;
-    // `ip netns exec` mounts the namespace's own /sys, where the device's `threaded` knob is.
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "exec", &t.ns(ns), "sh", "-c"])
-        .arg(format!("echo 1 > /sys/class/net/{dev}/threaded"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    let mut pinned = 0;
-    if ok {
-        // The NAPI thread is named napi/<dev>-<napi id>; the newest one is this attach's.
-        let prefix = format!("napi/{dev}-");
-        let mut pids: Vec<i32> = std::fs::read_dir("/proc")?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim_end().starts_with(&prefix))
-            })
-            .collect();
-        pids.sort();
-        if let Some(pid) = pids.last() {
-            // SAFETY: as in pin_current_thread, for the NAPI kernel thread of our own device.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(ROUTER_CPU, &mut set);
-                if libc::sched_setaffinity(*pid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
-                    pinned = *pid;
-                }
-            }
-        }
-    }
-    if pinned == 0 {
-        println!("    (could not give {ns}/{dev} a NAPI thread of its own; sharing CPUs)");
-    }
-    Ok(link)
 }
 
 fn mac(s: &str) -> [u8; 6] {
@@ -196,7 +157,13 @@ fn frame_v6(dst_mac: &str, src_mac: &str, src: &str, dst: &str) -> Vec<u8> {
 }
 
 /// The same inner IPv6 packet (50 bytes) inside Ethernet + IPv4 + UDP 4341 + LISP (N bit).
-fn frame_lisp(dst_mac: &str, src_mac: &str, outer_src: &str, outer_dst: &str, inner: &[u8]) -> Vec<u8> {
+fn frame_lisp(
+    dst_mac: &str,
+    src_mac: &str,
+    outer_src: &str,
+    outer_dst: &str,
+    inner: &[u8],
+) -> Vec<u8> {
     let inner = &inner[14..];
     let mut f = Vec::new();
     f.extend(mac(dst_mac));
@@ -274,7 +241,8 @@ fn live(
                 attrs: TestRunAttrs::new().xdp_live_frames(64),
                 ..Default::default()
             });
-            r.map(|_| ()).map_err(|e: ProgramError| anyhow::anyhow!("live test-run: {e}"))
+            r.map(|_| ())
+                .map_err(|e: ProgramError| anyhow::anyhow!("live test-run: {e}"))
         })
     };
     send(CHUNK / 4)?;
@@ -401,7 +369,10 @@ pub fn run() -> Result<()> {
     let (_agent, object) = build_agent()?;
     crate::catch_sigint();
     let prefix = unique_prefix("lispbench");
-    let mut t = Topology::new(&prefix, &std::env::temp_dir().join(format!("lisp-{prefix}")))?;
+    let mut t = Topology::new(
+        &prefix,
+        &std::env::temp_dir().join(format!("lisp-{prefix}")),
+    )?;
     lab::build(&mut t)?;
     println!("==> lab topology up ({prefix}*); loading the XDP object three times");
     // Three copies: ITR (xTR A) and ETR (xTR B) each with their own maps (ifindexes of different
@@ -414,8 +385,20 @@ pub fn run() -> Result<()> {
     let itr_eid0 = t.ifindex(ITR, "eid0")?;
     let etr_rloc0 = t.ifindex(ETR, "rloc0")?;
     for (e, ifx, role, r4, r6) in [
-        (&mut a, itr_eid0, iface_flags::ITR, lab::RLOC_A_V4, lab::RLOC_A_V6),
-        (&mut b, etr_rloc0, iface_flags::ETR, lab::RLOC_B_V4, lab::RLOC_B_V6),
+        (
+            &mut a,
+            itr_eid0,
+            iface_flags::ITR,
+            lab::RLOC_A_V4,
+            lab::RLOC_A_V6,
+        ),
+        (
+            &mut b,
+            etr_rloc0,
+            iface_flags::ETR,
+            lab::RLOC_B_V4,
+            lab::RLOC_B_V6,
+        ),
     ] {
         let mut ifs: HashMap<_, u32, InterfaceConfig> =
             HashMap::try_from(e.map_mut(INTERFACES).context(INTERFACES)?)?;
@@ -431,7 +414,9 @@ pub fn run() -> Result<()> {
         st.set(
             0,
             Settings {
-                flags: settings_flags::HAS_RLOC4 | settings_flags::HAS_RLOC6 | settings_flags::NONCE,
+                flags: settings_flags::HAS_RLOC4
+                    | settings_flags::HAS_RLOC6
+                    | settings_flags::NONCE,
                 rloc4: v4(r4),
                 rloc6: v6(r6),
                 event_interval_ns: 1_000_000_000,
@@ -466,17 +451,37 @@ pub fn run() -> Result<()> {
     let _p2 = attach(&mut tools, PROG_XDP_PASS, &t, CORE, "etr0")?;
 
     let mut rows: Vec<Live> = Vec::new();
-    println!("==> live traffic, 64-byte frames, {} s each", MEASURE.as_secs_f64());
+    println!(
+        "==> live traffic, 64-byte frames, {} s each",
+        MEASURE.as_secs_f64()
+    );
 
     // References on the ITR hop: the plain forwarder and the kernel need a native route.
-    t.ip(ITR, &["route", "add", "2001:db8:2::/48", "via", "2001:db8:ff:1::1"])?;
+    t.ip(
+        ITR,
+        &["route", "add", "2001:db8:2::/48", "via", "2001:db8:ff:1::1"],
+    )?;
     {
-        let _l = attach_router(&mut tools, "bench_fwd", &t, ITR, "eid0")?;
-        rows.push(live(&t, &mut tools, "XDP forwarder (itr hop)", (HA, "eth0"), &itr_frame, 1)?);
+        let _l = attach(&mut tools, "bench_fwd", &t, ITR, "eid0")?;
+        rows.push(live(
+            &t,
+            &mut tools,
+            "XDP forwarder (itr hop)",
+            (HA, "eth0"),
+            &itr_frame,
+            1,
+        )?);
     }
     {
-        let _l = attach_router(&mut tools, PROG_XDP_PASS, &t, ITR, "eid0")?;
-        rows.push(live(&t, &mut tools, "kernel forwarding (itr hop)", (HA, "eth0"), &itr_frame, 1)?);
+        let _l = attach(&mut tools, PROG_XDP_PASS, &t, ITR, "eid0")?;
+        rows.push(live(
+            &t,
+            &mut tools,
+            "kernel forwarding (itr hop)",
+            (HA, "eth0"),
+            &itr_frame,
+            1,
+        )?);
     }
     t.ip(ITR, &["route", "del", "2001:db8:2::/48"])?;
 
@@ -497,14 +502,24 @@ pub fn run() -> Result<()> {
     let cost_pass;
     let cost_encap;
     {
-        let _l = attach_router(&mut a, PROG_XDP_LISP, &t, ITR, "eid0")?;
-        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 1 entry", (HA, "eth0"), &itr_frame, 1)?);
+        let _l = attach(&mut a, PROG_XDP_LISP, &t, ITR, "eid0")?;
+        rows.push(live(
+            &t,
+            &mut tools,
+            "ITR xdp_lisp, 1 entry",
+            (HA, "eth0"),
+            &itr_frame,
+            1,
+        )?);
 
         println!("==> test-run costs (ns per packet, {TR_RUNS} runs each)");
         cost_pass = ns_per_run(&t, &mut a, PROG_XDP_PASS, ITR, itr_eid0, 2, one)?;
         cost_encap = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 4, one)?;
         costs.push(("xdp_pass (empty program)".into(), cost_pass));
-        costs.push(("xdp_lisp IPv6-in-IPv4 encapsulation, 1 entry".into(), cost_encap));
+        costs.push((
+            "xdp_lisp IPv6-in-IPv4 encapsulation, 1 entry".into(),
+            cost_encap,
+        ));
 
         fill_hosts(&mut a, 1, 1000)?;
         let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, one)?;
@@ -513,9 +528,23 @@ pub fn run() -> Result<()> {
         costs.push(("host-EID lookup, 1k entries, spread".into(), c));
 
         fill_hosts(&mut a, 1000, 100_000)?;
-        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 100k entries", (HA, "eth0"), &itr_frame, 1)?);
+        rows.push(live(
+            &t,
+            &mut tools,
+            "ITR xdp_lisp, 100k entries",
+            (HA, "eth0"),
+            &itr_frame,
+            1,
+        )?);
         fill_hosts(&mut a, 100_000, 1_000_000)?;
-        rows.push(live(&t, &mut tools, "ITR xdp_lisp, 1M entries", (HA, "eth0"), &itr_frame, 1)?);
+        rows.push(live(
+            &t,
+            &mut tools,
+            "ITR xdp_lisp, 1M entries",
+            (HA, "eth0"),
+            &itr_frame,
+            1,
+        )?);
         rows.push(live(
             &t,
             &mut tools,
@@ -526,26 +555,63 @@ pub fn run() -> Result<()> {
         )?);
         let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, one)?;
         costs.push((LOOKUP_1M.into(), c));
-        let c = ns_per_run(&t, &mut a, "bench_lookup", ITR, itr_eid0, 1, spread(1_000_000))?;
+        let c = ns_per_run(
+            &t,
+            &mut a,
+            "bench_lookup",
+            ITR,
+            itr_eid0,
+            1,
+            spread(1_000_000),
+        )?;
         costs.push(("host-EID lookup, 1M entries, spread".into(), c));
         let c = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 4, one)?;
         costs.push(("xdp_lisp encapsulation, 1M entries".into(), c));
-        let c = ns_per_run(&t, &mut a, PROG_XDP_LISP, ITR, itr_eid0, 4, spread(1_000_000))?;
+        let c = ns_per_run(
+            &t,
+            &mut a,
+            PROG_XDP_LISP,
+            ITR,
+            itr_eid0,
+            4,
+            spread(1_000_000),
+        )?;
         costs.push(("xdp_lisp encapsulation, 1M entries, spread".into(), c));
     }
 
     // ETR hop: xdp_lisp decapsulating, and the references.
     {
-        let _l = attach_router(&mut tools, "bench_fwd", &t, ETR, "rloc0")?;
-        rows.push(live(&t, &mut tools, "XDP forwarder (etr hop)", (CORE, "etr0"), &fwd_etr_frame, 1)?);
+        let _l = attach(&mut tools, "bench_fwd", &t, ETR, "rloc0")?;
+        rows.push(live(
+            &t,
+            &mut tools,
+            "XDP forwarder (etr hop)",
+            (CORE, "etr0"),
+            &fwd_etr_frame,
+            1,
+        )?);
     }
     {
-        let _l = attach_router(&mut tools, PROG_XDP_PASS, &t, ETR, "rloc0")?;
-        rows.push(live(&t, &mut tools, "kernel forwarding (etr hop)", (CORE, "etr0"), &fwd_etr_frame, 1)?);
+        let _l = attach(&mut tools, PROG_XDP_PASS, &t, ETR, "rloc0")?;
+        rows.push(live(
+            &t,
+            &mut tools,
+            "kernel forwarding (etr hop)",
+            (CORE, "etr0"),
+            &fwd_etr_frame,
+            1,
+        )?);
     }
     {
-        let _l = attach_router(&mut b, PROG_XDP_LISP, &t, ETR, "rloc0")?;
-        rows.push(live(&t, &mut tools, "ETR xdp_lisp decapsulation", (CORE, "etr0"), &etr_frame, 1)?);
+        let _l = attach(&mut b, PROG_XDP_LISP, &t, ETR, "rloc0")?;
+        rows.push(live(
+            &t,
+            &mut tools,
+            "ETR xdp_lisp decapsulation",
+            (CORE, "etr0"),
+            &etr_frame,
+            1,
+        )?);
     }
 
     // The data plane's own counters: the live runs really took the encap/decap paths.
@@ -568,7 +634,9 @@ pub fn run() -> Result<()> {
         .map(|r| r.delivered_pps)
         .unwrap_or(f64::NAN);
     println!();
-    println!("Delivered packets/s (64-byte frames, single hop, one run; ratio vs the XDP forwarder on the same hop)");
+    println!(
+        "Delivered packets/s (64-byte frames, single hop, one run; ratio vs the XDP forwarder on the same hop)"
+    );
     println!("| path | delivered Mpps | offered Mpps | ratio |");
     println!("|---|---|---|---|");
     for r in &rows {
@@ -586,13 +654,21 @@ pub fn run() -> Result<()> {
         );
     }
     println!();
-    println!("BPF_PROG_TEST_RUN, ns per packet (one run per call, kernel-timed; includes ~the timer's own cost)");
+    println!(
+        "BPF_PROG_TEST_RUN, ns per packet (one run per call, kernel-timed; includes ~the timer's own cost)"
+    );
     println!("| program | ns |");
     println!("|---|---|");
     for (n, c) in &costs {
         println!("| {n} | {c:.1} |");
     }
-    let get = |k: &str| costs.iter().find(|(n, _)| n == k).map(|(_, c)| *c).unwrap_or(f64::NAN);
+    let get = |k: &str| {
+        costs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, c)| *c)
+            .unwrap_or(f64::NAN)
+    };
     let (l1k, l1m) = (get(LOOKUP_1K), get(LOOKUP_1M));
     println!();
     println!(

@@ -179,6 +179,22 @@ fn test() -> Result<()> {
 /// `cargo +nightly fuzz run <t> -- -max_total_time=10` for every target; installs cargo-fuzz
 /// if it is missing.
 fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
+    // `cargo +nightly` from inside `cargo xtask`: drop what the outer cargo/rustup exported, or
+    // the inner cargo would use the outer (stable) toolchain and compiler.
+    let fuzz_cargo = |args: &[&str]| {
+        let mut c = Command::new("cargo");
+        c.args(args).current_dir(dir);
+        for v in [
+            "RUSTUP_TOOLCHAIN",
+            "RUSTC",
+            "RUSTDOC",
+            "CARGO",
+            "RUSTC_WRAPPER",
+        ] {
+            c.env_remove(v);
+        }
+        c
+    };
     let have = Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
@@ -194,10 +210,11 @@ fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
             bail!("could not install cargo-fuzz");
         }
     }
-    let out = Command::new("cargo")
-        .args(["+nightly", "fuzz", "list"])
-        .current_dir(dir)
-        .output()?;
+    if dir.join("seed.sh").exists() {
+        // Start from the real messages of the shared captures where they are available.
+        let _ = Command::new("sh").arg(dir.join("seed.sh")).status();
+    }
+    let out = fuzz_cargo(&["+nightly", "fuzz", "list"]).output()?;
     if !out.status.success() {
         bail!(
             "cargo +nightly fuzz list failed: {}",
@@ -207,9 +224,7 @@ fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
     let mut results = Vec::new();
     for t in String::from_utf8_lossy(&out.stdout).split_whitespace() {
         println!("==> cargo +nightly fuzz run {t} -- -max_total_time=10");
-        let ok = Command::new("cargo")
-            .args(["+nightly", "fuzz", "run", t, "--", "-max_total_time=10"])
-            .current_dir(dir)
+        let ok = fuzz_cargo(&["+nightly", "fuzz", "run", t, "--", "-max_total_time=10"])
             .status()?
             .success();
         results.push((t.to_string(), ok));
@@ -240,13 +255,18 @@ fn lab(keep: bool) -> Result<()> {
     }
     let (agent, object) = build_agent()?;
     catch_sigint();
-    if netns::list_netns().iter().any(|n| n.starts_with(LAB_PREFIX)) {
+    if netns::list_netns()
+        .iter()
+        .any(|n| n.starts_with(LAB_PREFIX))
+    {
         println!("==> removing the previous lab");
         lab_down()?;
     }
     let workdir = std::env::temp_dir().join("lisp-lab");
     let mut t = Topology::new(LAB_PREFIX, &workdir)?;
-    println!("==> topology: ha — itr (xTR A) — core — etr (xTR B) — hb   [namespaces {LAB_PREFIX}*]");
+    println!(
+        "==> topology: ha — itr (xTR A) — core — etr (xTR B) — hb   [namespaces {LAB_PREFIX}*]"
+    );
     lab::build(&mut t)?;
     if keep && !Path::new(PIN_DIR).join(".").exists() {
         bail!("--keep needs a bpffs at {PIN_DIR} (scripts/install-deps.sh mounts it)");
@@ -256,7 +276,11 @@ fn lab(keep: bool) -> Result<()> {
 
     println!("==> without LISP: hA cannot reach hB (the core has no EID routes)");
     let lost = lab::ping(&t, HA, lab::HB_V4, 1)?;
-    println!("    ping {} -> {}: {lost}/1 replies", lab::HA_V4, lab::HB_V4);
+    println!(
+        "    ping {} -> {}: {lost}/1 replies",
+        lab::HA_V4,
+        lab::HB_V4
+    );
 
     println!(
         "==> starting the agents (configs in {}): A encapsulates to B's IPv4 RLOC with the N bit, \
@@ -264,7 +288,11 @@ fn lab(keep: bool) -> Result<()> {
         workdir.display()
     );
     let (a, b) = lab::start_agents(&mut t, &agent, &lab::AgentOptions::default())?;
-    println!("    xTR A pid {}, xTR B pid {}", t.proc(a).pid(), t.proc(b).pid());
+    println!(
+        "    xTR A pid {}, xTR B pid {}",
+        t.proc(a).pid(),
+        t.proc(b).pid()
+    );
     check_interrupt()?;
 
     let pcap = workdir.join("core-itr0.pcap");
@@ -371,7 +399,10 @@ fn lab(keep: bool) -> Result<()> {
             LAB_PREFIX,
             lab::METRICS_ADDR
         );
-        println!("    agent logs: {}/agent-a.log, agent-b.log", workdir.display());
+        println!(
+            "    agent logs: {}/agent-a.log, agent-b.log",
+            workdir.display()
+        );
         println!("    remove it with: cargo xtask lab --down");
     } else {
         println!("==> tearing down");

@@ -10,10 +10,10 @@
 //! family (the only shape the config allows).
 
 use std::collections::hash_map::RandomState;
+use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -141,7 +141,10 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         );
         // A pending metrics refresh also wakes the loop, so the text never lags by more than
         // METRICS_REFRESH after the last event.
-        let deadline = earliest(deadline, metrics_dirty.then(|| last_render + METRICS_REFRESH));
+        let deadline = earliest(
+            deadline,
+            metrics_dirty.then(|| last_render + METRICS_REFRESH),
+        );
         let sleep_until = clock.instant(deadline.unwrap_or(Timestamp::from_secs(86_400 * 365)));
         let actions = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
@@ -221,7 +224,11 @@ pub fn render_metrics(xtr: &Xtr, ms: Option<&MapServer>, now: Timestamp) -> Stri
     s.push_str("# TYPE lisp_xtr_registered gauge\n");
     for r in xtr.registrations(now) {
         let up = u8::from(r.state == RegistrationState::Registered);
-        let _ = writeln!(s, "lisp_xtr_registered{{map_server=\"{}\"}} {up}", r.map_server);
+        let _ = writeln!(
+            s,
+            "lisp_xtr_registered{{map_server=\"{}\"}} {up}",
+            r.map_server
+        );
     }
     s.push_str("# HELP lisp_xtr_map_cache_entries Map-cache entries learnt from Map-Replies.\n");
     s.push_str("# TYPE lisp_xtr_map_cache_entries gauge\n");
@@ -327,9 +334,18 @@ mod tests {
         let from: SocketAddr = "192.0.2.1:4342".parse().unwrap();
         x.handle_datagram(Timestamp::ZERO, from, from, b"junk");
         let t = render_metrics(&x, None, Timestamp::ZERO);
-        assert!(t.contains("lisp_xtr_total{event=\"sent_map_register\"} 1\n"), "{t}");
-        assert!(t.contains("lisp_xtr_rejected_total{reason=\"malformed\"} 1\n"), "{t}");
-        assert!(t.contains("lisp_xtr_registered{map_server=\"192.0.2.1\"} 0\n"), "{t}");
+        assert!(
+            t.contains("lisp_xtr_total{event=\"sent_map_register\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lisp_xtr_rejected_total{reason=\"malformed\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lisp_xtr_registered{map_server=\"192.0.2.1\"} 0\n"),
+            "{t}"
+        );
         assert!(t.contains("lisp_xtr_map_cache_entries 0\n"));
         assert!(!t.contains("lisp_map_server_total"));
     }

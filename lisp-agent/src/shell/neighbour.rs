@@ -49,7 +49,7 @@ fn push_attr(msg: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     msg.extend_from_slice(&(len as u16).to_ne_bytes());
     msg.extend_from_slice(&kind.to_ne_bytes());
     msg.extend_from_slice(payload);
-    while msg.len() % 4 != 0 {
+    while !msg.len().is_multiple_of(4) {
         msg.push(0);
     }
 }

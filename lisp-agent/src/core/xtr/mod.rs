@@ -6,10 +6,10 @@
 //! opens a socket or draws entropy (the nonce generator is seeded by the caller). Bad input is
 //! dropped and counted in [`Counters`] without touching any state.
 //!
-//! * [`register`]: Map-Register to every map-server, retransmitted with backoff until a valid
+//! * `register`: Map-Register to every map-server, retransmitted with backoff until a valid
 //!   Map-Notify, refreshed every `register_interval`.
-//! * [`resolve`]: misses → ECM Map-Requests to a map-resolver → map-cache entries with TTL.
-//! * [`etr`]: authoritative Map-Replies, RLOC-probe replies, SMRs received and sent.
+//! * `resolve`: misses → ECM Map-Requests to a map-resolver → map-cache entries with TTL.
+//! * `etr`: authoritative Map-Replies, RLOC-probe replies, SMRs received and sent.
 
 pub mod counters;
 mod etr;

@@ -201,7 +201,11 @@ impl Xtr {
             .iter()
             .position(|r| r.outstanding.contains(&n.nonce));
         let Some(i) = owner else {
-            if self.registrations.iter().any(|r| r.answered.contains(&n.nonce)) {
+            if self
+                .registrations
+                .iter()
+                .any(|r| r.answered.contains(&n.nonce))
+            {
                 self.counters.reject(Reject::NotifyDuplicate);
             } else {
                 self.unsolicited_notify(from, bytes, n, out);

@@ -953,3 +953,44 @@ fn config_from_the_example_yaml() {
     // The key is not printed.
     assert!(!format!("{:?}", x.map_servers[0]).contains("site1-secret"));
 }
+
+// ------------------------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Arbitrary datagrams never panic, never install anything, never move a timer.
+        #[test]
+        fn random_datagrams_change_nothing(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut x = Xtr::new(cfg(), t(0));
+            x.handle_timer(t(0));
+            x.handle_miss(t(0), 0, HOST, ip("203.0.113.7"));
+            let deadline = x.next_deadline();
+            let regs = x.registrations(t(1));
+            let a = rx(&mut x, t(1), MS1, &bytes);
+            let touched_cache = a
+                .iter()
+                .any(|a| matches!(a, Action::InstallMapCache { .. } | Action::RemoveMapCache { .. }));
+            prop_assert!(!touched_cache);
+            prop_assert_eq!(x.next_deadline(), deadline);
+            prop_assert_eq!(x.registrations(t(1)), regs);
+            prop_assert_eq!(x.cached().count(), 0);
+        }
+
+        /// No single-bit corruption of a genuine Map-Notify registers.
+        #[test]
+        fn corrupted_map_notify_never_registers(bit in 0usize..(8 * 200)) {
+            let mut x = Xtr::new(cfg(), t(0));
+            let reg = sends_to(&x.handle_timer(t(0)), MS1).remove(0);
+            let mut n = notify_for(&reg, b"k1");
+            let bit = bit % (8 * n.len());
+            n[bit / 8] ^= 1 << (bit % 8);
+            rx(&mut x, t(1), MS1, &n);
+            prop_assert_eq!(x.registrations(t(1))[0].state, RegistrationState::Registering);
+        }
+    }
+}
