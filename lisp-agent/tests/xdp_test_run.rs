@@ -27,8 +27,8 @@ use aya::{
 use lisp_agent::dataplane::object::bytecode;
 use lisp_common::maps::{
     AF_IPV4, AF_IPV6, Counter, EID_KEY_PREFIX_BITS, EidKey, InterfaceConfig, MapCacheEntry,
-    MissEvent, Rloc, RlocKey, SELECT_SLOTS, Settings, action, entry_flags, event_kind, iface_flags,
-    settings_flags,
+    MissEvent, NEXT_HOP_IID, Rloc, RlocKey, SELECT_SLOTS, Settings, action, entry_flags,
+    event_kind, iface_flags, settings_flags,
 };
 
 const XDP_DROP: u32 = 1;
@@ -913,10 +913,41 @@ fn decapsulation_applies_rfc6040_ecn_and_instance_tables() {
     assert_eq!(&out[0..6], &MAC_RLOC2);
 }
 
+/// The per-CPU buffers of the EVENTS perf array.
+fn open_events(dp: &mut Dp) -> Vec<aya::maps::perf::PerfEventArrayBuffer<aya::maps::MapData>> {
+    let mut perf: PerfEventArray<_> =
+        PerfEventArray::try_from(dp.ebpf.take_map("EVENTS").unwrap()).unwrap();
+    aya::util::online_cpus()
+        .unwrap()
+        .into_iter()
+        .map(|cpu| perf.open(cpu, None).unwrap())
+        .collect()
+}
+
+/// Every event waiting in `bufs`.
+fn drain_events(
+    bufs: &mut [aya::maps::perf::PerfEventArrayBuffer<aya::maps::MapData>],
+) -> Vec<MissEvent> {
+    let mut events = Vec::new();
+    for b in bufs.iter_mut() {
+        b.for_each(|ev| {
+            if let PerfEvent::Sample { head, tail } = ev {
+                let bytes: Vec<u8> = head.iter().chain(tail.iter()).copied().collect();
+                assert!(bytes.len() >= size_of::<MissEvent>());
+                // SAFETY: MissEvent is plain old data; read_unaligned copies it out.
+                events
+                    .push(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const MissEvent) });
+            }
+        });
+    }
+    events
+}
+
 #[test]
 fn next_hop_follows_neighbour_changes() {
     let ns = Netns::new();
-    let dp = Dp::load(&ns);
+    let mut dp = Dp::load(&ns);
+    let mut bufs = open_events(&mut dp);
     let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
     let (rv, out, _) = dp.run(dp.itr0, &f);
     assert_eq!(rv, XDP_REDIRECT);
@@ -953,8 +984,31 @@ fn next_hop_follows_neighbour_changes() {
     ]);
     std::thread::sleep(std::time::Duration::from_millis(150));
     let (rv, out, moved) = dp.run(dp.itr0, &f);
-    assert_eq!((rv, moved), (XDP_PASS, vec![Counter::EncapNoNextHop]));
+    assert_eq!(
+        (rv, moved),
+        (XDP_PASS, vec![Counter::EncapNoNextHop, Counter::MissEvent])
+    );
     assert_eq!(out, f);
+    // ... and the agent is asked to get the next hop resolved, once per interval.
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![MissEvent {
+            dst: EidKey::new(AF_IPV4, NEXT_HOP_IID, a16(&[198, 51, 100, 2])),
+            src: [0; 16],
+            ifindex: dp.core0,
+            kind: event_kind::NEXT_HOP_UNRESOLVED,
+            _pad: [0; 3],
+        }]
+    );
+    let (rv, _, moved) = dp.run(dp.itr0, &f);
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_PASS,
+            vec![Counter::EncapNoNextHop, Counter::MissRateLimited]
+        )
+    );
+    assert!(drain_events(&mut bufs).is_empty());
 }
 
 #[test]
@@ -981,31 +1035,13 @@ fn negative_entries_misses_and_rate_limit() {
         }
     }
     // The events themselves, from every CPU's perf buffer.
-    let mut perf: PerfEventArray<_> =
-        PerfEventArray::try_from(dp.ebpf.take_map("EVENTS").unwrap()).unwrap();
-    let mut bufs: Vec<_> = aya::util::online_cpus()
-        .unwrap()
-        .into_iter()
-        .map(|cpu| perf.open(cpu, None).unwrap())
-        .collect();
+    let mut bufs = open_events(&mut dp);
     for dst in [&EID4_MISS[..], &EID6_MISS[..]] {
         let f = host_packet(dst, 64, 0, 1, 30);
         let (rv, _, moved) = dp.run(dp.itr0, &f);
         assert_eq!(rv, XDP_DROP);
         assert_eq!(moved, vec![Counter::MissEvent, Counter::NegativeDrop]);
-        let mut events = Vec::new();
-        for b in bufs.iter_mut() {
-            b.for_each(|ev| {
-                if let PerfEvent::Sample { head, tail } = ev {
-                    let bytes: Vec<u8> = head.iter().chain(tail.iter()).copied().collect();
-                    assert!(bytes.len() >= size_of::<MissEvent>());
-                    // SAFETY: MissEvent is plain old data; read_unaligned copies it out.
-                    events.push(unsafe {
-                        std::ptr::read_unaligned(bytes.as_ptr() as *const MissEvent)
-                    });
-                }
-            });
-        }
+        let events = drain_events(&mut bufs);
         let (family, src) = if dst.len() == 4 {
             (AF_IPV4, a16(&V4_HOST))
         } else {

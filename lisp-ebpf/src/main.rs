@@ -103,6 +103,17 @@ struct Scratch {
     mac: [u8; 12],
     /// Next hop of the packet being encapsulated.
     nh: NextHop,
+    /// Set by the ITR when the outer FIB lookup found no neighbour (`fib` then holds the next
+    /// hop): the event is raised after the ITR's frame is gone, to stay within the BPF stack.
+    unresolved: NextHopWanted,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum NextHopWanted {
+    No,
+    Ipv4,
+    Ipv6,
 }
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -358,7 +369,11 @@ pub fn xdp_lisp(ctx: XdpContext) -> u32 {
     };
     // SAFETY: per-CPU memory, used by this run only (XDP runs are not preempted on a CPU).
     let s = unsafe { &mut *s };
+    s.unresolved = NextHopWanted::No;
     let (action, counter) = process(&ctx, s);
+    if s.unresolved != NextHopWanted::No {
+        next_hop_unresolved(&ctx, &s.fib, s.unresolved == NextHopWanted::Ipv6);
+    }
     count(counter);
     action
 }
@@ -451,6 +466,7 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         outer: ip,
         nh,
         mtu: mtu_out,
+        unresolved,
         ..
     } = &mut *s;
     let ip: &Ip = ip;
@@ -487,7 +503,9 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
     let hash = flow_hash(ctx, ip);
     let slot = entry.select[(hash as usize) % SELECT_SLOTS] as usize;
     if slot >= entry.rloc_count as usize || slot >= MAX_RLOCS {
-        // An entry the agent wrote inconsistently: let the kernel decide.
+        // An entry the agent wrote inconsistently: let the kernel decide, and say so (an agent
+        // bug, not something a packet can trigger, so the log cannot be flooded from outside).
+        aya_log_ebpf::warn!(ctx, "map-cache entry with an RLOC index out of range");
         return (xdp_action::XDP_PASS, Counter::PassNoMatch);
     }
     let rloc = entry.rlocs[slot];
@@ -528,7 +546,11 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
             return (xdp_action::XDP_PASS, Counter::TooBigIcmp);
         }
         if r == BPF_FIB_LKUP_RET_NO_NEIGH {
-            next_hop_unresolved(ctx, fib, outer_v6);
+            *unresolved = if outer_v6 {
+                NextHopWanted::Ipv6
+            } else {
+                NextHopWanted::Ipv4
+            };
         }
         if r != BPF_FIB_LKUP_RET_SUCCESS {
             return (xdp_action::XDP_PASS, Counter::EncapNoNextHop);
@@ -770,8 +792,6 @@ fn raise_event(ctx: &XdpContext, key: &EidKey, src: [u8; 16], ifindex: u32, kind
         _pad: [0; 3],
     };
     EVENTS.output(ctx, ev, 0);
-    // Off the hot path: at most once per destination per interval.
-    aya_log_ebpf::debug!(ctx, "miss event kind {} ifindex {}", kind, ifindex);
     count(Counter::MissEvent);
 }
 

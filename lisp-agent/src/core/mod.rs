@@ -2,8 +2,8 @@
 //! here; time is an argument. The shell (`crate::shell`, `crate::dataplane`) carries out what the
 //! core decides.
 
+pub mod action;
 pub mod map_cache;
 pub mod map_server;
-pub mod action;
 pub mod time;
 pub mod xtr;

@@ -129,7 +129,10 @@ mod tests {
         let m = managed_neighbour_request(7, "192.0.2.1".parse().unwrap(), 9);
         // nlmsghdr 16 + ndmsg 12 + NDA_DST (4+4) + NDA_FLAGS_EXT (4+4)
         assert_eq!(m.len(), 16 + 12 + 8 + 8);
-        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), m.len() as u32);
+        assert_eq!(
+            u32::from_ne_bytes(m[0..4].try_into().unwrap()),
+            m.len() as u32
+        );
         assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_NEWNEIGH);
         assert_eq!(m[16], libc::AF_INET as u8);
         assert_eq!(i32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
@@ -163,7 +166,11 @@ mod tests {
     fn kernel_resolves_a_managed_entry() {
         std::thread::spawn(|| {
             // SAFETY: unshare only changes this (dedicated, short-lived) thread's namespace.
-            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "needs root");
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "needs root"
+            );
             let ip = |args: &str| {
                 let st = std::process::Command::new("ip")
                     .args(args.split_whitespace())
