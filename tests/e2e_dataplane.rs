@@ -170,6 +170,8 @@ fn scenario(opts: &AgentOptions) {
         assert!(st.success(), "agent did not exit cleanly on SIGTERM: {st}");
     }
     no_eid_traffic(&t, "after the agents stopped");
+    // Logs, configs and the capture stay behind only when something failed.
+    let _ = std::fs::remove_dir_all(&t.workdir);
 }
 
 /// Checks the core-link capture frame by frame.

@@ -137,7 +137,7 @@ fn test() -> Result<()> {
         );
     }
     println!("==> cargo test --workspace");
-    let tests_ok = cargo().args(["test", "--workspace"]).status()?.success();
+    let (tests_ok, passed, failed) = cargo_test()?;
 
     let mut fuzz = Vec::new();
     let fuzz_dir = root.join("fuzz");
@@ -165,7 +165,7 @@ fn test() -> Result<()> {
     };
     let ok = tests_ok && fuzz_failed.is_empty();
     println!(
-        "xtask test: {} — workspace tests {}, {}",
+        "xtask test: {} — workspace tests {} ({passed} passed, {failed} failed), {}",
         if ok { "PASSED" } else { "FAILED" },
         if tests_ok { "passed" } else { "FAILED" },
         fuzz_summary
@@ -174,6 +174,35 @@ fn test() -> Result<()> {
         bail!("some tests failed");
     }
     Ok(())
+}
+
+/// `cargo test --workspace`, its output passed through and its "test result:" lines summed.
+/// Returns (success, tests passed, tests failed).
+fn cargo_test() -> Result<(bool, u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cargo()
+        .args(["test", "--workspace"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            // "test result: ok. 110 passed; 0 failed; 0 ignored; ..."
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split([';', '.']) {
+                    let mut w = part.split_whitespace();
+                    match (w.next().and_then(|n| n.parse::<u64>().ok()), w.next()) {
+                        (Some(n), Some("passed")) => passed += n,
+                        (Some(n), Some("failed")) => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok((child.wait()?.success(), passed, failed))
 }
 
 /// `cargo +nightly fuzz run <t> -- -max_total_time=10` for every target; installs cargo-fuzz

@@ -95,8 +95,10 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         clock.now(),
     );
     let mut ms = if ctx.config.map_server.enabled {
-        let c = MapServerConfig::from_role(&ctx.config.map_server)
+        let mut c = MapServerConfig::from_role(&ctx.config.map_server)
             .context("map-server configuration")?;
+        // Nonces of unsolicited Map-Notifies must not repeat across restarts.
+        c.nonce_seed = seed ^ nonce_base.rotate_left(32);
         Some(MapServer::new(c))
     } else {
         None
