@@ -19,11 +19,11 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::lab::{self, AgentOptions, CORE, ETR, HA, ITR};
+use support::lab::{self, AgentOptions, CORE, ETR, HA, ITR, Registration, SiteKey, series};
 use support::netns::{self, Topology};
 
-const MS1: &str = "ms1";
-const MS2: &str = "ms2";
+const MS1: &str = lab::MS1.ns;
+const MS2: &str = lab::MS2.ns;
 const MS1_ADDR: &str = "192.0.2.130";
 const MS2_ADDR: &str = "192.0.2.162";
 const KEY_A: &str = "site-a-key";
@@ -35,154 +35,50 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-/// Adds the two map-server namespaces, each on its own /27 off the core.
-fn add_map_servers(t: &mut Topology) {
-    for (ns, core_if, core_mac, ms_mac, core_ip, ms_ip) in [
-        (
-            MS1,
-            "ms1",
-            "02:00:00:00:0c:01",
-            "02:00:00:00:0c:02",
-            "192.0.2.129/27",
-            "192.0.2.130/27",
-        ),
-        (
-            MS2,
-            "ms2",
-            "02:00:00:00:0d:01",
-            "02:00:00:00:0d:02",
-            "192.0.2.161/27",
-            "192.0.2.162/27",
-        ),
-    ] {
-        t.add_ns(ns).unwrap();
-        t.veth(CORE, core_if, core_mac, ns, "ms0", ms_mac, 1500)
-            .unwrap();
-        t.addr(CORE, core_if, core_ip).unwrap();
-        t.addr(ns, "ms0", ms_ip).unwrap();
-        let gw = core_ip.split('/').next().unwrap();
-        t.route(ns, "default", gw).unwrap();
-    }
-    // The xTRs only route the far RLOC subnet; add the map-servers' ones.
-    t.route(ITR, "192.0.2.128/26", "192.0.2.1").unwrap();
-    t.route(ETR, "192.0.2.128/26", "192.0.2.65").unwrap();
-    // Control messages are sent by the kernel: on a veth it leaves UDP checksums "partial"
-    // (offloaded), which a capture on the core shows as bad. A real NIC would fill them in;
-    // software checksums make the capture show what a wire would carry.
-    for (ns, dev) in [(ITR, "rloc0"), (ETR, "rloc0"), (MS1, "ms0"), (MS2, "ms0")] {
-        t.exec(ns, &["ethtool", "-K", dev, "tx", "off"]).unwrap();
-    }
-}
+const SITE_A_KEY: SiteKey = SiteKey {
+    key: KEY_A,
+    algorithm: "hmac-sha-256",
+};
+const SITE_B_KEY: SiteKey = SiteKey {
+    key: KEY_B,
+    algorithm: "hmac-sha-1",
+};
 
 fn map_server_config(addr: &str) -> String {
-    format!(
-        r#"log-level: debug
-locators:
-  ipv4: {addr}
-metrics-listen: "{metrics}"
-interfaces:
-  - {{ name: ms0, role: rloc }}
-map-server:
-  enabled: true
-  sites:
-    - name: site-a
-      key: {KEY_A}
-      key-algorithm: hmac-sha-256
-      eid-prefixes:
-        - {{ prefix: {a4}, accept-more-specifics: true }}
-        - {{ prefix: "{a6}", accept-more-specifics: true }}
-    - name: site-b
-      key: {KEY_B}
-      key-algorithm: hmac-sha-1
-      eid-prefixes:
-        - {{ prefix: {b4} }}
-        - {{ prefix: "{b6}" }}
-"#,
-        metrics = lab::METRICS_ADDR,
-        a4 = lab::SITE_A[0],
-        a6 = lab::SITE_A[1],
-        b4 = lab::SITE_B[0],
-        b6 = lab::SITE_B[1],
-    )
+    lab::map_server_config(addr, SITE_A_KEY, SITE_B_KEY)
 }
 
-/// The lab's xTR configuration with its static map-cache taken out and the mapping system put
-/// in: both map-servers (the second with proxy-reply, so both answering paths are used) and both
+/// The lab's xTR configuration without its static map-cache, with the mapping system: both
+/// map-servers (the second with proxy-reply, so both answering paths are used) and both
 /// map-resolvers.
-fn xtr_config(lab_yaml: &str, key: &str, algorithm: &str) -> String {
-    let start = lab_yaml
-        .find("map-cache:\n")
-        .expect("lab config has a map-cache");
-    let end = lab_yaml
-        .find("instance-tables:")
-        .expect("lab config has instance-tables");
-    let mut y = format!("{}{}", &lab_yaml[..start], &lab_yaml[end..]);
-    y = y.replace("log-level: info", "log-level: debug");
-    y.push_str(&format!(
-        r#"register-interval: {REGISTER_INTERVAL_S}s
-map-servers:
-  - {{ address: {MS1_ADDR}, key: {key}, key-algorithm: {algorithm} }}
-  - {{ address: {MS2_ADDR}, key: {key}, key-algorithm: {algorithm}, proxy-reply: true }}
-map-resolvers:
-  - {MS1_ADDR}
-  - {MS2_ADDR}
-"#
-    ));
-    y
+fn xtr_config(lab_yaml: &str, key: &'static str, algorithm: &'static str) -> String {
+    lab::xtr_config(
+        lab_yaml,
+        SiteKey { key, algorithm },
+        REGISTER_INTERVAL_S,
+        &[
+            Registration {
+                map_server: MS1_ADDR,
+                proxy_reply: false,
+            },
+            Registration {
+                map_server: MS2_ADDR,
+                proxy_reply: true,
+            },
+        ],
+        &[MS1_ADDR, MS2_ADDR],
+    )
+    .unwrap()
 }
 
 /// Starts an agent with `yaml` in `ns`, waits for its metrics endpoint (loaded and attached).
 fn start(t: &mut Topology, ns: &str, name: &str, yaml: &str) -> usize {
-    let path = t.workdir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    let h = t
-        .spawn(
-            ns,
-            name,
-            &[
-                agent_bin().to_str().unwrap(),
-                "--config",
-                path.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    let full = t.ns(ns);
-    let up = Topology::wait_for(Duration::from_secs(30), || {
-        if !t.proc(h).running() {
-            anyhow::bail!("exited");
-        }
-        Ok(lab::metrics(&full).is_ok())
-    })
-    .unwrap();
-    assert!(
-        up,
-        "agent {name} did not come up:\n{}",
-        t.proc(h).log_text()
-    );
-    h
+    lab::start_agent(t, &agent_bin(), ns, name, yaml).unwrap()
 }
 
 /// The raw Prometheus text of the agent in `ns` (the lab helper only keeps the XDP series).
 fn metrics_text(t: &Topology, ns: &str) -> String {
-    use std::io::{Read, Write};
-    netns::in_netns(&t.ns(ns), || {
-        let mut s = std::net::TcpStream::connect_timeout(
-            &lab::METRICS_ADDR.parse()?,
-            Duration::from_secs(1),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        Ok(body)
-    })
-    .unwrap()
-}
-
-/// The value of the series `name` (exact text up to the value) in a metrics text.
-fn series(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    lab::metrics_text(&t.ns(ns)).unwrap()
 }
 
 fn log_has(t: &mut Topology, h: usize, needle: &str) -> bool {
@@ -205,7 +101,8 @@ fn registration_resolution_and_map_server_failover() {
     let prefix = netns::unique_prefix("lispctl");
     let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
-    add_map_servers(&mut t);
+    lab::add_map_servers(&mut t, &[lab::MS1, lab::MS2]).unwrap();
+    assert_eq!((lab::MS1.addr(), lab::MS2.addr()), (MS1_ADDR, MS2_ADDR));
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
     assert_eq!(
         lab::ping(&t, ITR, MS1_ADDR, 1).unwrap(),

@@ -17,7 +17,7 @@
 //! (alias bombs), and reports errors with line and column. We only need deserialization, so the
 //! `serialize` feature is off.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -257,6 +257,16 @@ pub enum KeyAlgorithm {
     HmacSha256,
     #[serde(rename = "hmac-sha-1")]
     HmacSha1,
+}
+
+/// The codec's algorithm for a configured key (xTR map-servers and map-server sites alike).
+impl From<KeyAlgorithm> for lisp_common::wire::control::auth::Algorithm {
+    fn from(a: KeyAlgorithm) -> Self {
+        match a {
+            KeyAlgorithm::HmacSha1 => Self::HmacSha1,
+            KeyAlgorithm::HmacSha256 => Self::HmacSha256,
+        }
+    }
 }
 
 /// RFC 9301 negative map-cache actions usable in a static entry.
@@ -573,19 +583,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_locals()?;
 
-        let mut seen = BTreeSet::new();
+        let mut seen = Unique::default();
         for (i, m) in self.database_mappings.iter().enumerate() {
             let path = format!("database-mappings[{i}]");
             check_eid(&path, &m.eid_prefix, m.instance_id)?;
-            if !seen.insert((m.instance_id, m.eid_prefix)) {
-                return Err(invalid(
-                    &path,
-                    format!(
-                        "duplicate eid-prefix {} (instance-id {})",
-                        m.eid_prefix, m.instance_id
-                    ),
-                ));
-            }
+            seen.insert(&path, (m.instance_id, m.eid_prefix), || {
+                format!(
+                    "duplicate eid-prefix {} (instance-id {})",
+                    m.eid_prefix, m.instance_id
+                )
+            })?;
             self.check_locator_set(&path, &m.locators, true)?;
         }
 
@@ -596,46 +603,37 @@ impl Config {
                 return Err(invalid(&path, "key must not be empty"));
             }
         }
-        let mut seen_addr = BTreeSet::new();
+        // A second pass, so that a malformed entry is reported before a duplicate one.
+        let mut seen = Unique::default();
         for (i, ms) in self.map_servers.iter().enumerate() {
-            if !seen_addr.insert(ms.address) {
-                return Err(invalid(
-                    format!("map-servers[{i}]"),
-                    format!("map-server {} listed twice", ms.address),
-                ));
-            }
+            seen.insert(&format!("map-servers[{i}]"), ms.address, || {
+                format!("map-server {} listed twice", ms.address)
+            })?;
         }
-        let mut seen_addr = BTreeSet::new();
+        let mut seen = Unique::default();
         for (i, a) in self.map_resolvers.iter().enumerate() {
             let path = format!("map-resolvers[{i}]");
             check_unicast(&path, a)?;
-            if !seen_addr.insert(*a) {
-                return Err(invalid(&path, format!("map-resolver {a} listed twice")));
-            }
+            seen.insert(&path, *a, || format!("map-resolver {a} listed twice"))?;
         }
 
-        let mut seen = BTreeSet::new();
+        let mut seen = Unique::default();
         for (i, p) in self.eid_space.iter().enumerate() {
             let path = format!("eid-space[{i}]");
             check_prefix(&path, p)?;
-            if !seen.insert(*p) {
-                return Err(invalid(&path, format!("duplicate prefix {p}")));
-            }
+            seen.insert(&path, *p, || format!("duplicate prefix {p}"))?;
         }
 
-        let mut seen = BTreeSet::new();
+        let mut seen = Unique::default();
         for (i, m) in self.map_cache.iter().enumerate() {
             let path = format!("map-cache[{i}]");
             check_eid(&path, &m.eid_prefix, m.instance_id)?;
-            if !seen.insert((m.instance_id, m.eid_prefix)) {
-                return Err(invalid(
-                    &path,
-                    format!(
-                        "duplicate eid-prefix {} (instance-id {})",
-                        m.eid_prefix, m.instance_id
-                    ),
-                ));
-            }
+            seen.insert(&path, (m.instance_id, m.eid_prefix), || {
+                format!(
+                    "duplicate eid-prefix {} (instance-id {})",
+                    m.eid_prefix, m.instance_id
+                )
+            })?;
             match (m.action, m.locators.is_empty()) {
                 (Some(_), false) => {
                     return Err(invalid(
@@ -654,30 +652,22 @@ impl Config {
             }
         }
 
-        let mut seen = BTreeMap::new();
+        let mut seen = Unique::default();
         for (i, t) in self.instance_tables.iter().enumerate() {
             let path = format!("instance-tables[{i}]");
             check_iid(&path, t.instance_id)?;
-            if seen.insert(t.instance_id, t.table).is_some() {
-                return Err(invalid(
-                    &path,
-                    format!("instance-id {} listed twice", t.instance_id),
-                ));
-            }
+            seen.insert(&path, t.instance_id, || {
+                format!("instance-id {} listed twice", t.instance_id)
+            })?;
         }
 
-        let mut names = BTreeSet::new();
+        let mut names = Unique::default();
         for (i, d) in self.dynamic_eid_maps.iter().enumerate() {
             let path = format!("dynamic-eid-maps[{i}]");
-            if d.name.trim().is_empty() {
-                return Err(invalid(&path, "name must not be empty"));
-            }
-            if !names.insert(d.name.as_str()) {
-                return Err(invalid(
-                    &path,
-                    format!("dynamic-eid map '{}' defined twice", d.name),
-                ));
-            }
+            check_name(&path, &d.name)?;
+            names.insert(&path, d.name.as_str(), || {
+                format!("dynamic-eid map '{}' defined twice", d.name)
+            })?;
             check_eid(&path, &d.eid_prefix, d.instance_id)?;
             self.check_locator_set(&path, &d.locators, true)?;
             if let Some(g) = d.map_notify_group
@@ -702,16 +692,13 @@ impl Config {
                 "at least one interface is needed (the agent attaches XDP to them)",
             ));
         }
-        let mut seen = BTreeSet::new();
+        let mut seen = Unique::default();
         for (i, f) in self.interfaces.iter().enumerate() {
             let path = format!("interfaces[{i}]");
             check_ifname(&path, &f.name)?;
-            if !seen.insert(f.name.as_str()) {
-                return Err(invalid(
-                    &path,
-                    format!("interface '{}' listed twice", f.name),
-                ));
-            }
+            seen.insert(&path, f.name.as_str(), || {
+                format!("interface '{}' listed twice", f.name)
+            })?;
             check_iid(&path, f.instance_id)?;
             if let Some(m) = &f.mobility {
                 if f.role != InterfaceRole::Eid {
@@ -735,25 +722,21 @@ impl Config {
             }
         }
 
-        let mut names = BTreeSet::new();
+        let mut names = Unique::default();
         for (i, s) in self.map_server.sites.iter().enumerate() {
             let path = format!("map-server.sites[{i}]");
-            if s.name.trim().is_empty() {
-                return Err(invalid(&path, "name must not be empty"));
-            }
-            if !names.insert(s.name.as_str()) {
-                return Err(invalid(&path, format!("site '{}' defined twice", s.name)));
-            }
+            check_name(&path, &s.name)?;
+            names.insert(&path, s.name.as_str(), || {
+                format!("site '{}' defined twice", s.name)
+            })?;
             if s.key.is_empty() {
                 return Err(invalid(&path, "key must not be empty"));
             }
-            let mut seen = BTreeSet::new();
+            let mut seen = Unique::default();
             for (j, p) in s.eid_prefixes.iter().enumerate() {
                 let pp = format!("{path}.eid-prefixes[{j}]");
                 check_prefix(&pp, &p.prefix)?;
-                if !seen.insert(p.prefix) {
-                    return Err(invalid(&pp, format!("duplicate prefix {}", p.prefix)));
-                }
+                seen.insert(&pp, p.prefix, || format!("duplicate prefix {}", p.prefix))?;
             }
         }
         if self.map_server.enabled && self.map_server.sites.is_empty() {
@@ -811,7 +794,7 @@ impl Config {
                 ),
             ));
         }
-        let mut seen = BTreeSet::new();
+        let mut seen = Unique::default();
         for (i, l) in locs.iter().enumerate() {
             let lp = format!("{path}.locators[{i}]");
             check_unicast(&lp, &l.address)?;
@@ -827,9 +810,9 @@ impl Config {
                     format!("weight {} out of range 0..=255", l.weight),
                 ));
             }
-            if !seen.insert(l.address) {
-                return Err(invalid(&lp, format!("locator {} listed twice", l.address)));
-            }
+            seen.insert(&lp, l.address, || {
+                format!("locator {} listed twice", l.address)
+            })?;
             if own {
                 if !self.locators.contains(&l.address) {
                     return Err(invalid(
@@ -853,6 +836,39 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The keys seen so far in a list section: the second entry with a key is the error.
+struct Unique<K>(BTreeSet<K>);
+
+impl<K> Default for Unique<K> {
+    fn default() -> Self {
+        Unique(BTreeSet::new())
+    }
+}
+
+impl<K: Ord> Unique<K> {
+    /// `duplicate` words the error, built only when there is one.
+    fn insert(
+        &mut self,
+        path: &str,
+        key: K,
+        duplicate: impl FnOnce() -> String,
+    ) -> Result<(), ConfigError> {
+        if self.0.insert(key) {
+            Ok(())
+        } else {
+            Err(invalid(path, duplicate()))
+        }
+    }
+}
+
+/// Names of dynamic-eid maps and sites: they identify entries in logs and references.
+fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(invalid(path, "name must not be empty"));
+    }
+    Ok(())
 }
 
 fn check_iid(path: &str, iid: u32) -> Result<(), ConfigError> {

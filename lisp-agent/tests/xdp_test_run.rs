@@ -1011,6 +1011,129 @@ fn next_hop_follows_neighbour_changes() {
     assert!(drain_events(&mut bufs).is_empty());
 }
 
+/// `ip -n <ns> args...`.
+fn ip_in(ns: &Netns, args: &[&str]) {
+    let mut v = vec!["ip", "-n", ns.name.as_str()];
+    v.extend_from_slice(args);
+    run(&v);
+}
+
+/// Longer than any cache entry may live (100 ms).
+fn past_next_hop_ttl() {
+    std::thread::sleep(std::time::Duration::from_millis(150));
+}
+
+#[test]
+fn etr_next_hop_follows_neighbour_route_and_instance_changes() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let new_mac = [2, 0, 0, 0, 0, 0x33];
+    let small4 = inner_v4(V4_HOST, 30, 0);
+    // 228 bytes: fits itr0 (1500) but not a route with a locked MTU of 200.
+    let big4 = ipv4(
+        [203, 0, 113, 5],
+        V4_HOST,
+        17,
+        30,
+        0,
+        true,
+        &udp(1000, 2000, &payload(200, 5)),
+    );
+    let small6 = inner_v6(V6_HOST, 30, 0);
+    let decap = |dp: &Dp, inner: &[u8], iid: Option<u32>| {
+        let f = lisp_frame(inner, false, 64, 0, iid);
+        let (rv, out, moved) = dp.run(dp.core0, &f);
+        (rv, out, moved, f)
+    };
+    let expect_forwarded =
+        |dp: &Dp, inner: &[u8], iid: Option<u32>, dmac: [u8; 6], smac: [u8; 6]| {
+            let (rv, out, moved, _) = decap(dp, inner, iid);
+            assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
+            assert_eq!(&out[0..6], &dmac);
+            assert_eq!(&out[6..12], &smac);
+            assert_eq!(&out[14..], &with_ttl(inner, 29)[..]);
+        };
+    // To the kernel: the bare inner packet (outer TTL 64 above the inner 30: unchanged), in a
+    // frame still addressed to this interface.
+    let expect_kernel = |dp: &Dp, inner: &[u8], iid: Option<u32>| {
+        let (rv, out, moved, f) = decap(dp, inner, iid);
+        assert_eq!((rv, moved), (XDP_PASS, vec![Counter::DecapPass]));
+        assert_eq!(&out[0..12], &f[0..12]);
+        assert_eq!(&out[14..], inner, "byte-equal inner packet");
+    };
+
+    // Cached next hops (both families, both instances) ...
+    expect_forwarded(&dp, &small4, None, MAC_HOST, MAC_ITR0);
+    expect_forwarded(&dp, &big4, None, MAC_HOST, MAC_ITR0);
+    expect_forwarded(&dp, &small6, None, MAC_HOST, MAC_ITR0);
+    expect_forwarded(&dp, &small4, Some(IID), MAC_HOST, MAC_ITR0);
+    // ... follow a changed neighbour within 100 ms.
+    let new_lladdr = "02:00:00:00:00:33";
+    for addr in ["192.0.2.10", "2001:db8:1::10"] {
+        ip_in(
+            &ns,
+            &[
+                "neigh",
+                "replace",
+                addr,
+                "lladdr",
+                new_lladdr,
+                "dev",
+                "itr0",
+                "nud",
+                "permanent",
+            ],
+        );
+    }
+    past_next_hop_ttl();
+    expect_forwarded(&dp, &small4, None, new_mac, MAC_ITR0);
+    expect_forwarded(&dp, &small6, None, new_mac, MAC_ITR0);
+    expect_forwarded(&dp, &small4, Some(IID), new_mac, MAC_ITR0);
+
+    // A more specific route in the main table, through another interface and with a smaller
+    // (locked, so that forwarding honours it) MTU: new egress, and the MTU is kept with the
+    // cached next hop (the small packet fills the cache, the big one is checked against it).
+    ip_in(
+        &ns,
+        &[
+            "route",
+            "add",
+            "192.0.2.10/32",
+            "via",
+            "198.51.100.3",
+            "dev",
+            "core0",
+            "mtu",
+            "lock",
+            "200",
+        ],
+    );
+    past_next_hop_ttl();
+    expect_forwarded(&dp, &small4, None, MAC_RLOC3, MAC_CORE0);
+    expect_kernel(&dp, &big4, None);
+    // Instance IID routes in its own table, which the new route is not in.
+    expect_forwarded(&dp, &small4, Some(IID), new_mac, MAC_ITR0);
+    ip_in(&ns, &["route", "del", "192.0.2.10/32"]);
+    past_next_hop_ttl();
+    expect_forwarded(&dp, &big4, None, new_mac, MAC_ITR0);
+
+    // The instance loses its table: its packets are dropped once the cache entry is stale.
+    let mut it: HashMap<_, u32, u32> =
+        HashMap::try_from(dp.ebpf.map_mut("IID_TABLES").unwrap()).unwrap();
+    it.remove(&IID).unwrap();
+    past_next_hop_ttl();
+    let (rv, _, moved, _) = decap(&dp, &small4, Some(IID));
+    assert_eq!((rv, moved), (XDP_DROP, vec![Counter::DropUnknownInstance]));
+
+    // Neighbours gone: back to the kernel, which resolves them.
+    for addr in ["192.0.2.10", "2001:db8:1::10"] {
+        ip_in(&ns, &["neigh", "del", addr, "dev", "itr0"]);
+    }
+    past_next_hop_ttl();
+    expect_kernel(&dp, &small4, None);
+    expect_kernel(&dp, &small6, None);
+}
+
 #[test]
 fn negative_entries_misses_and_rate_limit() {
     let ns = Netns::new();

@@ -8,7 +8,7 @@ use lisp_common::wire::control::{self, Action, Error, Message, auth};
 use lisp_common::wire::data;
 use lisp_common::wire::{LISP_CONTROL_PORT, LISP_DATA_PORT};
 use std::net::{IpAddr, Ipv4Addr};
-use support::{Udp, hex, lisp_datagrams};
+use support::{Udp, lisp_datagrams};
 
 const OOR_FILES: &[&str] = &[
     "oor/01-map-register-notify-site1.pcap",
@@ -45,6 +45,14 @@ fn control(file: &str) -> Vec<(Udp, Message)> {
             (u, m)
         })
         .collect()
+}
+
+/// The first message of a capture that `pick` accepts (e.g. the first Map-Reply); panics
+/// naming `what` if there is none, because the capture is known to hold one.
+fn first<'a, T>(d: &'a [(Udp, Message)], what: &str, pick: impl Fn(&'a Message) -> Option<T>) -> T {
+    d.iter()
+        .find_map(|(_, m)| pick(m))
+        .unwrap_or_else(|| panic!("no {what} in the capture"))
 }
 
 /// Every control message of every valid capture parses and re-encodes to the same bytes.
@@ -313,9 +321,9 @@ fn oor_ecm_map_request_and_proxy_reply() {
     assert_eq!(q.source_eid, control::Address::ip(ip("198.51.100.10")));
     assert_eq!(q.eids.len(), 1);
     assert_eq!(q.eids[0].prefix.to_string(), "203.0.113.10/32");
-    // The inner message is the same bytes as the decode's inner UDP payload.
-    let inner = hex("1000000124dd7f7fef7e8d240001c633640a0001c000021100200001cb00710a");
-    assert_eq!(e.message.to_vec().unwrap(), inner);
+    // The inner message re-emits as the captured inner UDP payload: after the ECM header (4),
+    // the inner IPv4 header (20) and the inner UDP header (8).
+    assert_eq!(e.message.to_vec().unwrap(), d[0].0.payload[4 + 20 + 8..]);
     let Message::MapReply(r) = &d[1].1 else {
         panic!()
     };
@@ -409,16 +417,10 @@ fn oor_negative_replies() {
         ),
     ] {
         let d = control(file);
-        let r = d
-            .iter()
-            .find_map(|(_, m)| {
-                if let Message::MapReply(r) = m {
-                    Some(r)
-                } else {
-                    None
-                }
-            })
-            .expect("a Map-Reply");
+        let r = first(&d, "Map-Reply", |m| match m {
+            Message::MapReply(r) => Some(r),
+            _ => None,
+        });
         let rec = &r.records[0];
         assert!(rec.is_negative());
         assert_eq!(
@@ -436,64 +438,39 @@ fn oor_negative_replies() {
 #[test]
 fn oor_dual_rloc() {
     let d = control("oor/09-dual-rloc-v4v6-register-request-reply-data.pcap");
-    let reg = d
-        .iter()
-        .find_map(|(_, m)| {
-            if let Message::MapRegister(r) = m {
-                Some(r)
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let reg = first(&d, "Map-Register", |m| match m {
+        Message::MapRegister(r) => Some(r),
+        _ => None,
+    });
     let locs: Vec<_> = reg.records[0]
         .locators
         .iter()
         .map(|l| (l.address, l.priority))
         .collect();
     assert_eq!(locs, [(ip("192.0.2.17"), 1), (ip("2001:db8:ff:11::1"), 2)]);
-    let q = d
-        .iter()
-        .find_map(|(_, m)| {
-            if let Message::Ecm(e) = m {
-                if let Message::MapRequest(q) = &*e.message {
-                    Some(q.clone())
-                } else {
-                    None
-                }
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let q = first(&d, "ECM Map-Request", |m| match m {
+        Message::Ecm(e) => match &*e.message {
+            Message::MapRequest(q) => Some(q),
+            _ => None,
+        },
+        _ => None,
+    });
     assert_eq!(q.itr_rlocs.len(), 2);
     assert!(q.itr_rlocs[0].is_ipv6() && q.itr_rlocs[1].is_ipv4());
-    let rep = d
-        .iter()
-        .find_map(|(_, m)| {
-            if let Message::MapReply(r) = m {
-                Some(r)
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let rep = first(&d, "Map-Reply", |m| match m {
+        Message::MapReply(r) => Some(r),
+        _ => None,
+    });
     assert_eq!(rep.records[0].locators.len(), 2);
 }
 
 #[test]
 fn python_xtr_ecm_from_ephemeral_port() {
     let d = control("oor/12-python-xtr-vs-oor-ms-ephemeral-port.pcap");
-    let e = d
-        .iter()
-        .find_map(|(_, m)| {
-            if let Message::Ecm(e) = m {
-                Some(e)
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let e = first(&d, "ECM", |m| match m {
+        Message::Ecm(e) => Some(e),
+        _ => None,
+    });
     assert_ne!(e.src_port, 4342);
     assert_eq!(e.dst_port, 4342);
     assert!(

@@ -22,7 +22,8 @@ use aya_ebpf::{
         bpf_fib_lookup, xdp_action,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32,
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
         bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
@@ -76,7 +77,7 @@ struct NextHop {
     dmac: [u8; 6],
     smac: [u8; 6],
     _pad: u32,
-    /// bpf_ktime_get_ns() of the FIB lookup that produced it.
+    /// [`cache_clock`] at the FIB lookup that produced it.
     stamp: u64,
 }
 
@@ -88,6 +89,38 @@ struct NextHop {
 #[map(name = "NEXT_HOPS")]
 static NEXT_HOPS: LruHashMap<RlocKey, NextHop> = LruHashMap::with_max_entries(16384, 0);
 const NEXT_HOP_TTL_NS: u64 = 100_000_000;
+
+/// Clock of the next-hop caches: the coarse one (a tick's resolution, a few ms against the
+/// 100 ms TTL) is read from memory, without the clocksource access of bpf_ktime_get_ns, and it
+/// is read on every forwarded packet.
+#[inline(always)]
+fn cache_clock() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Key of [`ETR_NEXT_HOPS`]: where a decapsulated packet goes depends on the instance (its
+/// routing table), the ingress interface (the FIB lookup's `iif`, and whether forwarding is on
+/// there) and the inner destination.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EtrKey {
+    instance_id: u32,
+    ifindex: u32,
+    family: u8,
+    _pad: [u8; 3],
+    addr: [u8; 16],
+}
+
+/// Next-hop cache of the ETR per (instance-id, ingress interface, inner destination): the FIB
+/// lookup of the inner packet is most of a decapsulation's cost, as on the ITR side. Keyed by
+/// instance-id rather than table id so that a hit also saves the IID_TABLES lookup; an entry
+/// exists only for an instance that had a table, and a changed or removed mapping takes effect
+/// within [`NEXT_HOP_TTL_NS`] like route and neighbour changes. Only forwarding results are
+/// cached: everything else goes to the kernel, which does its own (slow-path) lookup anyway.
+/// One next hop per destination: with a multipath route the flows to one inner destination
+/// share a path until the entry is revalidated.
+#[map(name = "ETR_NEXT_HOPS")]
+static ETR_NEXT_HOPS: LruHashMap<EtrKey, NextHop> = LruHashMap::with_max_entries(65536, 0);
 
 /// Per-CPU working memory of one program run (not part of the agent's contract). The BPF stack
 /// is 512 bytes for the whole call chain and LLVM's BPF backend packs it poorly; the parsed
@@ -101,8 +134,10 @@ struct Scratch {
     mtu: u32,
     /// MACs of an ICMP error being built: destination then source.
     mac: [u8; 12],
-    /// Next hop of the packet being encapsulated.
+    /// Next hop of the packet being encapsulated or decapsulated.
     nh: NextHop,
+    /// Key of the packet being decapsulated in [`ETR_NEXT_HOPS`].
+    etr_key: EtrKey,
     /// Set by the ITR when the outer FIB lookup found no neighbour (`fib` then holds the next
     /// hop): the event is raised after the ITR's frame is gone, to stay within the BPF stack.
     unresolved: NextHopWanted,
@@ -531,7 +566,7 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
     // Next hop (and MTU) of the outer packet, before touching anything: from the per-RLOC
     // cache while it is fresh, else from the kernel FIB (and cached).
     let rk = RlocKey::new(rloc.family, rloc.addr);
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = cache_clock();
     if let Some(c) = NEXT_HOPS.get_ptr(rk)
         && now.wrapping_sub(unsafe { (*c).stamp }) < NEXT_HOP_TTL_NS
     {
@@ -1016,7 +1051,12 @@ fn copy_to_packet(p: *mut u8, off: usize, from: *const u8, n: usize) {
 #[inline(never)]
 fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)> {
     let Scratch {
-        fib, outer, inner, ..
+        fib,
+        outer,
+        inner,
+        nh,
+        etr_key,
+        ..
     } = s;
     let outer: &Ip = outer;
     if outer.proto != PROTO_UDP && !(outer.v6 && outer.proto == PROTO_IPV6_FRAG) {
@@ -1075,20 +1115,12 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
         return drop;
     }
 
-    // Instance-id → routing table.
-    let tbid = match unsafe { IID_TABLES.get(iid) } {
-        Some(t) => *t,
-        None if iid == 0 => 0,
-        None => return Some((xdp_action::XDP_DROP, Counter::DropUnknownInstance)),
-    };
-
-    // ECN decapsulation, RFC 6040 §4.2.
+    // ECN decapsulation, RFC 6040 §4.2 (a drop is returned after the instance check, whose
+    // counter takes precedence).
     let o_ecn = outer.tos & 3;
     let i_ecn = inner.tos & 3;
+    let ecn_drop = i_ecn == 0 && o_ecn == 3;
     let new_ecn = if i_ecn == 0 {
-        if o_ecn == 3 {
-            return Some((xdp_action::XDP_DROP, Counter::DropEcn));
-        }
         0
     } else if o_ecn == 3 || (o_ecn == 1 && i_ecn == 2) {
         o_ecn
@@ -1102,40 +1134,48 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
         inner.ttl
     };
 
-    // Route the inner packet before changing anything.
-    unsafe { core::ptr::write_bytes(fib as *mut bpf_fib_lookup, 0, 1) };
-    fib.l4_protocol = inner.proto;
-    fib.__bindgen_anon_1.tot_len = inner.total_len as u16;
-    fib.ifindex = ifindex;
-    if inner_v6 {
-        fib.family = AF_INET6;
-        fib.__bindgen_anon_2.flowinfo = ((((inner.tos & !3) | new_ecn) as u32) << 20).to_be();
-        fib.__bindgen_anon_3.ipv6_src = words(&inner.src);
-        fib.__bindgen_anon_4.ipv6_dst = words(&inner.dst);
+    // Route the inner packet before changing anything: from the cache while it is fresh, else
+    // by a FIB lookup in the instance's table (and cached when it forwards).
+    etr_key.instance_id = iid;
+    etr_key.ifindex = ifindex;
+    etr_key.family = if inner_v6 { AF_IPV6 } else { AF_IPV4 };
+    etr_key._pad = [0; 3];
+    etr_key.addr = inner.dst;
+    let now = cache_clock();
+    let mut routed = false;
+    if let Some(c) = ETR_NEXT_HOPS.get_ptr(&*etr_key)
+        && now.wrapping_sub(unsafe { (*c).stamp }) < NEXT_HOP_TTL_NS
+    {
+        *nh = unsafe { *c };
+        routed = true;
     } else {
-        fib.family = AF_INET;
-        fib.__bindgen_anon_2.tos = (inner.tos & !3) | new_ecn;
-        fib.__bindgen_anon_3.ipv4_src =
-            u32::from_ne_bytes([inner.src[0], inner.src[1], inner.src[2], inner.src[3]]);
-        fib.__bindgen_anon_4.ipv4_dst =
-            u32::from_ne_bytes([inner.dst[0], inner.dst[1], inner.dst[2], inner.dst[3]]);
+        // Instance-id → routing table.
+        let tbid = match unsafe { IID_TABLES.get(iid) } {
+            Some(t) => *t,
+            None if iid == 0 => 0,
+            None => return Some((xdp_action::XDP_DROP, Counter::DropUnknownInstance)),
+        };
+        if !ecn_drop {
+            let rc = fib_inner(ctx, fib, inner, new_ecn, tbid, ifindex);
+            if rc == BPF_FIB_LKUP_RET_SUCCESS {
+                nh.ifindex = fib.ifindex;
+                // Set on success too (since Linux 5.12): tot_len was given.
+                nh.mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
+                nh.dmac = fib.dmac;
+                nh.smac = fib.smac;
+                nh.stamp = now;
+                #[allow(clippy::needless_borrows_for_generic_args)]
+                let _ = ETR_NEXT_HOPS.insert(&*etr_key, &*nh, 0);
+                routed = true;
+            }
+        }
     }
-    let mut flags = 0;
-    if tbid != 0 {
-        fib.__bindgen_anon_5.tbid = tbid;
-        // The kernel honours TBID only together with DIRECT (no policy rules: the table is
-        // the instance's, by configuration).
-        flags |= BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID;
+    if ecn_drop {
+        return Some((xdp_action::XDP_DROP, Counter::DropEcn));
     }
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            fib as *mut _,
-            size_of::<bpf_fib_lookup>() as i32,
-            flags,
-        )
-    } as u32;
-    let forward = rc == BPF_FIB_LKUP_RET_SUCCESS && ttl > 1;
+    // Too big for the egress MTU: the kernel fragments it or tells the source (the FIB lookup
+    // reports that case as FRAG_NEEDED; a cached next hop has the MTU to compare with).
+    let forward = routed && ttl > 1 && inner.total_len <= nh.mtu as usize;
     if forward {
         ttl -= 1;
     }
@@ -1149,7 +1189,7 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
         return drop;
     };
     let (dmac, smac): ([u8; 6], [u8; 6]) = if forward {
-        (fib.dmac, fib.smac)
+        (nh.dmac, nh.smac)
     } else {
         // For the kernel: the frame stays addressed to this interface.
         (rd_bytes(eth as *const u8, 0), rd_bytes(eth as *const u8, 6))
@@ -1187,10 +1227,56 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
     wr_bytes(p, 6, &smac);
     wr_be16(p, 12, if inner_v6 { ETH_P_IPV6 } else { ETH_P_IP });
     if forward {
-        Some((unsafe { bpf_redirect(fib.ifindex, 0) } as u32, counter))
+        Some((unsafe { bpf_redirect(nh.ifindex, 0) } as u32, counter))
     } else {
         Some((xdp_action::XDP_PASS, counter))
     }
+}
+
+/// FIB lookup for a decapsulated packet in table `tbid` (0: the main table, through the policy
+/// rules); `fib` holds the result.
+#[inline(always)]
+fn fib_inner(
+    ctx: &XdpContext,
+    fib: &mut bpf_fib_lookup,
+    inner: &Ip,
+    new_ecn: u8,
+    tbid: u32,
+    ifindex: u32,
+) -> u32 {
+    unsafe { core::ptr::write_bytes(fib as *mut bpf_fib_lookup, 0, 1) };
+    fib.l4_protocol = inner.proto;
+    // Non-zero tot_len: the kernel checks it against the route's MTU and reports the MTU.
+    fib.__bindgen_anon_1.tot_len = inner.total_len as u16;
+    fib.ifindex = ifindex;
+    if inner.v6 {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_2.flowinfo = ((((inner.tos & !3) | new_ecn) as u32) << 20).to_be();
+        fib.__bindgen_anon_3.ipv6_src = words(&inner.src);
+        fib.__bindgen_anon_4.ipv6_dst = words(&inner.dst);
+    } else {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_2.tos = (inner.tos & !3) | new_ecn;
+        fib.__bindgen_anon_3.ipv4_src =
+            u32::from_ne_bytes([inner.src[0], inner.src[1], inner.src[2], inner.src[3]]);
+        fib.__bindgen_anon_4.ipv4_dst =
+            u32::from_ne_bytes([inner.dst[0], inner.dst[1], inner.dst[2], inner.dst[3]]);
+    }
+    let mut flags = 0;
+    if tbid != 0 {
+        fib.__bindgen_anon_5.tbid = tbid;
+        // The kernel honours TBID only together with DIRECT (no policy rules: the table is
+        // the instance's, by configuration).
+        flags |= BPF_FIB_LOOKUP_DIRECT | BPF_FIB_LOOKUP_TBID;
+    }
+    (unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            fib as *mut _,
+            size_of::<bpf_fib_lookup>() as i32,
+            flags,
+        )
+    }) as u32
 }
 
 #[cfg(not(test))]

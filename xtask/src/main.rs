@@ -2,33 +2,32 @@
 //!
 //! - `test`: installs what is missing (scripts/install-deps.sh), runs every workspace test
 //!   (the network-namespace ones need root), then brief fuzz runs if `fuzz/` exists.
-//! - `lab`: brings up host A — xTR A — core — xTR B — host B in network namespaces, starts the
-//!   two agents, shows pings across the LISP overlay, the agents' counters and a decode of the
-//!   core link, then tears it down (also on Ctrl-C). `--keep` leaves it up; `--down` removes it.
-//! - `bench`: packets/s of the XDP paths on the lab topology, and ns/packet under test-run.
-//! - `bench-control`: map-server registrations/s and Map-Requests/s of the pure core (no root;
-//!   also printed first by `bench`).
+//! - `lab`: installs what is missing, brings up host A — xTR A — core — xTR B — host B plus a
+//!   map-server/map-resolver in network namespaces, and shows the whole xTR at work:
+//!   registration, resolution of the first packets (Map-Request → Map-Reply → XDP map-cache),
+//!   traffic, counters and a tshark decode of the core (see lab.rs); then tears it down (also
+//!   on Ctrl-C). `--keep` leaves it up; `--down` removes it.
+//! - `bench`: the three below, then packets/s of the XDP paths on the lab topology and ns/packet
+//!   under test-run.
+//! - `bench-control`: map-server registrations/s and Map-Requests/s of the pure core (no root).
+//! - `bench-resolve`: Map-Request → Map-Reply latency through the lab's map-server (proxy-reply
+//!   and forwarded to the ETR).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod bench;
 mod bench_control;
+mod bench_resolve;
+mod lab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use support::lab::{self, CORE, ETR, HA, ITR};
-use support::netns::{self, Topology};
-
-/// Namespace prefix of the interactive lab (fixed, so `--down` finds what `--keep` left).
-const LAB_PREFIX: &str = "lisplab-";
-/// Where `lab --keep` pins its pass-through XDP links (bpffs, outside any `ip netns exec`).
-const PIN_DIR: &str = "/sys/fs/bpf";
+use support::netns;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -95,16 +94,22 @@ fn main() -> ExitCode {
         Some("lab") => {
             let keep = args.iter().any(|a| a == "--keep");
             if args.iter().any(|a| a == "--down") {
-                lab_down()
+                lab::down()
             } else {
-                lab(keep)
+                lab::run(keep)
             }
         }
-        // The control-plane figures need no root: printed first, then the XDP ones.
-        Some("bench") => bench_control::run().and_then(|()| bench::run()),
+        // The control-plane figures of the pure core need no root: printed first, then
+        // resolution through the lab, then the XDP ones.
+        Some("bench") => bench_control::run()
+            .and_then(|()| bench_resolve::run())
+            .and_then(|()| bench::run()),
         Some("bench-control") => bench_control::run(),
+        Some("bench-resolve") => bench_resolve::run(),
         _ => {
-            eprintln!("usage: cargo xtask test | lab [--keep|--down] | bench | bench-control");
+            eprintln!(
+                "usage: cargo xtask test | lab [--keep|--down] | bench | bench-control | bench-resolve"
+            );
             return ExitCode::from(2);
         }
     };
@@ -117,19 +122,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs scripts/install-deps.sh (idempotent: quick when everything is there), so that `test`,
+/// `lab` and `bench` work on a fresh machine.
+pub(crate) fn install_deps() -> Result<()> {
+    println!("==> scripts/install-deps.sh");
+    let ok = Command::new("bash")
+        .arg(workspace_root().join("scripts/install-deps.sh"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        bail!("scripts/install-deps.sh failed (it needs root and the Debian/crates.io registries)");
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------------------------- test
 
 fn test() -> Result<()> {
     let root = workspace_root();
-    println!("==> scripts/install-deps.sh");
-    let deps_ok = Command::new("bash")
-        .arg(root.join("scripts/install-deps.sh"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !deps_ok {
-        bail!("scripts/install-deps.sh failed; nothing tested");
-    }
+    install_deps()?;
     if !netns::is_root() {
         println!(
             "note: not running as root: the network-namespace / XDP tests (e2e_dataplane, \
@@ -259,182 +271,4 @@ fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
         results.push((t.to_string(), ok));
     }
     Ok(results)
-}
-
-// ------------------------------------------------------------------------------------- lab
-
-fn lab_down() -> Result<()> {
-    let n = netns::delete_netns_with_prefix(LAB_PREFIX)?;
-    let mut pins = 0;
-    if let Ok(d) = std::fs::read_dir(PIN_DIR) {
-        for e in d.flatten() {
-            if e.file_name().to_string_lossy().starts_with(LAB_PREFIX) {
-                std::fs::remove_file(e.path())?;
-                pins += 1;
-            }
-        }
-    }
-    println!("lab: removed {n} namespaces and {pins} pinned links");
-    Ok(())
-}
-
-fn lab(keep: bool) -> Result<()> {
-    if !netns::is_root() {
-        bail!("the lab needs root (network namespaces, XDP)");
-    }
-    let (agent, object) = build_agent()?;
-    catch_sigint();
-    if netns::list_netns()
-        .iter()
-        .any(|n| n.starts_with(LAB_PREFIX))
-    {
-        println!("==> removing the previous lab");
-        lab_down()?;
-    }
-    let workdir = std::env::temp_dir().join("lisp-lab");
-    let mut t = Topology::new(LAB_PREFIX, &workdir)?;
-    println!(
-        "==> topology: ha — itr (xTR A) — core — etr (xTR B) — hb   [namespaces {LAB_PREFIX}*]"
-    );
-    lab::build(&mut t)?;
-    if keep && !Path::new(PIN_DIR).join(".").exists() {
-        bail!("--keep needs a bpffs at {PIN_DIR} (scripts/install-deps.sh mounts it)");
-    }
-    let _pass = lab::attach_pass(&t, &object, keep.then_some(Path::new(PIN_DIR)))?;
-    check_interrupt()?;
-
-    println!("==> without LISP: hA cannot reach hB (the core has no EID routes)");
-    let lost = lab::ping(&t, HA, lab::HB_V4, 1)?;
-    println!(
-        "    ping {} -> {}: {lost}/1 replies",
-        lab::HA_V4,
-        lab::HB_V4
-    );
-
-    println!(
-        "==> starting the agents (configs in {}): A encapsulates to B's IPv4 RLOC with the N bit, \
-         B to A's IPv6 RLOC without it (data-nonce: false)",
-        workdir.display()
-    );
-    let (a, b) = lab::start_agents(&mut t, &agent, &lab::AgentOptions::default())?;
-    println!(
-        "    xTR A pid {}, xTR B pid {}",
-        t.proc(a).pid(),
-        t.proc(b).pid()
-    );
-    check_interrupt()?;
-
-    let pcap = workdir.join("core-itr0.pcap");
-    let cap = lab::start_capture(&mut t, CORE, "itr0", &pcap)?;
-    for dst in [lab::HB_V4, lab::HB_V6] {
-        println!("==> ping {dst} from hA (EID to EID, across the LISP overlay)");
-        let st = t
-            .command(HA, &["ping", "-n", "-c", "3", "-i", "0.2", "-W", "1", dst])
-            .status()?;
-        check_interrupt()?;
-        if !st.success() {
-            println!("    (ping failed; agent logs are in {})", workdir.display());
-        }
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    t.stop(cap);
-
-    for (name, ns) in [("xTR A (itr)", ITR), ("xTR B (etr)", ETR)] {
-        println!("==> {name} counters (lisp_xdp_packets_total, non-zero)");
-        match lab::metrics(&t.ns(ns)) {
-            Ok(m) => {
-                for (k, v) in m.iter().filter(|(_, v)| **v > 0) {
-                    println!("    {k:<24} {v}");
-                }
-            }
-            Err(e) => println!("    metrics unavailable: {e:#}"),
-        }
-    }
-
-    println!("==> core link (core/itr0) as tshark decodes it: outer | LISP | inner");
-    let rows = lab::tshark_fields(
-        &pcap,
-        Some("lisp-data"),
-        &[
-            "frame.number",
-            "ip.src",
-            "ip.dst",
-            "ipv6.src",
-            "ipv6.dst",
-            "udp.srcport",
-            "udp.dstport",
-            "lisp-data.flags",
-            "lisp-data.nonce",
-            "_ws.col.Info",
-        ],
-    )?;
-    for r in rows.iter().take(12) {
-        let f = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
-        // Fields come per protocol (all IPv4 then all IPv6): work out outer/inner by family.
-        let (v4s, v4d): (Vec<&str>, Vec<&str>) = (
-            f(1).split(',').filter(|s| !s.is_empty()).collect(),
-            f(2).split(',').filter(|s| !s.is_empty()).collect(),
-        );
-        let (v6s, v6d): (Vec<&str>, Vec<&str>) = (
-            f(3).split(',').filter(|s| !s.is_empty()).collect(),
-            f(4).split(',').filter(|s| !s.is_empty()).collect(),
-        );
-        let outer_v4 = v4s.first().is_some_and(|a| a.starts_with("192.0.2."));
-        let (os, od, is, id) = if outer_v4 {
-            let (is, id) = if v4s.len() > 1 {
-                (v4s[1], v4d[1])
-            } else {
-                (v6s[0], v6d[0])
-            };
-            (v4s[0], v4d[0], is, id)
-        } else {
-            let (is, id) = if v6s.len() > 1 {
-                (v6s[1], v6d[1])
-            } else {
-                (v4s[0], v4d[0])
-            };
-            (v6s[0], v6d[0], is, id)
-        };
-        let sport = f(5).split(',').next().unwrap_or("");
-        let dport = f(6).split(',').next().unwrap_or("");
-        println!(
-            "    #{:<3} {os} -> {od} udp {sport}->{dport} | flags {} nonce {:<8} | {is} -> {id}: {}",
-            f(0),
-            f(7),
-            f(8),
-            f(9)
-        );
-    }
-    println!("==> first LISP frame in detail (tshark -V)");
-    let _ = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&pcap)
-        .args(lab::TSHARK_PREFS.iter().flat_map(|p| ["-o", p]))
-        .args(["-Y", "lisp-data", "-c", "1", "-O", "ip,ipv6,udp,lisp-data"])
-        .stderr(std::process::Stdio::null())
-        .status();
-    check_interrupt()?;
-
-    if keep {
-        t.keep = true;
-        println!("==> lab left up (--keep). Try:");
-        println!("    ip netns exec {}{HA} ping {}", LAB_PREFIX, lab::HB_V6);
-        println!(
-            "    ip netns exec {}{CORE} tcpdump -ni itr0 udp port 4341",
-            LAB_PREFIX
-        );
-        println!(
-            "    ip netns exec {}{ITR} curl -s http://{}/metrics",
-            LAB_PREFIX,
-            lab::METRICS_ADDR
-        );
-        println!(
-            "    agent logs: {}/agent-a.log, agent-b.log",
-            workdir.display()
-        );
-        println!("    remove it with: cargo xtask lab --down");
-    } else {
-        println!("==> tearing down");
-    }
-    Ok(())
 }

@@ -8,8 +8,8 @@ use lisp_common::maps::{
     settings_flags,
 };
 
-use crate::config::{Config, InterfaceRole, NegativeAction, XdpModeConfig};
-use crate::core::map_cache::{self, Locator, Negative, Placement};
+use crate::config::{Config, InterfaceRole, XdpModeConfig};
+use crate::core::map_cache::{self, Locator, Placement};
 
 /// An interface to attach to, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,24 +151,9 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
         )
         .map_err(entry_err(&label))?;
         let entry = match m.action {
-            Some(a) => map_cache::negative_entry(match a {
-                NegativeAction::Drop => Negative::Drop,
-                NegativeAction::NativelyForward => Negative::NativelyForward,
-                NegativeAction::SendMapRequest => Negative::SendMapRequest,
-            }),
+            Some(a) => map_cache::negative_entry(a.into()),
             None => {
-                let locs: Vec<Locator> = m
-                    .locators
-                    .iter()
-                    .map(|l| {
-                        let (priority, weight) = l.priority_weight();
-                        Locator {
-                            addr: l.address,
-                            priority,
-                            weight,
-                        }
-                    })
-                    .collect();
+                let locs: Vec<Locator> = m.locators.iter().map(Locator::from).collect();
                 map_cache::positive_entry(&locs, m.instance_id).map_err(entry_err(&label))?
             }
         };

@@ -6,11 +6,21 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-/// Where the shared captures live (overridable for CI checkouts elsewhere).
+/// Where the shared captures live: `shared/captures` beside the workspace (CI copies `shared/`
+/// next to its fresh clone), or `LISP_CAPTURES_DIR`. Resolved from this crate's manifest, not
+/// from an absolute path, so that any checkout finds them. Panics with what to do if absent:
+/// a test that silently skipped its captures would prove nothing.
 pub fn captures_dir() -> PathBuf {
-    std::env::var_os("LISP_CAPTURES_DIR")
+    let dir = std::env::var_os("LISP_CAPTURES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/captures"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures"));
+    assert!(
+        dir.join("README.md").is_file(),
+        "test captures not found at {}: put a copy of shared/ beside the workspace \
+         (shared/captures next to the clone) or set LISP_CAPTURES_DIR",
+        dir.display()
+    );
+    dir
 }
 
 #[derive(Debug, Clone)]
@@ -177,12 +187,5 @@ pub fn lisp_datagrams(rel: &str, port: u16) -> Vec<Udp> {
     udp_datagrams(&captures_dir().join(rel))
         .into_iter()
         .filter(|u| u.dport == port || u.sport == port)
-        .collect()
-}
-
-pub fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }

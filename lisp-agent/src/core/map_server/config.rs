@@ -7,7 +7,7 @@ use std::time::Duration;
 use lisp_common::wire::control::auth::Algorithm;
 use lisp_common::wire::control::{Eid, IpPrefix};
 
-use crate::config::{KeyAlgorithm, MapServerRole};
+use crate::config::MapServerRole;
 
 /// Registrations expire this long after the last valid Map-Register (RFC 9301 §8.2: three
 /// times the 60 s registration interval).
@@ -138,10 +138,7 @@ impl MapServerConfig {
             sites.push(SiteConfig {
                 name: s.name.clone(),
                 key: s.key.as_bytes().to_vec(),
-                algorithm: match s.key_algorithm {
-                    KeyAlgorithm::HmacSha1 => Algorithm::HmacSha1,
-                    KeyAlgorithm::HmacSha256 => Algorithm::HmacSha256,
-                },
+                algorithm: s.key_algorithm.into(),
                 prefixes,
             });
         }

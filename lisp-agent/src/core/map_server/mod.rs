@@ -610,7 +610,7 @@ impl MapServer {
         };
         let reply_to = SocketAddr::new(itr, port);
 
-        if notify_requested(bytes, &ecm, req)
+        if req.notify_requested
             && let Err(why) = self.subscribe(req, k, itr, now)
         {
             // The subscription is refused, the request itself is still answered.
@@ -897,22 +897,6 @@ fn pick_itr(rlocs: &[IpAddr], came_from: IpAddr) -> Option<IpAddr> {
         .copied()
         .find(|a| sites::same_family(*a, came_from))
         .or_else(|| rlocs.first().copied())
-}
-
-/// RFC 9437 puts the N (notification-requested) bit in the top bit of the reserved byte before
-/// the first EID record's mask length. The codec drops that byte, so it is read here from the
-/// bytes the codec has already validated: inner message offset = ECM header + inner IP + UDP,
-/// record offset = fixed header + source EID + ITR-RLOCs.
-fn notify_requested(bytes: &[u8], ecm: &Ecm, req: &MapRequest) -> bool {
-    let inner = 4 + ecm.ip.header_len() + 8;
-    let rec = 12
-        + req.source_eid.wire_len()
-        + req
-            .itr_rlocs
-            .iter()
-            .map(|a| lisp_common::wire::control::Address::ip(*a).wire_len())
-            .sum::<usize>();
-    bytes.get(inner + rec).is_some_and(|b| b & 0x80 != 0)
 }
 
 fn last_addr(p: &IpPrefix) -> IpAddr {

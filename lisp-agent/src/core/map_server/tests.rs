@@ -889,43 +889,59 @@ mod prop {
 
 // ---- OOR captures ------------------------------------------------------------------------
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+// The OOR 1.3.0 captures of shared/captures/oor, read with the pcap reader of lisp-common's
+// tests (one reader for both crates; both sit at the workspace root, so its path to the
+// captures holds here too).
+#[path = "../../../../lisp-common/tests/support/mod.rs"]
+mod pcap;
+
+/// A frame of an OOR capture: file name, tshark frame number (see oor/README.md, decodes/).
+type Frame = (&'static str, usize);
+
+/// The UDP payload of a frame.
+fn frame_payload((file, frame): Frame) -> Vec<u8> {
+    let path = pcap::captures_dir().join("oor").join(file);
+    pcap::udp_datagrams(&path)
+        .into_iter()
+        .find(|u| u.frame == frame)
+        .unwrap_or_else(|| panic!("no UDP datagram in frame {frame} of {}", path.display()))
+        .payload
 }
 
-/// UDP payloads from /work/shared/captures/oor/decodes/*.udp-payload-hex.txt (OOR 1.3.0).
 mod oor {
-    pub const C01_REG_V4: &str = "30000101ffdaef7bf6ee8a3d000100142035a6183c688868bcca370ae70d8ae624707b990000000a0118100000000001c63364000164ff0000050001c0000211";
-    pub const C01_NOTIFY_V4: &str = "40000001ffdaef7bf6ee8a3d000100141ca34c6189af6f9e76ed1760ce3707d088c5465c0000000a0118100000000001c63364000164ff0000010001c0000211";
-    pub const C01_REG_V6: &str = "30000101ffd0ff7bf6fa9074000100149fbd055488e7b7cad2479ae6da619145c24cd6280000000a013010000000000220010db80001000000000000000000000164ff0000050001c0000211";
-    pub const C01_NOTIFY_V6: &str = "40000001ffd0ff7bf6fa9074000100143f6e77b1dc48779d591d2fd13f50025ba3e6756d0000000a013010000000000220010db80001000000000000000000000164ff0000010001c0000211";
-    pub const C02_REG_V4: &str = "38000101fffaef7bf6e9ea9600010014fbc0843bebda03f2a38f48f9c3718d4d7294ff8a0000000a0118100000000001cb0071000164ff0000050001c0000221";
-    pub const C02_REG_V6: &str = "38000101ff53f77bf6f3038d0001001443eb6e7918d1188d5fe7d0527ab5b25a6a08dc060000000a013010000000000220010db80002000000000000000000000164ff0000050001c0000221";
-    pub const C02_NOTIFY_V4: &str = "40000001fffaef7bf6e9ea960001001422469b0e687e2e6b569ffc9cd16d7dc04c146fcf0000000a0118100000000001cb0071000164ff0000010001c0000221";
-    pub const C02_NOTIFY_V6: &str = "40000001ff53f77bf6f3038d00010014625a562dfb7563877b94d565287d57ecfb3477e50000000a013010000000000220010db80002000000000000000000000164ff0000010001c0000221";
-    pub const C03_ECM_V4: &str = "800000004500003c00034000ff111565c633640acb00710a10f610f600281dea1000000124dd7f7fef7e8d240001c633640a0001c000021100200001cb00710a";
-    pub const C03_REPLY_V4: &str =
-        "2000000124dd7f7fef7e8d240000000a0118000000000001cb0071000164ff0000010001c0000221";
-    pub const C03_ECM_V6: &str = "8000000060000000004011ff20010db800010000000000000000001020010db800020000000000000000001010f610f60040b6331000000107df2f7fc72b9f02000220010db80001000000000000000000100001c00002110080000220010db8000200000000000000000010";
-    pub const C03_REPLY_V6: &str = "2000000107df2f7fc72b9f020000000a013000000000000220010db80002000000000000000000000164ff0000010001c0000221";
-    pub const C04_ECM_V4: &str = "800000004500003c00034000ff111565cb00710ac633640a10f610f60028ccb010000001ffd9d77bc0d7d9fb0001cb00710a0001c000022100200001c633640a";
-    pub const C04_ECM_V6: &str = "8000000060000000004011ff20010db800020000000000000000001020010db800010000000000000000001010f610f600400e96100000010777277be0253602000220010db80002000000000000000000100001c00002210080000220010db8000100000000000000000010";
-    pub const C08_ECM: &str = "800000004500003c001a4000ff118f57c633640ac000020110f610f6002857da10000001ef517f6b1b7950ec0001c633640a0001c000021100200001c0000201";
-    pub const C08_REPLY: &str = "20000001ef517f6b1b7950ec0000000f0006300000000001c0000000";
-    pub const C10_REGS: [&str; 2] = [
-        "30000101bedbb77fb4b38b1200010014d3a1d4a45dda4fff40839f7617625bbf6e5a056d0000000a0118100000000001c63364000164ff0000050001c0000211",
-        "30000101fc7bb77fb4b03b7c00010014f1df7915baa1710502701feb5f0f4ea9f3c87e1e0000000a013010000000000220010db80001000000000000000000000164ff0000050001c0000211",
-    ];
-    pub const C11_ECM: &str = "800000004500003c00034000ff111565cb00710ac633640a10f610f60028701b10000001bb59377f933448b10001cb00710a0001c000022100200001c633640a";
-    pub const C11_REPLY: &str = "20000001bb59377f933448b1000000010020300000000001c633640a";
-    pub const C12_REG: &str = "38000101260caf6389b7d7d900010014bb99ab9d73618a2882a62aae671ba57d248aea7a0000000a0118100000000001c63364000164ff0000050001c0000211";
-    pub const C12_NOTIFY: &str = "40000001260caf6389b7d7d9000100146b7d29195091bec4c1b5297b385864b075dbb37a0000000a0118100000000001c63364000164ff0000010001c0000211";
-    pub const C12_ECM: &str = "800000004500003c0000000040112636c633640ac633640ab46310f60028c86a1000000144332f46ee5a94d70001c633640a0001c000021100200001c633640a";
-    pub const C12_REPLY: &str =
-        "2000000144332f46ee5a94d70000000a0118000000000001c63364000164ff0000010001c0000211";
+    use super::Frame;
+    const F01: &str = "01-map-register-notify-site1.pcap";
+    const F02: &str = "02-map-register-notify-site2-proxy-reply.pcap";
+    const F03: &str = "03-ecm-map-request-ms-proxy-map-reply.pcap";
+    const F04: &str = "04-ecm-map-request-forwarded-etr-map-reply.pcap";
+    const F08: &str = "08-ecm-map-request-negative-map-reply.pcap";
+    const F10: &str = "10-map-register-wrong-key-no-notify-retries.pcap";
+    const F11: &str = "11-ecm-map-request-negative-reply-not-registered.pcap";
+    const F12: &str = "12-python-xtr-vs-oor-ms-ephemeral-port.pcap";
+    pub const C01_REG_V4: Frame = (F01, 1);
+    pub const C01_NOTIFY_V4: Frame = (F01, 2);
+    pub const C01_REG_V6: Frame = (F01, 3);
+    pub const C01_NOTIFY_V6: Frame = (F01, 4);
+    pub const C02_REG_V4: Frame = (F02, 1);
+    pub const C02_REG_V6: Frame = (F02, 2);
+    pub const C02_NOTIFY_V4: Frame = (F02, 3);
+    pub const C02_NOTIFY_V6: Frame = (F02, 4);
+    pub const C03_ECM_V4: Frame = (F03, 1);
+    pub const C03_REPLY_V4: Frame = (F03, 2);
+    pub const C03_ECM_V6: Frame = (F03, 3);
+    pub const C03_REPLY_V6: Frame = (F03, 4);
+    /// The ECMs as the ITR sent them to the map-server (frames 2 and 5 are the forwarded ones).
+    pub const C04_ECM_V4: Frame = (F04, 1);
+    pub const C04_ECM_V6: Frame = (F04, 4);
+    pub const C08_ECM: Frame = (F08, 1);
+    pub const C08_REPLY: Frame = (F08, 2);
+    pub const C10_REGS: [Frame; 2] = [(F10, 1), (F10, 2)];
+    pub const C11_ECM: Frame = (F11, 1);
+    pub const C11_REPLY: Frame = (F11, 2);
+    pub const C12_REG: Frame = (F12, 1);
+    pub const C12_NOTIFY: Frame = (F12, 2);
+    pub const C12_ECM: Frame = (F12, 3);
+    pub const C12_REPLY: Frame = (F12, 4);
 }
 
 /// Our Map-Notify for OOR's Map-Register is byte for byte OOR's map-server's (same records,
@@ -939,9 +955,9 @@ fn oor_capture_01_02_map_notify_identical() {
         (ETR2, oor::C02_REG_V4, oor::C02_NOTIFY_V4),
         (ETR2, oor::C02_REG_V6, oor::C02_NOTIFY_V6),
     ] {
-        let (to, payload) = one_send(&dg(&mut ms, from, &hex(reg), t(0)));
+        let (to, payload) = one_send(&dg(&mut ms, from, &frame_payload(reg), t(0)));
         assert_eq!(to, sa(from));
-        assert_eq!(payload, hex(notify), "notify for {reg}");
+        assert_eq!(payload, frame_payload(notify), "notify for {reg:?}");
     }
     assert_eq!(ms.registrations().count(), 4);
     assert!(
@@ -965,22 +981,22 @@ fn oor_capture_03_04_proxy_reply_and_forward() {
         (ETR2, oor::C02_REG_V4),
         (ETR2, oor::C02_REG_V6),
     ] {
-        dg(&mut ms, from, &hex(reg), t(0));
+        dg(&mut ms, from, &frame_payload(reg), t(0));
     }
     // 03: site 2 registered with P: our Map-Reply is OOR's, byte for byte.
     for (q, r) in [
         (oor::C03_ECM_V4, oor::C03_REPLY_V4),
         (oor::C03_ECM_V6, oor::C03_REPLY_V6),
     ] {
-        let (to, payload) = one_send(&dg(&mut ms, ETR1, &hex(q), t(1)));
+        let (to, payload) = one_send(&dg(&mut ms, ETR1, &frame_payload(q), t(1)));
         assert_eq!(to, sa("192.0.2.17:4342"));
-        assert_eq!(payload, hex(r));
+        assert_eq!(payload, frame_payload(r));
     }
     // 04: site 1 without P: the ECM is forwarded unchanged to xtr1.
     for q in [oor::C04_ECM_V4, oor::C04_ECM_V6] {
-        let (to, payload) = one_send(&dg(&mut ms, ETR2, &hex(q), t(1)));
+        let (to, payload) = one_send(&dg(&mut ms, ETR2, &frame_payload(q), t(1)));
         assert_eq!(to, sa("192.0.2.17:4342"));
-        assert_eq!(payload, hex(q));
+        assert_eq!(payload, frame_payload(q));
     }
 }
 
@@ -988,20 +1004,20 @@ fn oor_capture_03_04_proxy_reply_and_forward() {
 fn oor_capture_08_11_negative_replies_identical() {
     let mut ms = MapServer::new(oor_config());
     // 08: 192.0.2.1 is in no site → 192.0.0.0/6, 15 min.
-    let (to, payload) = one_send(&dg(&mut ms, ETR1, &hex(oor::C08_ECM), t(0)));
+    let (to, payload) = one_send(&dg(&mut ms, ETR1, &frame_payload(oor::C08_ECM), t(0)));
     assert_eq!(to, sa("192.0.2.17:4342"));
-    assert_eq!(payload, hex(oor::C08_REPLY));
+    assert_eq!(payload, frame_payload(oor::C08_REPLY));
     // 11: site 1 configured, not registered → the /32 as asked, 1 min.
-    let (to, payload) = one_send(&dg(&mut ms, ETR2, &hex(oor::C11_ECM), t(0)));
+    let (to, payload) = one_send(&dg(&mut ms, ETR2, &frame_payload(oor::C11_ECM), t(0)));
     assert_eq!(to, sa("192.0.2.33:4342"));
-    assert_eq!(payload, hex(oor::C11_REPLY));
+    assert_eq!(payload, frame_payload(oor::C11_REPLY));
 }
 
 #[test]
 fn oor_capture_10_wrong_key_gets_nothing() {
     let mut ms = MapServer::new(oor_config());
     for r in oor::C10_REGS {
-        assert!(dg(&mut ms, ETR1, &hex(r), t(0)).is_empty());
+        assert!(dg(&mut ms, ETR1, &frame_payload(r), t(0)).is_empty());
     }
     assert_eq!(ms.counters().rejected_auth_failed, 2);
     assert_eq!(ms.registrations().count(), 0);
@@ -1011,12 +1027,12 @@ fn oor_capture_10_wrong_key_gets_nothing() {
 fn oor_capture_12_ephemeral_port() {
     let mut ms = MapServer::new(oor_config());
     let from = "192.0.2.17:46179";
-    let (to, payload) = one_send(&dg(&mut ms, from, &hex(oor::C12_REG), t(0)));
+    let (to, payload) = one_send(&dg(&mut ms, from, &frame_payload(oor::C12_REG), t(0)));
     assert_eq!(to, sa(from));
-    assert_eq!(payload, hex(oor::C12_NOTIFY));
-    let (to, payload) = one_send(&dg(&mut ms, from, &hex(oor::C12_ECM), t(1)));
+    assert_eq!(payload, frame_payload(oor::C12_NOTIFY));
+    let (to, payload) = one_send(&dg(&mut ms, from, &frame_payload(oor::C12_ECM), t(1)));
     assert_eq!(to, sa(from));
-    assert_eq!(payload, hex(oor::C12_REPLY));
+    assert_eq!(payload, frame_payload(oor::C12_REPLY));
 }
 
 #[test]

@@ -23,12 +23,16 @@ pub enum Reject {
     ReplyEidMismatch,
     /// Map-Reply record that cannot be turned into a map-cache entry.
     ReplyBadRecord,
+    /// Map-Reply record for exactly the prefix of a static map-cache entry (not installed).
+    ReplyStatic,
     /// Map-Request for an EID that is not one of our database-mappings.
     RequestNotOurs,
     /// Map-Request with no ITR-RLOC we can reach (family without a local locator).
     RequestNoItrRloc,
     /// SMR for an EID that is not in the map-cache.
     SmrNotCached,
+    /// SMR for an EID whose best map-cache match is a static entry (nothing to re-resolve).
+    SmrStatic,
     /// SMR-invoked Map-Request suppressed by the 3 s per-prefix limit.
     SmrRateLimited,
     /// Outgoing SMR suppressed by the 3 s per-RLOC limit.
@@ -48,7 +52,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 20] = [
+    pub const ALL: [Reject; 22] = [
         Reject::Malformed,
         Reject::UnexpectedType,
         Reject::UnexpectedEcm,
@@ -58,9 +62,11 @@ impl Reject {
         Reject::ReplyUnsolicited,
         Reject::ReplyEidMismatch,
         Reject::ReplyBadRecord,
+        Reject::ReplyStatic,
         Reject::RequestNotOurs,
         Reject::RequestNoItrRloc,
         Reject::SmrNotCached,
+        Reject::SmrStatic,
         Reject::SmrRateLimited,
         Reject::SmrSendRateLimited,
         Reject::MissOutsideEidSpace,
@@ -83,9 +89,11 @@ impl Reject {
             Reject::ReplyUnsolicited => "reply_unsolicited",
             Reject::ReplyEidMismatch => "reply_eid_mismatch",
             Reject::ReplyBadRecord => "reply_bad_record",
+            Reject::ReplyStatic => "reply_static",
             Reject::RequestNotOurs => "request_not_ours",
             Reject::RequestNoItrRloc => "request_no_itr_rloc",
             Reject::SmrNotCached => "smr_not_cached",
+            Reject::SmrStatic => "smr_static",
             Reject::SmrRateLimited => "smr_rate_limited",
             Reject::SmrSendRateLimited => "smr_send_rate_limited",
             Reject::MissOutsideEidSpace => "miss_outside_eid_space",

@@ -5,9 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use lisp_common::wire::control::{
-    Address, Locator as WireLocator, MapReply, MapRequest, Message, Record,
-};
+use lisp_common::wire::control::{Address, MapReply, MapRequest, Message, Record};
 
 use super::{Reject, Xtr, covers, from_wire_eid, to_wire_eid, wire_iid};
 use crate::core::action::{Action, CONTROL_PORT, EidPrefix};
@@ -44,25 +42,14 @@ impl Xtr {
                 if !covers(&m.eid, &want) {
                     continue;
                 }
-                let Some(weid) = to_wire_eid(&m.eid) else {
+                // The p bit marks the locator the probe was addressed to.
+                let probed = r.probe.then_some(to.ip());
+                let Some(rec) = m.to_record(self.cfg.record_ttl_min, probed) else {
                     continue;
                 };
-                if records.iter().any(|x| x.eid == weid) {
+                if records.iter().any(|x| x.eid == rec.eid) {
                     continue;
                 }
-                let mut rec = Record::new(weid, self.cfg.record_ttl_min);
-                rec.authoritative = true;
-                rec.locators = m
-                    .locators
-                    .iter()
-                    .map(|l| {
-                        let mut w = WireLocator::new(l.addr, l.priority, l.weight);
-                        w.local = true;
-                        // The p bit marks the locator the probe was addressed to.
-                        w.probed = r.probe && l.addr == to.ip();
-                        w
-                    })
-                    .collect();
                 records.push(rec);
             }
         }

@@ -24,12 +24,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lisp_common::wire::control::auth::Algorithm;
-use lisp_common::wire::control::{Eid, IpPrefix, Message, XtrId};
+use lisp_common::wire::control::{Eid, IpPrefix, Locator as WireLocator, Message, Record, XtrId};
 
-use super::action::{Action, EidPrefix, Event};
+use super::action::{Action, EidPrefix, Event, MapCacheData};
 use super::map_cache::Locator;
 use super::time::{Timestamp, earliest};
-use crate::config::{Config, KeyAlgorithm};
+use crate::config::Config;
 pub use counters::{Counters, Reject};
 use nonce::NonceSource;
 pub use register::{RegistrationState, RegistrationStatus};
@@ -69,6 +69,34 @@ pub struct DatabaseMapping {
     pub locators: Vec<Locator>,
 }
 
+/// A static map-cache entry of the config (`map-cache`). The shell writes it into the data
+/// plane at start; the xTR only needs to know it so that dynamic resolution leaves it alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticMapping {
+    pub eid: EidPrefix,
+    pub data: MapCacheData,
+}
+
+impl DatabaseMapping {
+    /// Our mapping as a wire record (authoritative, every locator ours: L bit), as registered
+    /// and as answered. `probed` is the locator an RLOC-probe was addressed to (p bit).
+    /// `None` if the prefix cannot be encoded.
+    pub(crate) fn to_record(&self, ttl_min: u32, probed: Option<IpAddr>) -> Option<Record> {
+        let mut rec = Record::new(to_wire_eid(&self.eid)?, ttl_min);
+        rec.locators = self
+            .locators
+            .iter()
+            .map(|l| {
+                let mut w = WireLocator::new(l.addr, l.priority, l.weight);
+                w.local = true;
+                w.probed = probed == Some(l.addr);
+                w
+            })
+            .collect();
+        Some(rec)
+    }
+}
+
 /// Everything the xTR needs, independent of the YAML shape (tests build it directly).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XtrConfig {
@@ -80,6 +108,8 @@ pub struct XtrConfig {
     /// Remote EID space, matched in the instance of each miss (their `instance_id` is not
     /// used); an empty list accepts every miss (the data plane already filters).
     pub eid_space: Vec<EidPrefix>,
+    /// Static map-cache entries: never replaced by a Map-Reply, never expired (see `resolve`).
+    pub static_map_cache: Vec<StaticMapping>,
     pub register_interval: Duration,
     /// TTL (minutes) of the records we register and answer with.
     pub record_ttl_min: u32,
@@ -101,6 +131,7 @@ impl Default for XtrConfig {
             map_servers: Vec::new(),
             map_resolvers: Vec::new(),
             eid_space: Vec::new(),
+            static_map_cache: Vec::new(),
             register_interval: DEFAULT_REGISTER_INTERVAL,
             record_ttl_min: DEFAULT_RECORD_TTL_MIN,
             xtr_id: None,
@@ -121,18 +152,7 @@ impl XtrConfig {
             .into_iter()
             .chain(c.locators.ipv6.map(IpAddr::V6))
             .collect();
-        let locs = |l: &[crate::config::LocatorConfig]| {
-            l.iter()
-                .map(|l| {
-                    let (priority, weight) = l.priority_weight();
-                    Locator {
-                        addr: l.address,
-                        priority,
-                        weight,
-                    }
-                })
-                .collect::<Vec<_>>()
-        };
+        let locs = |l: &[crate::config::LocatorConfig]| l.iter().map(Locator::from).collect();
         let database_mappings = c
             .database_mappings
             .iter()
@@ -141,16 +161,24 @@ impl XtrConfig {
                 locators: locs(&m.locators),
             })
             .collect();
+        let static_map_cache = c
+            .map_cache
+            .iter()
+            .map(|m| StaticMapping {
+                eid: EidPrefix::new(m.instance_id, m.eid_prefix.network(), m.eid_prefix.len()),
+                data: match m.action {
+                    Some(a) => MapCacheData::Negative(a.into()),
+                    None => MapCacheData::Positive(locs(&m.locators)),
+                },
+            })
+            .collect();
         let map_servers = c
             .map_servers
             .iter()
             .map(|m| MapServerPeer {
                 address: m.address,
                 key: m.key.as_bytes().to_vec(),
-                algorithm: match m.key_algorithm {
-                    KeyAlgorithm::HmacSha1 => Algorithm::HmacSha1,
-                    KeyAlgorithm::HmacSha256 => Algorithm::HmacSha256,
-                },
+                algorithm: m.key_algorithm.into(),
                 proxy_reply: m.proxy_reply,
             })
             .collect();
@@ -175,6 +203,7 @@ impl XtrConfig {
             map_servers,
             map_resolvers: c.map_resolvers.clone(),
             eid_space,
+            static_map_cache,
             register_interval: c.register_interval.0,
             record_ttl_min: DEFAULT_RECORD_TTL_MIN,
             xtr_id: Some(XtrId {
@@ -222,6 +251,9 @@ pub struct Xtr {
     pending_timers: BTreeSet<(Timestamp, EidPrefix)>,
     request_nonces: HashMap<u64, EidPrefix>,
     cache: BTreeMap<EidPrefix, resolve::CacheEntry>,
+    /// `cfg.static_map_cache` by prefix; kept apart from `cache` so that nothing that expires
+    /// or replaces dynamic entries can reach them.
+    statics: BTreeMap<EidPrefix, MapCacheData>,
     cache_timers: BTreeSet<(Timestamp, EidPrefix)>,
     /// How many cached prefixes exist per (family is v4, length): lookups try only those.
     cache_lengths: BTreeMap<(bool, u8), usize>,
@@ -238,6 +270,11 @@ impl Xtr {
             .iter()
             .map(|_| register::Registration::new(now))
             .collect();
+        let statics = cfg
+            .static_map_cache
+            .iter()
+            .map(|m| (m.eid, m.data.clone()))
+            .collect();
         Xtr {
             nonces: NonceSource::new(cfg.nonce_seed),
             next_register_nonce: cfg.register_nonce_base.max(1),
@@ -249,6 +286,7 @@ impl Xtr {
             pending_timers: BTreeSet::new(),
             request_nonces: HashMap::new(),
             cache: BTreeMap::new(),
+            statics,
             cache_timers: BTreeSet::new(),
             cache_lengths: BTreeMap::new(),
             smr_invoked_last: HashMap::new(),
@@ -361,6 +399,11 @@ impl Xtr {
                 },
             )
         })
+    }
+
+    /// The static map-cache entries of the config (for `show`).
+    pub fn static_entries(&self) -> impl Iterator<Item = (&EidPrefix, &MapCacheData)> {
+        self.statics.iter()
     }
 
     /// Is a resolution for `eid` in progress (or in hold-down)?

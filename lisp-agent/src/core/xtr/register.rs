@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lisp_common::wire::control::auth::{self, Auth};
-use lisp_common::wire::control::{Locator as WireLocator, MapNotify, MapRegister, Message, Record};
+use lisp_common::wire::control::{MapNotify, MapRegister, Message};
 
-use super::{Reject, Xtr, to_wire_eid};
+use super::{Reject, Xtr};
 use crate::core::action::{Action, CONTROL_PORT};
 use crate::core::time::Timestamp;
 
@@ -162,19 +162,7 @@ impl Xtr {
             .cfg
             .database_mappings
             .iter()
-            .filter_map(|m| {
-                let mut rec = Record::new(to_wire_eid(&m.eid)?, self.cfg.record_ttl_min);
-                rec.locators = m
-                    .locators
-                    .iter()
-                    .map(|l| {
-                        let mut w = WireLocator::new(l.addr, l.priority, l.weight);
-                        w.local = true;
-                        w
-                    })
-                    .collect();
-                Some(rec)
-            })
+            .filter_map(|m| m.to_record(self.cfg.record_ttl_min, None))
             .collect();
         let reg = MapRegister {
             proxy_reply: peer.proxy_reply,

@@ -7,13 +7,21 @@
 //! held down for 30 s, during which misses are ignored. Each retransmission goes to the next
 //! map-resolver, and the resolver that last answered is the first one tried for new requests,
 //! so that a dead resolver costs one second once, not on every miss.
+//!
+//! Static map-cache entries (config `map-cache`) sit beside the learnt ones and take part in the
+//! longest-prefix match like the data plane's, but resolution never touches them: a Map-Reply
+//! record with exactly a static prefix is not installed (installing it would overwrite the
+//! static entry in the data plane, and its expiry would then delete it), and an SMR for an EID
+//! whose best match is static re-resolves nothing, since the operator's entry is the mapping
+//! and stays until the config changes. A less or more specific learnt prefix is fine: the
+//! longest match decides, as in the data plane.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use lisp_common::maps::MAX_RLOCS;
 use lisp_common::wire::control::{
-    Action as WireAction, Address, Ecm, MapReply, MapRequest, Message, Record,
+    Action as WireAction, Address, Ecm, IpPrefix, MapReply, MapRequest, Message, Record,
 };
 
 use super::{Reject, Xtr, covers, from_wire_eid, to_wire_eid, wire_iid};
@@ -52,6 +60,13 @@ pub(super) struct CacheEntry {
     pub(super) expires: Timestamp,
 }
 
+/// The entry the data plane would use for an address.
+pub(super) struct Match<'a> {
+    pub(super) eid: EidPrefix,
+    pub(super) data: &'a MapCacheData,
+    pub(super) is_static: bool,
+}
+
 /// A map-cache entry as `show` sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct CachedMapping<'a> {
@@ -83,10 +98,10 @@ impl Xtr {
             self.counters.reject(Reject::MissOutsideEidSpace);
             return out;
         }
-        if let Some((_, e)) = self.cache_lookup(instance_id, dst) {
+        if let Some(m) = self.best_match(instance_id, dst) {
             // A send-map-request negative entry asks for exactly this; any other entry means the
             // data plane has not seen our install yet.
-            if e.data != MapCacheData::Negative(Negative::SendMapRequest) {
+            if *m.data != MapCacheData::Negative(Negative::SendMapRequest) {
                 self.counters.reject(Reject::MissCached);
                 return out;
             }
@@ -240,6 +255,11 @@ impl Xtr {
         // Answered by this resolver: start there next time.
         self.resolver_cursor = p.resolver;
         let eid = from_wire_eid(&rec.eid);
+        if self.statics.contains_key(&eid) {
+            // Neither install (it would replace the static entry) nor remove (TTL 0).
+            self.counters.reject(Reject::ReplyStatic);
+            return;
+        }
         if rec.ttl == 0 {
             // TTL 0: remove now and do not cache.
             if self.cache_remove(&eid) {
@@ -324,12 +344,40 @@ impl Xtr {
     ) -> Option<(EidPrefix, &CacheEntry)> {
         let v4 = addr.is_ipv4();
         for (&(_, len), _) in self.cache_lengths.range((v4, 0)..=(v4, 128)).rev() {
-            let key = EidPrefix::new(instance_id, mask(addr, len), len);
+            // Lengths are counted per family, so `len` always fits `addr`.
+            let Ok(net) = IpPrefix::new_masked(addr, len) else {
+                continue;
+            };
+            let key = EidPrefix::new(instance_id, net.addr(), len);
             if let Some(e) = self.cache.get(&key) {
                 return Some((key, e));
             }
         }
         None
+    }
+
+    /// Longest-prefix match over the static and the learnt entries together, as the data plane
+    /// sees them. A learnt prefix never equals a static one (`on_map_reply` refuses it).
+    pub(super) fn best_match(&self, instance_id: u32, addr: IpAddr) -> Option<Match<'_>> {
+        let learnt = self.cache_lookup(instance_id, addr).map(|(eid, e)| Match {
+            eid,
+            data: &e.data,
+            is_static: false,
+        });
+        let fixed = self
+            .statics
+            .iter()
+            .filter(|(p, _)| p.contains(instance_id, addr))
+            .max_by_key(|(p, _)| p.len)
+            .map(|(p, data)| Match {
+                eid: *p,
+                data,
+                is_static: true,
+            });
+        match (learnt, fixed) {
+            (Some(l), Some(f)) if l.eid.len > f.eid.len => Some(l),
+            (l, f) => f.or(l),
+        }
     }
 
     pub(super) fn expire_due(&mut self, now: Timestamp, out: &mut Vec<Action>) {
@@ -344,12 +392,18 @@ impl Xtr {
     }
 
     /// An SMR for `eid` arrived: re-resolve the cached prefix covering it through the mapping
-    /// system, at most once per 3 s per prefix.
+    /// system, at most once per 3 s per prefix. Nothing to do when a static entry is the best
+    /// match (see the module comment).
     pub(super) fn on_smr(&mut self, now: Timestamp, eid: EidPrefix, out: &mut Vec<Action>) {
-        let Some((cached, _)) = self.cache_lookup(eid.instance_id, eid.addr) else {
+        let Some(m) = self.best_match(eid.instance_id, eid.addr) else {
             self.counters.reject(Reject::SmrNotCached);
             return;
         };
+        if m.is_static {
+            self.counters.reject(Reject::SmrStatic);
+            return;
+        }
+        let cached = m.eid;
         if let Some(&t) = self.smr_invoked_last.get(&cached)
             && now - t < SMR_INVOKED_INTERVAL
         {
@@ -376,27 +430,6 @@ impl Xtr {
             } else {
                 IpAddr::V6(Ipv6Addr::UNSPECIFIED)
             })
-    }
-}
-
-fn mask(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len.min(32)))
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len.min(128)))
-            };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
     }
 }
 

@@ -151,6 +151,13 @@ fn reply(nonce: u64, eid: &str, ttl: u32, locators: &[(IpAddr, u8)]) -> Vec<u8> 
     .unwrap()
 }
 
+/// The Map-Request (inside its ECM) that a miss for `dst` sends: there must be exactly one.
+fn miss_request(x: &mut Xtr, now: Timestamp, dst: IpAddr) -> MapRequest {
+    let s = sends(&x.handle_miss(now, 0, HOST, dst));
+    assert_eq!(s.len(), 1, "a miss for {dst} sends one Map-Request");
+    parse_ecm(&s[0].1).1
+}
+
 fn negative_reply(nonce: u64, eid: &str, ttl: u32, action: WireAction) -> Vec<u8> {
     let p = pfx(eid);
     let rec = Record::negative(
@@ -560,7 +567,7 @@ fn negative_replies_become_negative_entries_and_ttl_zero_removes() {
     .enumerate()
     {
         let dst = ip(&format!("203.0.113.{}", 64 * i + 1));
-        let (_, req) = parse_ecm(&sends(&x.handle_miss(t(0), 0, HOST, dst))[0].1);
+        let req = miss_request(&mut x, t(0), dst);
         let eid = format!("203.0.113.{}/26", 64 * i);
         let a = rx(
             &mut x,
@@ -589,7 +596,7 @@ fn negative_replies_become_negative_entries_and_ttl_zero_removes() {
     );
     // A TTL 0 answer removes what is cached and installs nothing.
     let mut x2 = Xtr::new(cfg(), t(0));
-    let (_, req) = parse_ecm(&sends(&x2.handle_miss(t(0), 0, HOST, ip("203.0.113.9")))[0].1);
+    let req = miss_request(&mut x2, t(0), ip("203.0.113.9"));
     rx(
         &mut x2,
         t(5),
@@ -630,7 +637,7 @@ fn unsolicited_mismatched_and_malformed_input_is_dropped_without_state_change() 
     let mut x = Xtr::new(cfg(), t(0));
     x.handle_timer(t(0));
     let dst = ip("203.0.113.7");
-    let (_, req) = parse_ecm(&sends(&x.handle_miss(t(0), 0, HOST, dst))[0].1);
+    let req = miss_request(&mut x, t(0), dst);
     let deadline = x.next_deadline();
 
     // Unknown nonce.
@@ -811,7 +818,7 @@ fn smr_for_a_cached_eid_triggers_a_rate_limited_smr_invoked_request() {
     // Nothing cached: ignored.
     assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr("203.0.113.7/32")).is_empty());
     assert_eq!(x.counters().rejected(Reject::SmrNotCached), 1);
-    let (_, req) = parse_ecm(&sends(&x.handle_miss(t(0), 0, HOST, ip("203.0.113.7")))[0].1);
+    let req = miss_request(&mut x, t(0), ip("203.0.113.7"));
     rx(
         &mut x,
         t(5),
@@ -863,6 +870,104 @@ fn smr_for_a_cached_eid_triggers_a_rate_limited_smr_invoked_request() {
     );
     assert_eq!(x.counters().sent_smr_invoked, 2);
     assert_eq!(x.counters().rx_smr, 4);
+}
+
+// ------------------------------------------------------------------------------- static entries
+
+/// `cfg()` with static entries: 203.0.113.0/24 positive, 203.0.113.128/25 send-map-request.
+fn cfg_with_statics() -> XtrConfig {
+    let mut c = cfg();
+    c.map_servers.clear();
+    c.static_map_cache = vec![
+        StaticMapping {
+            eid: pfx("203.0.113.0/24"),
+            data: MapCacheData::Positive(vec![Locator {
+                addr: ITR,
+                priority: 1,
+                weight: 100,
+            }]),
+        },
+        StaticMapping {
+            eid: pfx("203.0.113.128/25"),
+            data: MapCacheData::Negative(Negative::SendMapRequest),
+        },
+    ];
+    c
+}
+
+/// A miss for `dst` answered by a Map-Reply for `answer`: the actions of the reply.
+fn resolve_with(x: &mut Xtr, now: Timestamp, dst: &str, answer: &str, ttl: u32) -> Vec<Action> {
+    let req = miss_request(x, now, ip(dst));
+    rx(
+        x,
+        now,
+        MS1,
+        &reply(req.nonce, answer, ttl, &[(ip("192.0.2.50"), 1)]),
+    )
+}
+
+#[test]
+fn static_entries_are_not_resolved_replaced_or_expired() {
+    let mut x = Xtr::new(cfg_with_statics(), t(0));
+    assert_eq!(x.static_entries().count(), 2);
+    // Covered by the positive static /24: the data plane already encapsulates, no request.
+    assert!(x.handle_miss(t(0), 0, HOST, ip("203.0.113.7")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissCached), 1);
+    // The send-map-request /25 asks for resolution; the answer for exactly that prefix is not
+    // installed (it would overwrite the static entry), and the resolution is over.
+    assert!(resolve_with(&mut x, t(0), "203.0.113.200", "203.0.113.128/25", 1).is_empty());
+    assert_eq!(x.counters().rejected(Reject::ReplyStatic), 1);
+    assert!(!x.is_pending(&EidPrefix::host(0, ip("203.0.113.200"))));
+    assert_eq!(x.cached().count(), 0);
+    // Nor does a TTL-0 answer remove it.
+    assert!(resolve_with(&mut x, t(10), "203.0.113.201", "203.0.113.128/25", 0).is_empty());
+    assert_eq!(x.counters().rejected(Reject::ReplyStatic), 2);
+    // Nothing is ever scheduled for the static entries.
+    assert_eq!(x.next_deadline(), None);
+    assert!(x.handle_timer(secs(365 * 86_400)).is_empty());
+    assert_eq!(x.static_entries().count(), 2);
+}
+
+#[test]
+fn a_learnt_prefix_inside_a_send_map_request_static_entry_is_cached() {
+    let mut x = Xtr::new(cfg_with_statics(), t(0));
+    let a = resolve_with(&mut x, t(0), "203.0.113.200", "203.0.113.192/26", 1);
+    assert!(
+        matches!(&a[..], [Action::InstallMapCache { eid, .. }] if *eid == pfx("203.0.113.192/26")),
+        "{a:?}"
+    );
+    // The longer learnt prefix is the best match now: misses inside it are already served,
+    // and it expires with its TTL while the static entries stay.
+    assert!(x.handle_miss(t(1), 0, HOST, ip("203.0.113.250")).is_empty());
+    assert_eq!(x.counters().rejected(Reject::MissCached), 1);
+    let a = x.handle_timer(secs(60));
+    assert_eq!(
+        a,
+        vec![Action::RemoveMapCache {
+            eid: pfx("203.0.113.192/26")
+        }]
+    );
+    assert_eq!(x.static_entries().count(), 2);
+}
+
+#[test]
+fn smr_for_an_eid_of_a_static_entry_re_resolves_nothing() {
+    let mut x = Xtr::new(cfg_with_statics(), t(0));
+    // Best match the positive static /24, then the send-map-request static /25.
+    for eid in ["203.0.113.7/32", "203.0.113.200/32"] {
+        assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr(eid)).is_empty());
+    }
+    assert_eq!(x.counters().rejected(Reject::SmrStatic), 2);
+    assert_eq!(x.counters().sent_smr_invoked, 0);
+    // A learnt prefix more specific than the static one is re-resolved as usual.
+    resolve_with(&mut x, t(0), "203.0.113.200", "203.0.113.192/26", 60);
+    let a = rx(&mut x, secs(1), ip("192.0.2.50"), &smr("203.0.113.200/32"));
+    let s = sends(&a);
+    assert_eq!(s.len(), 1);
+    let (_, req) = parse_ecm(&s[0].1);
+    assert!(req.smr_invoked);
+    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.192/26");
+    assert_eq!(x.counters().rejected(Reject::SmrStatic), 2);
 }
 
 #[test]
@@ -947,6 +1052,23 @@ fn config_from_the_example_yaml() {
     assert_eq!(x.map_servers[0].key, b"site1-secret");
     assert_eq!(x.map_resolvers, vec![ip("192.0.2.1")]);
     assert_eq!(x.eid_space.len(), 2);
+    assert_eq!(x.static_map_cache.len(), 2);
+    assert_eq!(x.static_map_cache[0].eid, pfx("203.0.113.0/24"));
+    let MapCacheData::Positive(l) = &x.static_map_cache[0].data else {
+        panic!("{:?}", x.static_map_cache[0])
+    };
+    assert_eq!(l.len(), 3);
+    assert_eq!(
+        (l[2].addr, l[2].priority, l[2].weight),
+        (ip("2001:db8:ff:12::1"), 2, 100)
+    );
+    assert_eq!(
+        x.static_map_cache[1],
+        StaticMapping {
+            eid: pfx("203.0.113.128/25"),
+            data: MapCacheData::Negative(Negative::Drop),
+        }
+    );
     assert_eq!(x.register_interval, Duration::from_secs(60));
     assert_eq!((x.nonce_seed, x.register_nonce_base), (1, 2));
     assert!(x.xtr_id.is_some());

@@ -13,7 +13,7 @@
 //! is never zero) and checked on parse: a zero UDP checksum is accepted only over IPv4 (RFC 768
 //! makes it optional there), so such a message re-encodes with the checksum filled in.
 
-use super::{Error, Message, Reader, Writer, emit_to_vec, msg_type};
+use super::{Error, Message, Reader, Writer, emit_to_vec, flag, msg_type};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -186,10 +186,7 @@ impl Ecm {
 
     pub fn parse(buf: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(buf);
-        let b0 = r.u8()?;
-        if b0 >> 4 != msg_type::ECM {
-            return Err(Error::BadType(b0 >> 4));
-        }
+        let b0 = r.type_byte(msg_type::ECM)?;
         let _reserved = r.bytes(3)?;
         let ip_start = r.pos();
         let version = *buf.get(ip_start).ok_or(Error::Truncated)? >> 4;
@@ -285,7 +282,6 @@ impl Ecm {
         let udp_len = UDP_HEADER_LEN + inner_len;
         let udp_len16 = u16::try_from(udp_len).map_err(|_| Error::ValueTooLarge)?;
         let mut w = Writer::new(buf);
-        let flag = |b: bool, bit: u8| if b { bit } else { 0 };
         w.u8((msg_type::ECM << 4)
             | flag(self.security, S)
             | flag(self.ddt, D)

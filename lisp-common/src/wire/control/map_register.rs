@@ -15,7 +15,7 @@
 
 use super::auth::Auth;
 use super::record::{Record, emit_records, parse_records};
-use super::{Error, Reader, Writer, count_u8, emit_to_vec, msg_type};
+use super::{Error, Reader, Writer, count_u8, emit_to_vec, flag, msg_type};
 use alloc::vec::Vec;
 
 /// The xTR-ID (128 bits) and Site-ID (64 bits) trailer present when the I bit is set.
@@ -38,6 +38,66 @@ impl XtrId {
     pub(crate) fn emit(&self, w: &mut Writer<'_>) -> Result<(), Error> {
         w.bytes(&self.xtr_id)?;
         w.u64(self.site_id)
+    }
+
+    /// The trailer, if the message's I bit (`present`) says there is one.
+    pub(crate) fn parse_if(r: &mut Reader<'_>, present: bool) -> Result<Option<Self>, Error> {
+        present.then(|| XtrId::parse(r)).transpose()
+    }
+
+    pub(crate) fn emit_opt(w: &mut Writer<'_>, x: &Option<Self>) -> Result<(), Error> {
+        x.as_ref().map_or(Ok(()), |x| x.emit(w))
+    }
+}
+
+/// Map-Register and Map-Notify(-Ack) differ only in their first three bytes; from the record
+/// count on (count, nonce, authentication, records, xTR-ID trailer if the I bit is set) they
+/// are the same, and so is the code for that part.
+struct SignedBody {
+    nonce: u64,
+    auth: Auth,
+    records: Vec<Record>,
+    xtr: Option<XtrId>,
+}
+
+impl SignedBody {
+    /// The whole message length: 3 bytes of header + count + nonce + the rest.
+    fn message_len(auth: &Auth, records: &[Record], xtr: &Option<XtrId>) -> usize {
+        12 + auth.wire_len()
+            + records.iter().map(Record::wire_len).sum::<usize>()
+            + xtr.map_or(0, |_| XtrId::LEN)
+    }
+
+    /// From the record count to the end of the message.
+    fn parse(r: &mut Reader<'_>, has_xtr: bool) -> Result<Self, Error> {
+        let count = r.u8()?;
+        let nonce = r.u64()?;
+        let auth = Auth::parse(r)?;
+        let records = parse_records(r, count)?;
+        let xtr = XtrId::parse_if(r, has_xtr)?;
+        r.finish()?;
+        Ok(SignedBody {
+            nonce,
+            auth,
+            records,
+            xtr,
+        })
+    }
+
+    /// From the record count on; returns the message length.
+    fn emit(
+        w: &mut Writer<'_>,
+        nonce: u64,
+        auth: &Auth,
+        records: &[Record],
+        xtr: &Option<XtrId>,
+    ) -> Result<usize, Error> {
+        w.u8(count_u8(records.len())?)?;
+        w.u64(nonce)?;
+        auth.emit(w)?;
+        emit_records(w, records)?;
+        XtrId::emit_opt(w, xtr)?;
+        Ok(w.pos())
     }
 }
 
@@ -75,35 +135,22 @@ const REG_T: u8 = 0x08;
 const REG_A: u8 = 0x04;
 const REG_M: u8 = 0x01;
 
-fn flag(b: bool, bit: u8) -> u8 {
-    if b { bit } else { 0 }
-}
-
 impl MapRegister {
     pub fn buffer_len(&self) -> usize {
-        12 + self.auth.wire_len()
-            + self.records.iter().map(Record::wire_len).sum::<usize>()
-            + self.xtr.map_or(0, |_| XtrId::LEN)
+        SignedBody::message_len(&self.auth, &self.records, &self.xtr)
     }
 
     pub fn parse(buf: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(buf);
-        let b0 = r.u8()?;
-        if b0 >> 4 != msg_type::MAP_REGISTER {
-            return Err(Error::BadType(b0 >> 4));
-        }
+        let b0 = r.type_byte(msg_type::MAP_REGISTER)?;
         let _b1 = r.u8()?;
         let b2 = r.u8()?;
-        let count = r.u8()?;
-        let nonce = r.u64()?;
-        let auth = Auth::parse(&mut r)?;
-        let records = parse_records(&mut r, count)?;
-        let xtr = if b0 & REG_I != 0 {
-            Some(XtrId::parse(&mut r)?)
-        } else {
-            None
-        };
-        r.finish()?;
+        let SignedBody {
+            nonce,
+            auth,
+            records,
+            xtr,
+        } = SignedBody::parse(&mut r, b0 & REG_I != 0)?;
         Ok(MapRegister {
             proxy_reply: b0 & REG_P != 0,
             security: b0 & REG_S != 0,
@@ -131,14 +178,7 @@ impl MapRegister {
             | flag(self.use_ttl, REG_T)
             | flag(self.merge, REG_A)
             | flag(self.want_map_notify, REG_M))?;
-        w.u8(count_u8(self.records.len())?)?;
-        w.u64(self.nonce)?;
-        self.auth.emit(&mut w)?;
-        emit_records(&mut w, &self.records)?;
-        if let Some(x) = &self.xtr {
-            x.emit(&mut w)?;
-        }
-        Ok(w.pos())
+        SignedBody::emit(&mut w, self.nonce, &self.auth, &self.records, &self.xtr)
     }
 
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
@@ -171,9 +211,7 @@ const NOT_R: u8 = 0x04;
 
 impl MapNotify {
     pub fn buffer_len(&self) -> usize {
-        12 + self.auth.wire_len()
-            + self.records.iter().map(Record::wire_len).sum::<usize>()
-            + self.xtr.map_or(0, |_| XtrId::LEN)
+        SignedBody::message_len(&self.auth, &self.records, &self.xtr)
     }
 
     /// Parse a Map-Notify (type 4).
@@ -189,21 +227,17 @@ impl MapNotify {
     /// Parse type 4 or 5 (`want`); another type is [`Error::BadType`].
     pub fn parse_typed(buf: &[u8], want: u8) -> Result<Self, Error> {
         let mut r = Reader::new(buf);
-        let b0 = r.u8()?;
-        if b0 >> 4 != want || !(want == msg_type::MAP_NOTIFY || want == msg_type::MAP_NOTIFY_ACK) {
+        let b0 = r.type_byte(want)?;
+        if !(want == msg_type::MAP_NOTIFY || want == msg_type::MAP_NOTIFY_ACK) {
             return Err(Error::BadType(b0 >> 4));
         }
         let mid = r.u16()?;
-        let count = r.u8()?;
-        let nonce = r.u64()?;
-        let auth = Auth::parse(&mut r)?;
-        let records = parse_records(&mut r, count)?;
-        let xtr = if b0 & NOT_I != 0 {
-            Some(XtrId::parse(&mut r)?)
-        } else {
-            None
-        };
-        r.finish()?;
+        let SignedBody {
+            nonce,
+            auth,
+            records,
+            xtr,
+        } = SignedBody::parse(&mut r, b0 & NOT_I != 0)?;
         let reserved = (u32::from(b0 & 0x03) << 16) | u32::from(mid);
         Ok(MapNotify {
             rtr: b0 & NOT_R != 0,
@@ -234,14 +268,7 @@ impl MapNotify {
             | flag(self.rtr, NOT_R)
             | (self.reserved >> 16) as u8)?;
         w.u16(self.reserved as u16)?;
-        w.u8(count_u8(self.records.len())?)?;
-        w.u64(self.nonce)?;
-        self.auth.emit(&mut w)?;
-        emit_records(&mut w, &self.records)?;
-        if let Some(x) = &self.xtr {
-            x.emit(&mut w)?;
-        }
-        Ok(w.pos())
+        SignedBody::emit(&mut w, self.nonce, &self.auth, &self.records, &self.xtr)
     }
 
     /// Encode as a Map-Notify (type 4) into a new vector.

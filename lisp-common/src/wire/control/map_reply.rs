@@ -9,7 +9,7 @@
 //! what to do with the traffic.
 
 use super::record::{Record, emit_records, parse_records};
-use super::{Error, Reader, Writer, count_u8, emit_to_vec, msg_type};
+use super::{Error, Reader, Writer, count_u8, emit_to_vec, flag, msg_type};
 use alloc::vec::Vec;
 
 /// A Map-Reply.
@@ -37,10 +37,7 @@ impl MapReply {
 
     pub fn parse(buf: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(buf);
-        let b0 = r.u8()?;
-        if b0 >> 4 != msg_type::MAP_REPLY {
-            return Err(Error::BadType(b0 >> 4));
-        }
+        let b0 = r.type_byte(msg_type::MAP_REPLY)?;
         let _reserved = r.u16()?;
         let count = r.u8()?;
         let nonce = r.u64()?;
@@ -57,7 +54,6 @@ impl MapReply {
 
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let mut w = Writer::new(buf);
-        let flag = |b: bool, bit: u8| if b { bit } else { 0 };
         w.u8((msg_type::MAP_REPLY << 4)
             | flag(self.probe, P)
             | flag(self.echo_nonce_capable, E)

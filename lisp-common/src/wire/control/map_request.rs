@@ -15,7 +15,7 @@
 use super::address::{Address, Eid, emit_ip, ip_wire_len, parse_eid, parse_ip};
 use super::map_register::XtrId;
 use super::record::Record;
-use super::{Error, Reader, Writer, count_u8, emit_to_vec, msg_type};
+use super::{Error, Reader, Writer, count_u8, emit_to_vec, flag, msg_type};
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
@@ -80,10 +80,7 @@ impl MapRequest {
 
     pub fn parse(buf: &[u8]) -> Result<Self, Error> {
         let mut r = Reader::new(buf);
-        let b0 = r.u8()?;
-        if b0 >> 4 != msg_type::MAP_REQUEST {
-            return Err(Error::BadType(b0 >> 4));
-        }
+        let b0 = r.type_byte(msg_type::MAP_REQUEST)?;
         let b1 = r.u8()?;
         let b2 = r.u8()?;
         let record_count = r.u8()?;
@@ -110,11 +107,7 @@ impl MapRequest {
         } else {
             None
         };
-        let xtr = if b1 & I != 0 {
-            Some(XtrId::parse(&mut r)?)
-        } else {
-            None
-        };
+        let xtr = XtrId::parse_if(&mut r, b1 & I != 0)?;
         r.finish()?;
         Ok(MapRequest {
             authoritative: b0 & A != 0,
@@ -139,7 +132,6 @@ impl MapRequest {
             return Err(Error::RecordCount);
         }
         let mut w = Writer::new(buf);
-        let flag = |b: bool, bit: u8| if b { bit } else { 0 };
         w.u8((msg_type::MAP_REQUEST << 4)
             | flag(self.authoritative, A)
             | flag(self.map_reply.is_some(), M)
@@ -163,9 +155,7 @@ impl MapRequest {
         if let Some(rec) = &self.map_reply {
             rec.emit(&mut w)?;
         }
-        if let Some(x) = &self.xtr {
-            x.emit(&mut w)?;
-        }
+        XtrId::emit_opt(&mut w, &self.xtr)?;
         Ok(w.pos())
     }
 

@@ -243,6 +243,14 @@ impl<'a> Reader<'a> {
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         Ok(u64::from_be_bytes(self.array()?))
     }
+    /// Byte 0 of a message whose type nibble must be `want` (the flags are its low nibble).
+    pub(crate) fn type_byte(&mut self, want: u8) -> Result<u8, Error> {
+        let b0 = self.u8()?;
+        if b0 >> 4 != want {
+            return Err(Error::BadType(b0 >> 4));
+        }
+        Ok(b0)
+    }
     /// The whole message must have been consumed.
     pub(crate) fn finish(&self) -> Result<(), Error> {
         if self.remaining() == 0 {
@@ -290,6 +298,11 @@ impl<'a> Writer<'a> {
     pub(crate) fn buf_mut(&mut self) -> &mut [u8] {
         self.buf
     }
+}
+
+/// `bit` if `set`: builds the flag bytes of a header.
+pub(crate) fn flag(set: bool, bit: u8) -> u8 {
+    if set { bit } else { 0 }
 }
 
 /// A count encoded in one byte.
