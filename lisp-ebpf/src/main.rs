@@ -106,8 +106,8 @@ fn cache_clock() -> u64 {
 struct EtrKey {
     instance_id: u32,
     ifindex: u32,
-    family: u8,
-    _pad: [u8; 3],
+    /// AF_IPV4 / AF_IPV6, as a word: no padding to zero.
+    family: u32,
     addr: [u8; 16],
 }
 
@@ -138,6 +138,8 @@ struct Scratch {
     nh: NextHop,
     /// Key of the packet being decapsulated in [`ETR_NEXT_HOPS`].
     etr_key: EtrKey,
+    /// Key of a LOCAL_RLOCS or NEXT_HOPS lookup.
+    rkey: RlocKey,
     /// Set by the ITR when the outer FIB lookup found no neighbour (`fib` then holds the next
     /// hop): the event is raised after the ITR's frame is gone, to stay within the BPF stack.
     unresolved: NextHopWanted,
@@ -290,12 +292,43 @@ fn finish(mut h: u32) -> u32 {
     h
 }
 
+// LLVM merges zero stores into a memset and copies between possibly-overlapping places into a
+// memmove, and the BPF backend emits both as calls to a byte loop (a 32-byte memmove is ~250
+// instructions). The helpers below write with volatile stores, which are never merged, or copy
+// with `copy_nonoverlapping`, which the backend inlines as word moves.
+
+/// An IPv4 address into the first 4 bytes of `a`, the rest zeroed. `a` must be 4-byte aligned.
 #[inline(always)]
-fn wr_first4(a: &mut [u8; 16], v: [u8; 4]) {
-    a[0] = v[0];
-    a[1] = v[1];
-    a[2] = v[2];
-    a[3] = v[3];
+fn set_addr4(a: &mut [u8; 16], v: [u8; 4]) {
+    let p = a.as_mut_ptr() as *mut u32;
+    // SAFETY: 16 bytes, aligned (the callers' fields are, see the assertion on `Ip`).
+    unsafe {
+        p.write_volatile(u32::from_ne_bytes(v));
+        p.add(1).write_volatile(0);
+        p.add(2).write_volatile(0);
+        p.add(3).write_volatile(0);
+    }
+}
+
+/// Fills a map key in place (see above for why not `RlocKey::new`).
+#[inline(always)]
+fn set_rloc_key(k: &mut RlocKey, family: u8, addr: &[u8; 16]) {
+    let p = k as *mut RlocKey as *mut u8;
+    // SAFETY: the first 4 bytes of the key are `family` and `_pad`.
+    unsafe {
+        p.write_volatile(family);
+        p.add(1).write_volatile(0);
+        p.add(2).write_volatile(0);
+        p.add(3).write_volatile(0);
+    }
+    k.addr = *addr;
+}
+
+/// Copies a cached next hop out of its map value.
+#[inline(always)]
+fn copy_next_hop(to: &mut NextHop, from: *const NextHop) {
+    // SAFETY: `from` is a map value (valid for this run), `to` scratch memory: distinct.
+    unsafe { core::ptr::copy_nonoverlapping(from, to as *mut NextHop, 1) };
 }
 
 #[inline(always)]
@@ -311,8 +344,12 @@ fn words(a: &[u8; 16]) -> [u32; 4] {
 // ---------------------------------------------------------------- IP parsing
 
 /// What the program needs of an IP header, parsed once.
-#[repr(C)]
+#[repr(C, align(8))]
 struct Ip {
+    /// IPv4 addresses in the first 4 bytes. First, and the struct 8-aligned: [`set_addr4`]
+    /// writes them as words.
+    src: [u8; 16],
+    dst: [u8; 16],
     v6: bool,
     /// Header length (IPv4 with options; 40 for IPv6, extension headers are payload here).
     hdr_len: usize,
@@ -323,13 +360,12 @@ struct Ip {
     /// IPv4 TOS / IPv6 traffic class (DSCP << 2 | ECN).
     tos: u8,
     ttl: u8,
-    /// IPv4 addresses in the first 4 bytes.
-    src: [u8; 16],
-    dst: [u8; 16],
     /// Any fragment (IPv4 MF or offset; IPv6 fragment header first).
     fragment: bool,
     df: bool,
 }
+
+const _: () = assert!(core::mem::offset_of!(Ip, src) == 0 && core::mem::offset_of!(Ip, dst) == 16);
 
 /// Parses the IP header at `off`. `None` when truncated or inconsistent (caller passes it).
 #[inline(always)]
@@ -354,10 +390,8 @@ fn parse_ip(ctx: &XdpContext, off: usize, v6: bool, out: &mut Ip) -> Option<()> 
         out.proto = rd_u8(h, 9);
         out.tos = rd_u8(h, 1);
         out.ttl = rd_u8(h, 8);
-        out.src = [0; 16];
-        out.dst = [0; 16];
-        wr_first4(&mut out.src, rd_bytes::<4>(h, 12));
-        wr_first4(&mut out.dst, rd_bytes::<4>(h, 16));
+        set_addr4(&mut out.src, rd_bytes::<4>(h, 12));
+        set_addr4(&mut out.dst, rd_bytes::<4>(h, 16));
         out.fragment = frag & 0x3fff != 0;
         out.df = frag & 0x4000 != 0;
         Some(())
@@ -500,6 +534,7 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         fib,
         outer: ip,
         nh,
+        rkey,
         mtu: mtu_out,
         unresolved,
         ..
@@ -565,12 +600,12 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
 
     // Next hop (and MTU) of the outer packet, before touching anything: from the per-RLOC
     // cache while it is fresh, else from the kernel FIB (and cached).
-    let rk = RlocKey::new(rloc.family, rloc.addr);
+    set_rloc_key(rkey, rloc.family, &rloc.addr);
     let now = cache_clock();
-    if let Some(c) = NEXT_HOPS.get_ptr(rk)
+    if let Some(c) = NEXT_HOPS.get_ptr(&*rkey)
         && now.wrapping_sub(unsafe { (*c).stamp }) < NEXT_HOP_TTL_NS
     {
-        *nh = unsafe { *c };
+        copy_next_hop(nh, c);
     } else {
         let r = fib_outer(
             ctx, fib, ip, st, &rloc, outer_v6, ifindex, hash, sport, outer_len,
@@ -599,7 +634,7 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         // By reference: the value stays in the scratch map instead of being copied to the
         // (scarce) stack.
         #[allow(clippy::needless_borrows_for_generic_args)]
-        let _ = NEXT_HOPS.insert(rk, &*nh, 0);
+        let _ = NEXT_HOPS.insert(&*rkey, &*nh, 0);
     }
     if outer_len > nh.mtu as usize {
         *mtu_out = nh.mtu.saturating_sub(ovh as u32);
@@ -1055,6 +1090,7 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
         outer,
         inner,
         nh,
+        rkey,
         etr_key,
         ..
     } = s;
@@ -1062,8 +1098,8 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
     if outer.proto != PROTO_UDP && !(outer.v6 && outer.proto == PROTO_IPV6_FRAG) {
         return None;
     }
-    let rk = RlocKey::new(if outer.v6 { AF_IPV6 } else { AF_IPV4 }, outer.dst);
-    LOCAL_RLOCS.get_ptr(rk)?;
+    set_rloc_key(rkey, if outer.v6 { AF_IPV6 } else { AF_IPV4 }, &outer.dst);
+    LOCAL_RLOCS.get_ptr(&*rkey)?;
     if outer.fragment {
         return Some((xdp_action::XDP_PASS, Counter::PassFragment));
     }
@@ -1138,15 +1174,14 @@ fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)
     // by a FIB lookup in the instance's table (and cached when it forwards).
     etr_key.instance_id = iid;
     etr_key.ifindex = ifindex;
-    etr_key.family = if inner_v6 { AF_IPV6 } else { AF_IPV4 };
-    etr_key._pad = [0; 3];
+    etr_key.family = if inner_v6 { AF_IPV6 } else { AF_IPV4 } as u32;
     etr_key.addr = inner.dst;
     let now = cache_clock();
     let mut routed = false;
     if let Some(c) = ETR_NEXT_HOPS.get_ptr(&*etr_key)
         && now.wrapping_sub(unsafe { (*c).stamp }) < NEXT_HOP_TTL_NS
     {
-        *nh = unsafe { *c };
+        copy_next_hop(nh, c);
         routed = true;
     } else {
         // Instance-id → routing table.

@@ -244,21 +244,22 @@ pub fn run(keep: bool) -> Result<()> {
     );
     check_interrupt()?;
 
-    for (family, dst, ea, eb) in [
-        ("IPv4", lab::HB_V4, lab::SITE_B[0], lab::SITE_A[0]),
-        ("IPv6", lab::HB_V6, lab::SITE_B[1], lab::SITE_A[1]),
+    for (family, dst, src, site_b) in [
+        ("IPv4", lab::HB_V4, lab::HA_V4, lab::SITE_B[0]),
+        ("IPv6", lab::HB_V6, lab::HA_V6, lab::SITE_B[1]),
     ] {
         let (log_a, log_b) = (t.proc(a).log_text().len(), t.proc(b).log_text().len());
         step(&format!(
             "{family}: ping {dst} from hA, the first time: both map-caches miss"
         ));
         say(&format!(
-            "xTR A misses {ea} -> ECM Map-Request to {} -> the map-server answers itself (proxy-reply)",
+            "xTR A has no entry for {dst} -> ECM Map-Request to {} -> the map-server answers \
+             itself (proxy-reply) with xTR B's mapping for {site_b}",
             MS1.addr()
         ));
         say(&format!(
-            "xTR B misses {eb} for the echo reply -> the map-server forwards the request to xTR A, \
-             which answers B directly"
+            "xTR B has no entry for {src} (the echo reply) -> the map-server forwards the \
+             request to xTR A, which answers B directly"
         ));
         say(
             "so two echoes are lost: the 1st dies at xTR A (A resolves), the 2nd reaches hB but \
