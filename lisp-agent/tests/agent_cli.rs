@@ -265,6 +265,13 @@ interfaces:
         "agent not up; log:\n{}",
         t.proc(h).log_text()
     );
+    // The kernel accepted the object's BTF (rustc can emit types it refuses; aya then loads
+    // without BTF and the verifier's messages lose their source lines).
+    assert!(
+        !t.proc(h).log_text().contains("BTF couldn't be loaded"),
+        "object BTF refused by the kernel:\n{}",
+        t.proc(h).log_text()
+    );
 
     // Attached: native on the veth (auto), generic where the config overrides it.
     let eid = link_details(&t, "r", "eid0");

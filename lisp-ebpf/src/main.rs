@@ -466,10 +466,11 @@ fn process(ctx: &XdpContext, s: &mut Scratch) -> (u32, Counter) {
     if parse_ip(ctx, ETH_LEN, v6, &mut s.outer).is_none() {
         return (xdp_action::XDP_PASS, Counter::PassMalformed);
     }
-    if iface.flags & iface_flags::ETR != 0
-        && let Some(r) = etr(ctx, s, ifindex)
-    {
-        return r;
+    if iface.flags & iface_flags::ETR != 0 {
+        let r = etr(ctx, s, ifindex);
+        if r.0 != NOT_FOR_ETR {
+            return r;
+        }
     }
     if iface.flags & iface_flags::ITR != 0 {
         let r = itr(ctx, s, ifindex, iface.instance_id);
@@ -1081,10 +1082,23 @@ fn copy_to_packet(p: *mut u8, off: usize, from: *const u8, n: usize) {
 
 // ---------------------------------------------------------------- ETR
 
-/// LISP data for a local RLOC: decapsulate. `None` when the packet is not LISP data for us (the
-/// ITR path may still want it).
+/// Verdict of [`etr`] for a packet that is not LISP data for us (the ITR path may still want
+/// it): not an XDP action.
+const NOT_FOR_ETR: u32 = u32::MAX;
+
+/// LISP data for a local RLOC: decapsulate; otherwise `(NOT_FOR_ETR, _)`.
+///
+/// A called function must not return an `Option` of a tuple: rustc describes it in BTF as a
+/// union whose member sits at a non-zero offset, which the kernel refuses, and the object's
+/// whole BTF is then dropped at load time.
 #[inline(never)]
-fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)> {
+fn etr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> (u32, Counter) {
+    etr_decapsulate(ctx, s, ifindex).unwrap_or((NOT_FOR_ETR, Counter::PassNoMatch))
+}
+
+/// The body of [`etr`]; `None` when the packet is not LISP data for us.
+#[inline(always)]
+fn etr_decapsulate(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u32, Counter)> {
     let Scratch {
         fib,
         outer,
