@@ -254,28 +254,8 @@ fn check_control_capture(pcap: &Path) {
             types.insert(ty.to_string());
         }
     }
-    // Map-Request → Map-Reply latency through the lab (a figure, not a limit): from the first
-    // ECM with a nonce to the first Map-Reply with it.
-    let timed = lab::tshark_fields(
-        pcap,
-        Some("lisp.type == 8 || lisp.type == 2"),
-        &["frame.time_relative", "lisp.type", "lisp.nonce"],
-    )
-    .unwrap();
-    let mut asked = std::collections::BTreeMap::new();
-    let mut latencies = Vec::new();
-    for r in &timed {
-        let (Some(at), Some(ty), Some(nonce)) = (r.first(), r.get(1), r.get(2)) else {
-            continue;
-        };
-        let at: f64 = at.parse().unwrap_or(0.0);
-        let nonce = nonce.split(',').next().unwrap_or("").to_string();
-        if ty.starts_with('8') {
-            asked.entry(nonce).or_insert(at);
-        } else if let Some(t0) = asked.remove(&nonce) {
-            latencies.push((at - t0) * 1000.0);
-        }
-    }
+    // Map-Request → Map-Reply latency through the lab: a figure, not a limit.
+    let latencies = lab::request_reply_ms(pcap, None).unwrap();
     assert!(
         !latencies.is_empty(),
         "no Map-Reply answered an ECM Map-Request"

@@ -1724,4 +1724,28 @@ fn cost_per_packet_under_test_run() {
          encap IPv4 (host hit + fib + redirect) {encap}, decap IPv4 {decap}, no match {nomatch}"
     );
     assert!(encap > 0 && pass > 0);
+    // The figures are only worth something for the paths they name.
+    for (what, ifindex, frame, want) in [
+        (
+            "encap",
+            dp.itr0,
+            &f,
+            (XDP_REDIRECT, vec![Counter::EncapIpv4]),
+        ),
+        (
+            "decap",
+            dp.core0,
+            &lisp,
+            (XDP_REDIRECT, vec![Counter::Decap]),
+        ),
+        (
+            "no match",
+            dp.itr0,
+            &miss,
+            (XDP_PASS, vec![Counter::PassNoMatch]),
+        ),
+    ] {
+        let (rv, _, moved) = dp.run(ifindex, frame);
+        assert_eq!((rv, moved), want, "{what}");
+    }
 }

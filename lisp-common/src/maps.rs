@@ -257,11 +257,13 @@ pub enum Counter {
     EncapIpv4,
     /// Encapsulated with an IPv6 outer header and redirected.
     EncapIpv6,
-    /// Encapsulated, but the next hop was not resolved: passed to the kernel unencapsulated.
+    /// To be encapsulated, but no outer next hop (unresolved neighbour, no route, or no local
+    /// RLOC of the chosen RLOC's family): passed to the kernel unencapsulated.
     EncapNoNextHop,
     /// Decapsulated and redirected.
     Decap,
-    /// Decapsulated and passed to the kernel (no fib result for the inner destination).
+    /// Decapsulated and passed to the kernel: no fib result for the inner destination, TTL /
+    /// hop limit would expire, or too big for the egress MTU.
     DecapPass,
     /// An event raised (miss, Send-Map-Request, unresolved next hop).
     MissEvent,
@@ -285,7 +287,8 @@ pub enum Counter {
     DropUnknownInstance,
     /// Outer fragment of LISP data: passed to the kernel for reassembly.
     PassFragment,
-    /// Failed to grow or shrink the packet (no headroom): passed untouched.
+    /// Failed to grow or shrink the packet (no headroom): passed untouched, or dropped when
+    /// the packet was already partly rewritten.
     PassNoHeadroom,
     /// LISP data whose outer header says CE but whose inner packet is Not-ECT: dropped
     /// (RFC 6040 §4.2).

@@ -520,6 +520,38 @@ pub fn tshark_fields(
         .collect())
 }
 
+/// Map-Request → Map-Reply round trips in a capture, in milliseconds, in capture order: from the
+/// first ECM (type 8) carrying a nonce to the first Map-Reply (type 2) with the same nonce (a
+/// forwarded ECM keeps the ITR's nonce). `and_filter` narrows the frames further (e.g. one
+/// direction of a link).
+pub fn request_reply_ms(file: &Path, and_filter: Option<&str>) -> Result<Vec<f64>> {
+    let types = "lisp.type == 8 || lisp.type == 2";
+    let filter = match and_filter {
+        Some(f) => format!("({types}) && {f}"),
+        None => types.to_string(),
+    };
+    let rows = tshark_fields(
+        file,
+        Some(&filter),
+        &["frame.time_relative", "lisp.type", "lisp.nonce"],
+    )?;
+    let mut asked = BTreeMap::new();
+    let mut took = Vec::new();
+    for r in &rows {
+        let (Some(at), Some(ty), Some(nonce)) = (r.first(), r.get(1), r.get(2)) else {
+            continue;
+        };
+        let at: f64 = at.parse().unwrap_or(0.0);
+        let nonce = nonce.split(',').next().unwrap_or("").to_string();
+        if ty.starts_with('8') {
+            asked.entry(nonce).or_insert(at);
+        } else if let Some(t0) = asked.remove(&nonce) {
+            took.push((at - t0) * 1000.0);
+        }
+    }
+    Ok(took)
+}
+
 // ------------------------------------------------------------------------- the mapping system
 //
 // Map-server/map-resolver nodes (lisp-agent with `map-server.enabled`) hang off the core, each on

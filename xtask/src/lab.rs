@@ -411,26 +411,10 @@ fn show_control(pcap: &Path) -> Result<()> {
     if rows.is_empty() {
         say("(no control packets captured)");
     }
-    // Request to answer, matched by nonce (a forwarded ECM keeps the ITR's nonce).
-    let timed = lab::tshark_fields(
-        pcap,
-        Some(&format!("(lisp.type == 8 || lisp.type == 2) && {INCOMING}")),
-        &["frame.time_relative", "lisp.type", "lisp.nonce"],
-    )?;
-    let mut asked = std::collections::BTreeMap::new();
-    let mut took = Vec::new();
-    for r in &timed {
-        let (Some(at), Some(ty), Some(nonce)) = (r.first(), r.get(1), r.get(2)) else {
-            continue;
-        };
-        let at: f64 = at.parse().unwrap_or(0.0);
-        let nonce = nonce.split(',').next().unwrap_or("").to_string();
-        if ty.starts_with('8') {
-            asked.entry(nonce).or_insert(at);
-        } else if let Some(t0) = asked.remove(&nonce) {
-            took.push(format!("{:.2} ms", (at - t0) * 1000.0));
-        }
-    }
+    let took: Vec<String> = lab::request_reply_ms(pcap, Some(INCOMING))?
+        .iter()
+        .map(|ms| format!("{ms:.2} ms"))
+        .collect();
     say(&format!(
         "ECM Map-Request -> Map-Reply on the core, by nonce: {}",
         if took.is_empty() {

@@ -144,8 +144,8 @@ fn test() -> Result<()> {
     install_deps()?;
     if !netns::is_root() {
         println!(
-            "note: not running as root: the network-namespace / XDP tests (e2e_dataplane, \
-             BPF_PROG_TEST_RUN) will fail; run `cargo xtask test` as root"
+            "note: not running as root: the network-namespace / XDP tests (e2e_*, \
+             agent_cli, xdp_test_run) will fail; run `cargo xtask test` as root"
         );
     }
     println!("==> cargo test --workspace");

@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use super::map_cache::{Locator, Negative};
 
-/// UDP port of LISP control messages (RFC 9301 §5).
-pub const CONTROL_PORT: u16 = 4342;
-/// UDP port of LISP data packets (RFC 9300 §5.1).
-pub const DATA_PORT: u16 = 4341;
+/// UDP port of LISP control messages (RFC 9301 §5), under the name the cores use.
+pub use lisp_common::wire::LISP_CONTROL_PORT as CONTROL_PORT;
 
 /// An EID prefix in an instance: the key of a map-cache entry and of rate limits.
 ///
@@ -96,9 +94,10 @@ pub enum MapCacheData {
 /// Something the shell must do. Carried out in the order given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send one UDP datagram. `from` pins the local source address (e.g. the locator an
-    /// RLOC-probe was addressed to); `None` lets the kernel choose. The source port is the
-    /// shell's control socket port (4342).
+    /// Send one UDP datagram. `from` is the local source address the core means (e.g. the
+    /// locator an RLOC-probe was addressed to), `None` if any will do; the shell does not
+    /// enforce it: the kernel chooses (see `shell::control` for why that is enough). The
+    /// source port is the control socket's (4342).
     Send {
         from: Option<IpAddr>,
         to: SocketAddr,

@@ -86,7 +86,8 @@ pub enum MapCacheError {
     BadInstanceId(u32),
 }
 
-fn addr_bytes(a: &IpAddr) -> (u8, [u8; 16]) {
+/// Family and 16 address bytes as the maps store them (IPv4 in the first 4, the rest zero).
+pub(crate) fn addr_bytes(a: &IpAddr) -> (u8, [u8; 16]) {
     let mut b = [0u8; 16];
     match a {
         IpAddr::V4(v) => {

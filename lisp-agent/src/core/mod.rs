@@ -5,5 +5,6 @@
 pub mod action;
 pub mod map_cache;
 pub mod map_server;
+pub mod nonce;
 pub mod time;
 pub mod xtr;

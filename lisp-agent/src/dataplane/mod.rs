@@ -11,7 +11,7 @@ pub mod plan;
 use std::ffi::CString;
 use std::net::IpAddr;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use aya::maps::lpm_trie::Key as LpmKey;
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerfEventArray};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
@@ -109,15 +109,6 @@ impl MapCacheWriter {
             }
         }
         Ok(())
-    }
-
-    /// Number of entries (host, prefix); walks the maps, for `show` and tests.
-    pub fn len(&self) -> (usize, usize) {
-        (self.host.keys().count(), self.prefix.keys().count())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == (0, 0)
     }
 }
 
@@ -357,35 +348,35 @@ impl Drop for Dataplane {
     }
 }
 
-/// Checks that the embedded object has what the agent needs, without loading it (no root).
-pub fn check_object() -> anyhow::Result<()> {
-    let obj = aya_obj::Object::parse(object::bytecode()).map_err(|e| anyhow!("{e}"))?;
-    for name in [
-        m::SETTINGS,
-        m::INTERFACES,
-        m::LOCAL_RLOCS,
-        m::EID_SPACE,
-        m::IID_TABLES,
-        m::MAP_CACHE_HOST,
-        m::MAP_CACHE_PREFIX,
-        m::COUNTERS,
-        m::EVENTS,
-    ] {
-        if !obj.maps.contains_key(name) {
-            bail!("the XDP object has no map {name}");
-        }
-    }
-    if !obj.programs.contains_key(m::PROG_XDP_LISP) {
-        bail!("the XDP object has no program {}", m::PROG_XDP_LISP);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::{m, object};
+
+    /// What the agent needs of the embedded object, checked without loading it (no root).
     #[test]
     fn embedded_object_has_every_map_and_the_program() {
-        super::check_object().unwrap();
+        let obj = aya_obj::Object::parse(object::bytecode()).expect("embedded XDP object parses");
+        for name in [
+            m::SETTINGS,
+            m::INTERFACES,
+            m::LOCAL_RLOCS,
+            m::EID_SPACE,
+            m::IID_TABLES,
+            m::MAP_CACHE_HOST,
+            m::MAP_CACHE_PREFIX,
+            m::COUNTERS,
+            m::EVENTS,
+        ] {
+            assert!(
+                obj.maps.contains_key(name),
+                "the XDP object has no map {name}"
+            );
+        }
+        assert!(
+            obj.programs.contains_key(m::PROG_XDP_LISP),
+            "the XDP object has no program {}",
+            m::PROG_XDP_LISP
+        );
     }
 
     #[test]

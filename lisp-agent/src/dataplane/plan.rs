@@ -4,8 +4,7 @@
 use std::net::IpAddr;
 
 use lisp_common::maps::{
-    AF_IPV4, AF_IPV6, EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings, iface_flags,
-    settings_flags,
+    EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings, iface_flags, settings_flags,
 };
 
 use crate::config::{Config, InterfaceRole, XdpModeConfig};
@@ -57,14 +56,8 @@ pub enum PlanError {
 }
 
 fn rloc_key(a: IpAddr) -> RlocKey {
-    match a {
-        IpAddr::V4(v) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&v.octets());
-            RlocKey::new(AF_IPV4, b)
-        }
-        IpAddr::V6(v) => RlocKey::new(AF_IPV6, v.octets()),
-    }
+    let (family, addr) = map_cache::addr_bytes(&a);
+    RlocKey::new(family, addr)
 }
 
 /// Builds the plan; `ifindex` resolves an interface name (None = absent).
@@ -179,7 +172,7 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
 mod tests {
     use super::*;
     use crate::config::TABLE_MAIN;
-    use lisp_common::maps::{EID_KEY_PREFIX_BITS, action};
+    use lisp_common::maps::{AF_IPV4, AF_IPV6, EID_KEY_PREFIX_BITS, action};
 
     const EXAMPLE: &str = include_str!("../../../deploy/lisp-agent.example.yaml");
 

@@ -63,6 +63,7 @@ use lisp_common::wire::control::{
 };
 
 use super::action::{Action, CONTROL_PORT, Event};
+use super::nonce::NonceSource;
 use super::time::{Timestamp, earliest};
 
 pub use config::{
@@ -151,14 +152,14 @@ pub struct MapServer {
     sub_expiries: BTreeSet<(Timestamp, Key, Subscriber)>,
     pending: HashMap<u64, Pending>,
     pending_due: BTreeSet<(Timestamp, u64)>,
-    rng: u64,
+    rng: NonceSource,
     counters: Counters,
 }
 
 impl MapServer {
     pub fn new(cfg: MapServerConfig) -> Self {
         let sites = SiteTable::new(&cfg.sites);
-        let rng = cfg.nonce_seed;
+        let rng = NonceSource::new(cfg.nonce_seed);
         MapServer {
             cfg,
             sites,
@@ -863,16 +864,12 @@ impl MapServer {
         Some(v)
     }
 
-    /// splitmix64: unpredictable enough for nonces whose answers are authenticated anyway,
-    /// and reproducible from the seed; never 0 nor a nonce still pending.
+    /// Unpredictable enough for nonces whose answers are authenticated anyway, and
+    /// reproducible from the seed; never 0 nor a nonce still pending.
     fn fresh_nonce(&mut self) -> u64 {
         loop {
-            self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.rng;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            if z != 0 && !self.pending.contains_key(&z) {
+            let z = self.rng.next_nonce();
+            if !self.pending.contains_key(&z) {
                 return z;
             }
         }

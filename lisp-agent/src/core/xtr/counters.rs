@@ -1,6 +1,6 @@
 //! Counters of the xTR control plane: every message sent and received by type, and every
 //! rejected input by reason. Plain integers: the core is single-threaded; the shell copies them
-//! out for `show` and `/metrics`.
+//! out for `/metrics`.
 
 /// Why an input was dropped. Each one leaves the state unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

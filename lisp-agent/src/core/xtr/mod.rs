@@ -13,7 +13,6 @@
 
 pub mod counters;
 mod etr;
-pub mod nonce;
 mod register;
 mod resolve;
 #[cfg(test)]
@@ -28,10 +27,10 @@ use lisp_common::wire::control::{Eid, IpPrefix, Locator as WireLocator, Message,
 
 use super::action::{Action, EidPrefix, Event, MapCacheData};
 use super::map_cache::Locator;
+use super::nonce::NonceSource;
 use super::time::{Timestamp, earliest};
 use crate::config::Config;
 pub use counters::{Counters, Reject};
-use nonce::NonceSource;
 pub use register::{RegistrationState, RegistrationStatus};
 pub use resolve::CachedMapping;
 
@@ -388,7 +387,7 @@ impl Xtr {
             .find(|l| l.is_ipv4() == a.is_ipv4())
     }
 
-    /// The map-cache learnt from Map-Replies (for `show` and tests).
+    /// The map-cache learnt from Map-Replies (for metrics and tests).
     pub fn cached(&self) -> impl Iterator<Item = (&EidPrefix, CachedMapping<'_>)> {
         self.cache.iter().map(|(k, v)| {
             (
@@ -401,7 +400,7 @@ impl Xtr {
         })
     }
 
-    /// The static map-cache entries of the config (for `show`).
+    /// The static map-cache entries of the config.
     pub fn static_entries(&self) -> impl Iterator<Item = (&EidPrefix, &MapCacheData)> {
         self.statics.iter()
     }

@@ -64,7 +64,7 @@ impl Registration {
     }
 }
 
-/// What `show` says about one map-server.
+/// Where the registration with one map-server stands (metrics and log lines).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegistrationState {
     /// No valid Map-Notify yet.

@@ -67,7 +67,7 @@ pub(super) struct Match<'a> {
     pub(super) is_static: bool,
 }
 
-/// A map-cache entry as `show` sees it.
+/// A learnt map-cache entry as [`super::Xtr::cached`] lists it.
 #[derive(Clone, Copy, Debug)]
 pub struct CachedMapping<'a> {
     pub data: &'a MapCacheData,
