@@ -413,7 +413,9 @@ pub struct InstanceTable {
     pub table: TableId,
 }
 
-/// `lisp dynamic-eid <name>`.
+/// `lisp dynamic-eid <name>`. Parsed and validated only: dynamic-EID detection is not
+/// implemented, so a map changes neither forwarding nor registration (the data plane gets
+/// [`lisp_common::maps::iface_flags::MOBILITY`] and ignores it).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DynamicEidMap {

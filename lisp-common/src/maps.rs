@@ -176,7 +176,8 @@ pub mod iface_flags {
     pub const ITR: u32 = 0x01;
     /// RLOC-facing: LISP data arriving here for a local RLOC is decapsulated (ETR).
     pub const ETR: u32 = 0x02;
-    /// Mobility enabled: sources inside a dynamic-EID prefix raise events (later issue).
+    /// Mobility enabled (`mobility:` on the interface). Reserved: the XDP program does not act
+    /// on it yet (dynamic-EID detection is not implemented).
     pub const MOBILITY: u32 = 0x04;
 }
 
@@ -233,10 +234,13 @@ pub const NEXT_HOP_IID: u32 = 0x00ff_ffff;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct MissEvent {
-    /// The destination EID that needs resolving (instance-id from the ingress interface).
+    /// The destination EID that needs resolving (instance-id from the ingress interface); for
+    /// [`event_kind::NEXT_HOP_UNRESOLVED`], the next-hop address.
     pub dst: EidKey,
     /// The source EID of the packet (the host behind this ITR): source EID of the Map-Request.
+    /// Zero for a next-hop event.
     pub src: [u8; 16],
+    /// Ingress interface; for a next-hop event, the egress interface.
     pub ifindex: u32,
     pub kind: u8,
     pub _pad: [u8; 3],

@@ -151,18 +151,20 @@ fn test() -> Result<()> {
     println!("==> cargo test --workspace");
     let (tests_ok, passed, failed) = cargo_test()?;
 
-    let mut fuzz = Vec::new();
     let fuzz_dir = root.join("fuzz");
-    if fuzz_dir.join("Cargo.toml").exists() {
-        fuzz = run_fuzz(&fuzz_dir)?;
-    }
+    let fuzz = if fuzz_dir.join("Cargo.toml").exists() {
+        run_fuzz(&fuzz_dir)?
+    } else {
+        None
+    };
     let fuzz_failed: Vec<&str> = fuzz
         .iter()
+        .flatten()
         .filter(|(_, ok)| !ok)
         .map(|(t, _)| t.as_str())
         .collect();
-    let fuzz_summary = if fuzz_dir.exists() {
-        format!(
+    let fuzz_summary = match &fuzz {
+        Some(fuzz) => format!(
             "fuzz {}/{} targets clean{}",
             fuzz.len() - fuzz_failed.len(),
             fuzz.len(),
@@ -171,9 +173,9 @@ fn test() -> Result<()> {
             } else {
                 format!(" (failed: {})", fuzz_failed.join(", "))
             }
-        )
-    } else {
-        "no fuzz/ directory".to_string()
+        ),
+        None if fuzz_dir.exists() => "fuzz targets not run (no nightly toolchain)".to_string(),
+        None => "no fuzz/ directory".to_string(),
     };
     let ok = tests_ok && fuzz_failed.is_empty();
     println!(
@@ -218,8 +220,8 @@ fn cargo_test() -> Result<(bool, u64, u64)> {
 }
 
 /// `cargo +nightly fuzz run <t> -- -max_total_time=10` for every target; installs cargo-fuzz
-/// if it is missing.
-fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
+/// if it is missing. `None` when there is no nightly toolchain to run them with.
+fn run_fuzz(dir: &Path) -> Result<Option<Vec<(String, bool)>>> {
     // `cargo +nightly` from inside `cargo xtask`: drop what the outer cargo/rustup exported, or
     // the inner cargo would use the outer (stable) toolchain and compiler.
     let fuzz_cargo = |args: &[&str]| {
@@ -245,7 +247,7 @@ fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
         .unwrap_or(false);
     if !nightly {
         println!("note: no rustup nightly toolchain on this machine: fuzz targets not run");
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let have = Command::new("cargo")
         .args(["fuzz", "--version"])
@@ -281,5 +283,5 @@ fn run_fuzz(dir: &Path) -> Result<Vec<(String, bool)>> {
             .success();
         results.push((t.to_string(), ok));
     }
-    Ok(results)
+    Ok(Some(results))
 }

@@ -6,5 +6,6 @@ pub mod action;
 pub mod map_cache;
 pub mod map_server;
 pub mod nonce;
+pub mod prefix_lengths;
 pub mod time;
 pub mod xtr;

@@ -55,10 +55,8 @@ pub struct MapCacheWriter {
 impl MapCacheWriter {
     fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         Ok(MapCacheWriter {
-            host: HashMap::try_from(take_map(ebpf, m::MAP_CACHE_HOST)?)
-                .context(m::MAP_CACHE_HOST)?,
-            prefix: LpmTrie::try_from(take_map(ebpf, m::MAP_CACHE_PREFIX)?)
-                .context(m::MAP_CACHE_PREFIX)?,
+            host: take_map(ebpf, m::MAP_CACHE_HOST)?,
+            prefix: take_map(ebpf, m::MAP_CACHE_PREFIX)?,
         })
     }
 
@@ -146,14 +144,26 @@ pub struct Dataplane {
     counters: Option<CounterReader>,
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))
+/// Map `name` taken out of the object as an owned handle of type `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} of the XDP object"))
 }
 
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name)
-        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))
+/// Map `name` of the object, borrowed as type `T`.
+fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} of the XDP object"))
 }
 
 impl Dataplane {
@@ -172,35 +182,31 @@ impl Dataplane {
                 .with_context(|| format!("verifying program {}", m::PROG_XDP_LISP))?;
         }
 
-        let mut settings: Array<_, Settings> = Array::try_from(map_mut(&mut ebpf, m::SETTINGS)?)?;
+        let mut settings: Array<_, Settings> = map_mut(&mut ebpf, m::SETTINGS)?;
         settings
             .set(0, plan.settings, 0)
             .context("writing SETTINGS")?;
 
-        let mut ifaces: HashMap<_, u32, InterfaceConfig> =
-            HashMap::try_from(map_mut(&mut ebpf, m::INTERFACES)?)?;
+        let mut ifaces: HashMap<_, u32, InterfaceConfig> = map_mut(&mut ebpf, m::INTERFACES)?;
         for i in &plan.interfaces {
             ifaces
                 .insert(i.ifindex, i.value, 0)
                 .with_context(|| format!("writing INTERFACES for {}", i.name))?;
         }
 
-        let mut rlocs: HashMap<_, RlocKey, u8> =
-            HashMap::try_from(map_mut(&mut ebpf, m::LOCAL_RLOCS)?)?;
+        let mut rlocs: HashMap<_, RlocKey, u8> = map_mut(&mut ebpf, m::LOCAL_RLOCS)?;
         for r in &plan.local_rlocs {
             rlocs.insert(r, 1, 0).context("writing LOCAL_RLOCS")?;
         }
 
-        let mut space: LpmTrie<_, EidKey, u8> =
-            LpmTrie::try_from(map_mut(&mut ebpf, m::EID_SPACE)?)?;
+        let mut space: LpmTrie<_, EidKey, u8> = map_mut(&mut ebpf, m::EID_SPACE)?;
         for (key, lpm) in &plan.eid_space {
             space
                 .insert(&LpmKey::new(*lpm, *key), 1, 0)
                 .context("writing EID_SPACE")?;
         }
 
-        let mut tables: HashMap<_, u32, u32> =
-            HashMap::try_from(map_mut(&mut ebpf, m::IID_TABLES)?)?;
+        let mut tables: HashMap<_, u32, u32> = map_mut(&mut ebpf, m::IID_TABLES)?;
         for (iid, table) in &plan.iid_tables {
             tables.insert(iid, table, 0).context("writing IID_TABLES")?;
         }
@@ -212,7 +218,7 @@ impl Dataplane {
                 .with_context(|| format!("writing {}", e.label))?;
         }
         let counters = CounterReader {
-            counters: PerCpuArray::try_from(take_map(&mut ebpf, m::COUNTERS)?)?,
+            counters: take_map(&mut ebpf, m::COUNTERS)?,
         };
         info!(
             "XDP object loaded: interfaces {}, local RLOCs {}, EID-space prefixes {}, static map-cache entries {}",
@@ -243,10 +249,7 @@ impl Dataplane {
 
     /// The miss-event perf array.
     pub fn take_events(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
-        Ok(PerfEventArray::try_from(take_map(
-            &mut self.ebpf,
-            m::EVENTS,
-        )?)?)
+        take_map(&mut self.ebpf, m::EVENTS)
     }
 
     pub fn take_map_cache_writer(&mut self) -> Option<MapCacheWriter> {

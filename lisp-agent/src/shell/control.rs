@@ -118,12 +118,9 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     );
     // `to` as the cores see it: our locator of the peer's family (the config has one per
     // family), since a wildcard socket does not tell us which address was hit.
-    let locators = xtr.config().locators.clone();
-    let local_for = |from: &SocketAddr| -> SocketAddr {
-        let ip = locators
-            .iter()
-            .copied()
-            .find(|l| l.is_ipv4() == from.is_ipv4())
+    let local_for = |xtr: &Xtr, from: &SocketAddr| -> SocketAddr {
+        let ip = xtr
+            .local_locator_like(&from.ip())
             .unwrap_or(if from.is_ipv4() {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             } else {
@@ -153,7 +150,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
                 Ok((n, from)) => {
                     let from = canonical(from);
                     let bytes = &buf[..n];
-                    let to = local_for(&from);
+                    let to = local_for(&xtr, &from);
                     let now = clock.now();
                     match ms.as_mut() {
                         Some(m) if MapServer::wants(bytes) => m.handle_datagram(from, to, bytes, now),

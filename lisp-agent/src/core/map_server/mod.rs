@@ -66,11 +66,12 @@ use super::action::{Action, CONTROL_PORT, Event};
 use super::nonce::NonceSource;
 use super::time::{Timestamp, earliest};
 
+use super::prefix_lengths::LengthSet;
 pub use config::{
     MapServerConfig, MapServerConfigError, NO_REPEAT_WINDOW, NonceCheck, SiteConfig, SitePrefix,
 };
 pub use counters::{Counters, Reject};
-use sites::{Key, LengthSet, SiteTable};
+use sites::{Key, SiteTable};
 
 /// TTL (minutes) of a negative Map-Reply for an EID of a configured site that is not registered.
 pub const NEGATIVE_TTL_UNREGISTERED: u32 = 1;
@@ -135,7 +136,8 @@ enum ReplayState {
 
 /// One record of an accepted Map-Register, decided before anything is changed.
 enum Change {
-    Withdraw(Key),
+    /// TTL 0: remove the registration; the record is echoed in the Map-Notify.
+    Withdraw(Key, Record),
     Upsert(Key, Record, Duration),
 }
 
@@ -284,7 +286,7 @@ impl MapServer {
             }
             self.expiries.pop_first();
             if let Some(reg) = self.regs.remove(&key) {
-                self.reg_lengths.remove(&key);
+                self.reg_lengths.remove(key.is_ipv4(), key.prefix.len());
                 self.counters.registrations_expired += 1;
                 let gone = withdrawn_record(&reg.record);
                 self.notify_subscribers(&key, &gone, now, &mut out);
@@ -378,7 +380,7 @@ impl MapServer {
             .map(|rec| {
                 let k = Key::from(&rec.eid);
                 if rec.ttl == 0 {
-                    return Change::Withdraw(k);
+                    return Change::Withdraw(k, rec.clone());
                 }
                 let mut stored = rec.clone();
                 for l in &mut stored.locators {
@@ -406,22 +408,16 @@ impl MapServer {
         let mut notify_records = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
-                Change::Withdraw(k) => {
+                Change::Withdraw(k, record) => {
                     if let Some(old) = self.regs.remove(&k) {
                         self.expiries.remove(&(old.expires, k));
-                        self.reg_lengths.remove(&k);
+                        self.reg_lengths.remove(k.is_ipv4(), k.prefix.len());
                         self.counters.registrations_withdrawn += 1;
                         let gone = withdrawn_record(&old.record);
                         self.notify_subscribers(&k, &gone, now, out);
                     }
                     // The Map-Notify echoes what was registered, TTL 0 included.
-                    notify_records.push(
-                        reg.records
-                            .iter()
-                            .find(|r| Key::from(&r.eid) == k)
-                            .cloned()
-                            .unwrap_or_else(|| withdrawn_record(&Record::new(k.to_eid(false), 0))),
-                    );
+                    notify_records.push(record);
                 }
                 Change::Upsert(k, record, lifetime) => {
                     notify_records.push(record.clone());
@@ -529,7 +525,7 @@ impl MapServer {
                         expires,
                     },
                 );
-                self.reg_lengths.add(&k);
+                self.reg_lengths.add(k.is_ipv4(), k.prefix.len());
                 self.expiries.insert((expires, k));
                 self.counters.registrations_created += 1;
                 self.notify_subscribers(&k, &record, now, out);

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use lisp_common::wire::control::{Eid, IpPrefix};
 
 use super::config::SiteConfig;
+use crate::core::prefix_lengths::LengthSet;
 
 /// A normalized EID-prefix: the instance-id LCAF is optional on the wire, and "no LCAF" is
 /// instance 0, so both spellings of the default instance meet in one key.
@@ -56,56 +57,6 @@ impl Key {
     }
 }
 
-/// Prefix lengths present in a set, per family, longest first: a longest-prefix match then
-/// probes only the lengths that exist (a handful) instead of all 33 / 129.
-#[derive(Clone, Debug)]
-pub struct LengthSet {
-    v4: [u32; 33],
-    v6: [u32; 129],
-}
-
-impl Default for LengthSet {
-    fn default() -> Self {
-        LengthSet {
-            v4: [0; 33],
-            v6: [0; 129],
-        }
-    }
-}
-
-impl LengthSet {
-    pub fn add(&mut self, k: &Key) {
-        if let Some(c) = self.slot(k) {
-            *c += 1;
-        }
-    }
-
-    pub fn remove(&mut self, k: &Key) {
-        if let Some(c) = self.slot(k) {
-            *c = c.saturating_sub(1);
-        }
-    }
-
-    fn slot(&mut self, k: &Key) -> Option<&mut u32> {
-        let l = usize::from(k.prefix.len());
-        if k.is_ipv4() {
-            self.v4.get_mut(l)
-        } else {
-            self.v6.get_mut(l)
-        }
-    }
-
-    /// Lengths ≤ `max` present for the family of `v4`, longest first.
-    pub fn descending(&self, v4: bool, max: u8) -> impl Iterator<Item = u8> + '_ {
-        let counts: &[u32] = if v4 { &self.v4 } else { &self.v6 };
-        let top = usize::from(max).min(counts.len() - 1);
-        (0..=top)
-            .rev()
-            .filter(move |&l| counts[l] > 0)
-            .map(|l| l as u8)
-    }
-}
-
 /// Where a configured site prefix sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SiteMatch {
@@ -131,7 +82,7 @@ impl SiteTable {
                     .insert(k, (i, p.accept_more_specifics))
                     .is_none()
                 {
-                    t.lengths.add(&k);
+                    t.lengths.add(k.is_ipv4(), k.prefix.len());
                 }
             }
         }

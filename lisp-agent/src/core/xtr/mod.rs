@@ -28,6 +28,7 @@ use lisp_common::wire::control::{Eid, IpPrefix, Locator as WireLocator, Message,
 use super::action::{Action, EidPrefix, Event, MapCacheData};
 use super::map_cache::Locator;
 use super::nonce::NonceSource;
+use super::prefix_lengths::LengthSet;
 use super::time::{Timestamp, earliest};
 use crate::config::Config;
 pub use counters::{Counters, Reject};
@@ -254,8 +255,8 @@ pub struct Xtr {
     /// or replaces dynamic entries can reach them.
     statics: BTreeMap<EidPrefix, MapCacheData>,
     cache_timers: BTreeSet<(Timestamp, EidPrefix)>,
-    /// How many cached prefixes exist per (family is v4, length): lookups try only those.
-    cache_lengths: BTreeMap<(bool, u8), usize>,
+    /// Prefix lengths in `cache`: lookups try only those.
+    cache_lengths: LengthSet,
     smr_invoked_last: HashMap<EidPrefix, Timestamp>,
     smr_sent_last: HashMap<IpAddr, Timestamp>,
     last_prune: Timestamp,
@@ -287,7 +288,7 @@ impl Xtr {
             cache: BTreeMap::new(),
             statics,
             cache_timers: BTreeSet::new(),
-            cache_lengths: BTreeMap::new(),
+            cache_lengths: LengthSet::default(),
             smr_invoked_last: HashMap::new(),
             smr_sent_last: HashMap::new(),
             last_prune: now,

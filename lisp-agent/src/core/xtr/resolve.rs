@@ -313,10 +313,7 @@ impl Xtr {
         if let Some(old) = self.cache.insert(eid, CacheEntry { data, expires }) {
             self.cache_timers.remove(&(old.expires, eid));
         } else {
-            *self
-                .cache_lengths
-                .entry((eid.addr.is_ipv4(), eid.len))
-                .or_insert(0) += 1;
+            self.cache_lengths.add(eid.addr.is_ipv4(), eid.len);
         }
         self.cache_timers.insert((expires, eid));
     }
@@ -326,13 +323,7 @@ impl Xtr {
             return false;
         };
         self.cache_timers.remove(&(old.expires, *eid));
-        let k = (eid.addr.is_ipv4(), eid.len);
-        if let Some(c) = self.cache_lengths.get_mut(&k) {
-            *c -= 1;
-            if *c == 0 {
-                self.cache_lengths.remove(&k);
-            }
-        }
+        self.cache_lengths.remove(eid.addr.is_ipv4(), eid.len);
         true
     }
 
@@ -343,7 +334,7 @@ impl Xtr {
         addr: IpAddr,
     ) -> Option<(EidPrefix, &CacheEntry)> {
         let v4 = addr.is_ipv4();
-        for (&(_, len), _) in self.cache_lengths.range((v4, 0)..=(v4, 128)).rev() {
+        for len in self.cache_lengths.descending(v4, 128) {
             // Lengths are counted per family, so `len` always fits `addr`.
             let Ok(net) = IpPrefix::new_masked(addr, len) else {
                 continue;
