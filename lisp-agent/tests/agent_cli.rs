@@ -234,7 +234,7 @@ fn runs_attaches_writes_maps_reports_misses_and_detaches_on_sigterm() {
     std::fs::write(
         &cfg,
         format!(
-            r#"log-level: info
+            r#"log-level: debug
 metrics-listen: "{METRICS}"
 locators: {{ ipv4: 192.0.2.17 }}
 eid-space: [203.0.113.0/24]

@@ -152,7 +152,9 @@ pub fn handle_sample(
     match decoded {
         Ok(miss) => {
             stats.events_received.fetch_add(1, Ordering::Relaxed);
-            info!("{miss}");
+            // Debug, not info: one line per destination per second can be thousands a second;
+            // the control plane logs what each resolution leads to.
+            debug!("{miss}");
             if tx.try_send(DataplaneEvent::Miss(miss)).is_err() {
                 stats.events_dropped.fetch_add(1, Ordering::Relaxed);
                 debug!("event channel full or closed: event dropped");
