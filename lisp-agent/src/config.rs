@@ -474,6 +474,21 @@ pub struct MapServerRole {
     pub enabled: bool,
     #[serde(default)]
     pub sites: Vec<Site>,
+    #[serde(default)]
+    pub replay_protection: ReplayProtection,
+}
+
+/// How the map-server refuses replayed Map-Registers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplayProtection {
+    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
+    /// (RFC 9301); what lisp-agent's xTRs send.
+    #[default]
+    IncreasingNonce,
+    /// Only a nonce repeated among the recent ones of the same xTR is refused: for peers that
+    /// send random nonces (Open Overlay Router does).
+    NoRepeat,
 }
 
 fn yes() -> bool {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lisp_common::wire::control::auth::Algorithm;
 use lisp_common::wire::control::{Eid, IpPrefix};
 
-use crate::config::MapServerRole;
+use crate::config::{MapServerRole, ReplayProtection};
 
 /// Registrations expire this long after the last valid Map-Register (RFC 9301 §8.2: three
 /// times the 60 s registration interval).
@@ -144,6 +144,10 @@ impl MapServerConfig {
         }
         let cfg = MapServerConfig {
             sites,
+            nonce_check: match role.replay_protection {
+                ReplayProtection::IncreasingNonce => NonceCheck::Increasing,
+                ReplayProtection::NoRepeat => NonceCheck::NoRepeat,
+            },
             ..MapServerConfig::default()
         };
         cfg.check()?;

@@ -1048,8 +1048,20 @@ fn config_from_yaml_section() {
                 accept_more_specifics: true,
             }],
         }],
+        replay_protection: crate::config::ReplayProtection::IncreasingNonce,
     };
     let c = MapServerConfig::from_role(&role).unwrap();
+    assert_eq!(c.nonce_check, NonceCheck::Increasing);
+    let random_nonce_peers = crate::config::MapServerRole {
+        replay_protection: crate::config::ReplayProtection::NoRepeat,
+        ..role.clone()
+    };
+    assert_eq!(
+        MapServerConfig::from_role(&random_nonce_peers)
+            .unwrap()
+            .nonce_check,
+        NonceCheck::NoRepeat
+    );
     assert_eq!(c.sites[0].algorithm, Algorithm::HmacSha1);
     assert_eq!(c.sites[0].key, b"site1-secret");
     assert_eq!(c.sites[0].prefixes[0].eid, eid("198.51.100.0/24"));
