@@ -626,12 +626,7 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         if r != BPF_FIB_LKUP_RET_SUCCESS {
             return (xdp_action::XDP_PASS, Counter::EncapNoNextHop);
         }
-        nh.ifindex = fib.ifindex;
-        // Set on success too (since Linux 5.12) when tot_len was given.
-        nh.mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
-        nh.dmac = fib.dmac;
-        nh.smac = fib.smac;
-        nh.stamp = now;
+        next_hop_from_fib(nh, fib, now);
         // By reference: the value stays in the scratch map instead of being copied to the
         // (scarce) stack.
         #[allow(clippy::needless_borrows_for_generic_args)]
@@ -741,6 +736,17 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         Counter::EncapIpv4
     };
     (unsafe { bpf_redirect(nh.ifindex, 0) } as u32, counter)
+}
+
+/// A successful FIB lookup as a cacheable next hop stamped `now`.
+#[inline(always)]
+fn next_hop_from_fib(nh: &mut NextHop, fib: &bpf_fib_lookup, now: u64) {
+    nh.ifindex = fib.ifindex;
+    // Set on success too (since Linux 5.12) when tot_len was given.
+    nh.mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
+    nh.dmac = fib.dmac;
+    nh.smac = fib.smac;
+    nh.stamp = now;
 }
 
 /// FIB lookup for the outer header; `fib` holds the result.
@@ -1207,12 +1213,7 @@ fn etr_decapsulate(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u
         if !ecn_drop {
             let rc = fib_inner(ctx, fib, inner, new_ecn, tbid, ifindex);
             if rc == BPF_FIB_LKUP_RET_SUCCESS {
-                nh.ifindex = fib.ifindex;
-                // Set on success too (since Linux 5.12): tot_len was given.
-                nh.mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
-                nh.dmac = fib.dmac;
-                nh.smac = fib.smac;
-                nh.stamp = now;
+                next_hop_from_fib(nh, fib, now);
                 #[allow(clippy::needless_borrows_for_generic_args)]
                 let _ = ETR_NEXT_HOPS.insert(&*etr_key, &*nh, 0);
                 routed = true;
