@@ -788,3 +788,21 @@ pub fn nonzero_series(text: &str, metric: &str) -> Vec<(String, u64)> {
     }
     out
 }
+
+/// `Udp: InErrors` of namespace `short` (datagrams the kernel dropped on receive, receive-buffer
+/// overflows included): tells a rejection the agent never saw from one it did not count.
+pub fn udp_in_errors(t: &Topology, short: &str) -> Result<u64> {
+    // /proc/net follows the network namespace of the reading process.
+    let out = t.exec(short, &["cat", "/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        bail!("no Udp lines in /proc/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "InErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("no Udp InErrors in /proc/net/snmp")
+}
