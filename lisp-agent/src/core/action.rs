@@ -94,10 +94,16 @@ pub enum MapCacheData {
 /// Something the shell must do. Carried out in the order given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Send one UDP datagram. `from` is the local source address the core means (e.g. the
-    /// locator an RLOC-probe was addressed to), `None` if any will do; the shell does not
-    /// enforce it: the kernel chooses (see `shell::control` for why that is enough). The
-    /// source port is the control socket's (4342).
+    /// Send one UDP datagram from the control socket (source port 4342).
+    ///
+    /// `from` is the local source address the core means: our locator of `to`'s family for
+    /// every message whose source the peer acts on (Map-Register, Map-Notify-Ack, ECM
+    /// Map-Request, SMR), the address the request came to for answers (Map-Reply, Map-Notify,
+    /// forwarded ECM). The shell sends from it (`IP_PKTINFO`/`IPV6_PKTINFO`), so the message
+    /// leaves from the RLOC even when the route's egress interface has another address (RLOCs
+    /// on a loopback or dummy interface). `None`, or a `from` of the other family than `to`,
+    /// leaves the choice to the kernel (the route to `to`); a `from` the kernel refuses (not a
+    /// local address) is warned about once and then also left to the kernel.
     Send {
         from: Option<IpAddr>,
         to: SocketAddr,

@@ -5,9 +5,11 @@
 //!
 //! One socket serves both families: `[::]:4342` dual-stack (IPv4 peers appear as v4-mapped
 //! addresses and are turned back into IPv4 before the cores see them); if IPv6 is disabled,
-//! `0.0.0.0:4342`. The source address of replies is the kernel's choice (the route to the
-//! peer); `Action::Send::from` is not enforced, which is right on a router with one locator per
-//! family (the only shape the config allows).
+//! `0.0.0.0:4342`. `Action::Send::from` (the cores' locator of the destination's family) is
+//! carried out with `IP_PKTINFO`/`IPV6_PKTINFO` ([`super::udp_source`]): on a router whose
+//! RLOCs live on a loopback or dummy interface, the kernel's own choice (the egress
+//! interface's address) would be the wrong source. A `from` that is not local is warned about
+//! once and then left to the kernel.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
@@ -22,6 +24,7 @@ use log::{debug, info, warn};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::udp_source::SourceSender;
 use super::{DataplaneEvent, Stats};
 use crate::config::Config;
 use crate::core::action::{Action, CONTROL_PORT, MapCacheData};
@@ -130,6 +133,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     };
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut sender = SourceSender::default();
     let mut reg_seen: Vec<RegistrationState> = Vec::new();
     let mut last_render = Timestamp::ZERO;
     let mut metrics_dirty = true;
@@ -180,7 +184,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             }
         };
         for a in actions {
-            carry_out(&sock, sock_is_v6, &ctx.map_cache, a).await;
+            carry_out(&sock, sock_is_v6, &mut sender, &ctx.map_cache, a).await;
         }
         log_registration_changes(&xtr, clock.now(), &mut reg_seen);
         // Metrics text at most twice a second: rendering on every miss would cost more than
@@ -268,16 +272,20 @@ fn log_registration_changes(xtr: &Xtr, now: Timestamp, seen: &mut Vec<Registrati
 async fn carry_out(
     sock: &UdpSocket,
     sock_is_v6: bool,
+    sender: &mut SourceSender,
     writer: &Arc<Mutex<MapCacheWriter>>,
     a: Action,
 ) {
     match a {
-        Action::Send { to, payload, .. } => {
+        Action::Send { from, to, payload } => {
             if !sock_is_v6 && to.is_ipv6() {
                 debug!("no IPv6 control socket: not sending to {to}");
                 return;
             }
-            if let Err(e) = sock.send_to(&payload, for_socket(sock_is_v6, to)).await {
+            let r = sender
+                .send(sock, &payload, for_socket(sock_is_v6, to), from)
+                .await;
+            if let Err(e) = r {
                 debug!("sending {} bytes to {to}: {e}", payload.len());
             }
         }

@@ -105,6 +105,8 @@ enum Subscriber {
 struct Subscription {
     site: usize,
     to: SocketAddr,
+    /// Our address the subscribing Map-Request came to: the source of its Map-Notifies.
+    local: Option<IpAddr>,
     xtr: Option<XtrId>,
     next_nonce: u64,
     expires: Timestamp,
@@ -114,6 +116,8 @@ struct Subscription {
 #[derive(Clone, Debug)]
 struct Pending {
     to: SocketAddr,
+    /// Source address of every (re)transmission, as for the first one.
+    from: Option<IpAddr>,
     payload: Vec<u8>,
     site: usize,
     sends: u32,
@@ -324,7 +328,7 @@ impl MapServer {
             p.interval = p.interval.saturating_mul(2);
             p.next = now + p.interval;
             out.push(Action::Send {
-                from: None,
+                from: p.from,
                 to: p.to,
                 payload: p.payload.clone(),
             });
@@ -421,7 +425,7 @@ impl MapServer {
                 }
                 Change::Upsert(k, record, lifetime) => {
                     notify_records.push(record.clone());
-                    self.upsert(k, record, lifetime, site, from, &reg, now, out);
+                    self.upsert(k, record, lifetime, site, from, local(to), &reg, now, out);
                 }
             }
         }
@@ -461,6 +465,8 @@ impl MapServer {
         lifetime: Duration,
         site: usize,
         from: SocketAddr,
+        // Our address the Map-Register came to: the source of Map-Notifies it causes.
+        local_addr: Option<IpAddr>,
         reg: &MapRegister,
         now: Timestamp,
         out: &mut Vec<Action>,
@@ -499,6 +505,7 @@ impl MapServer {
                             ..MapNotify::default()
                         };
                         self.start_unsolicited(
+                            local_addr,
                             SocketAddr::new(addr, CONTROL_PORT),
                             &notify,
                             site,
@@ -608,7 +615,7 @@ impl MapServer {
         let reply_to = SocketAddr::new(itr, port);
 
         if req.notify_requested
-            && let Err(why) = self.subscribe(req, k, itr, now)
+            && let Err(why) = self.subscribe(req, k, itr, local(to), now)
         {
             // The subscription is refused, the request itself is still answered.
             self.counters.reject(why);
@@ -715,6 +722,7 @@ impl MapServer {
         req: &MapRequest,
         k: Key,
         itr: IpAddr,
+        local: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<(), Reject> {
         let src = req
@@ -741,6 +749,7 @@ impl MapServer {
                 self.sub_expiries.remove(&(s.expires, k, who));
                 s.expires = expires;
                 s.to = SocketAddr::new(itr, CONTROL_PORT);
+                s.local = local;
                 s.site = site;
             }
             None => {
@@ -755,6 +764,7 @@ impl MapServer {
                     Subscription {
                         site,
                         to: SocketAddr::new(itr, CONTROL_PORT),
+                        local,
                         xtr: req.xtr,
                         next_nonce: req.nonce.wrapping_add(1),
                         expires,
@@ -794,11 +804,11 @@ impl MapServer {
                 for s in m.values_mut() {
                     let nonce = s.next_nonce;
                     s.next_nonce = s.next_nonce.wrapping_add(1);
-                    jobs.push((s.to, s.site, s.xtr, nonce));
+                    jobs.push((s.local, s.to, s.site, s.xtr, nonce));
                 }
             }
         }
-        for (to, site, xtr, nonce) in jobs {
+        for (from, to, site, xtr, nonce) in jobs {
             let notify = MapNotify {
                 rtr: false,
                 nonce,
@@ -807,7 +817,7 @@ impl MapServer {
                 xtr,
                 ..MapNotify::default()
             };
-            self.start_unsolicited(to, &notify, site, now, out);
+            self.start_unsolicited(from, to, &notify, site, now, out);
         }
     }
 
@@ -815,6 +825,7 @@ impl MapServer {
 
     fn start_unsolicited(
         &mut self,
+        from: Option<IpAddr>,
         to: SocketAddr,
         notify: &MapNotify,
         site: usize,
@@ -826,7 +837,7 @@ impl MapServer {
             return;
         };
         out.push(Action::Send {
-            from: None,
+            from,
             to,
             payload: payload.clone(),
         });
@@ -844,6 +855,7 @@ impl MapServer {
             notify.nonce,
             Pending {
                 to,
+                from,
                 payload,
                 site,
                 sends: 1,

@@ -209,6 +209,17 @@ fn sends(actions: &[Action]) -> Vec<(SocketAddr, Vec<u8>)> {
         .collect()
 }
 
+/// The source address each datagram among `actions` names.
+fn froms(actions: &[Action]) -> Vec<Option<IpAddr>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { from, .. } => Some(*from),
+            _ => None,
+        })
+        .collect()
+}
+
 fn one_send(actions: &[Action]) -> (SocketAddr, Vec<u8>) {
     let s = sends(actions);
     assert_eq!(s.len(), 1, "{actions:?}");
@@ -608,6 +619,9 @@ fn rloc_change_notifies_previous_rlocs_until_acked() {
     );
     let s = sends(&acts);
     assert_eq!(s.len(), 2, "{acts:?}");
+    // Both from the address the Map-Register came to (the ETRs know the map-server by it).
+    let ours = Some(sa(MS).ip());
+    assert_eq!(froms(&acts), vec![ours, ours]);
     // The solicited Map-Notify to the new ETR and the unsolicited one to the old RLOC.
     assert_eq!(s[1].0, sa("192.0.2.20:4342"));
     let (to, payload) = &s[0];
@@ -622,6 +636,11 @@ fn rloc_change_notifies_previous_rlocs_until_acked() {
     // Retransmitted after 1 s, then 2 s later.
     let r = ms.on_timer(t(11));
     assert_eq!(sends(&r), vec![(sa("192.0.2.17:4342"), payload.clone())]);
+    assert_eq!(
+        froms(&r),
+        vec![ours],
+        "retransmission from the same address"
+    );
     assert_eq!(ms.next_deadline(), Some(t(13)));
     assert!(ms.on_timer(Timestamp::from_millis(12_999)).is_empty());
     assert_eq!(sends(&ms.on_timer(t(13))).len(), 1);
@@ -743,6 +762,8 @@ fn subscription_gets_notified_of_registration_change_and_expiry() {
     assert_eq!(s.len(), 2);
     let (to, payload) = &s[0];
     assert_eq!(*to, sa("192.0.2.33:4342"));
+    // From the address the subscribing Map-Request came to.
+    assert_eq!(froms(&acts)[0], Some(sa(MS).ip()));
     auth::verify(payload, K2).unwrap();
     let n = MapNotify::parse(payload).unwrap();
     assert_eq!(n.nonce, 101);

@@ -148,9 +148,11 @@ impl Xtr {
             r.next_send = now + r.backoff;
             r.backoff = (r.backoff * 2).min(cap);
             self.counters.sent_map_register += 1;
+            let ms = self.cfg.map_servers[i].address;
             out.push(Action::Send {
-                from: None,
-                to: SocketAddr::new(self.cfg.map_servers[i].address, CONTROL_PORT),
+                // The map-server sends its Map-Notify to, and records, the source address.
+                from: self.local_locator_like(&ms),
+                to: SocketAddr::new(ms, CONTROL_PORT),
                 payload,
             });
         }
@@ -259,7 +261,7 @@ impl Xtr {
         self.counters.rx_map_notify += 1;
         self.counters.sent_map_notify_ack += 1;
         out.push(Action::Send {
-            from: None,
+            from: self.local_locator_like(&from.ip()),
             to: SocketAddr::new(from.ip(), CONTROL_PORT),
             payload,
         });

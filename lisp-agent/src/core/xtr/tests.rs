@@ -353,6 +353,38 @@ fn map_notify_with_bad_hmac_or_wrong_nonce_changes_nothing() {
     assert_eq!(x.next_deadline(), deadline, "no timer moved");
 }
 
+/// Map-Registers and Map-Notify-Acks leave from our locator of the map-server's family: the
+/// map-server answers, and records the ETR at, the source address.
+#[test]
+fn map_registers_and_acks_name_our_locator_of_the_peers_family_as_source() {
+    let v6 = ip("2001:db8:ff:1::10");
+    let ms6 = ip("2001:db8:ff:c::130");
+    let mut c = cfg();
+    c.locators = vec![RLOC, v6];
+    c.map_servers[1].address = ms6;
+    let mut x = Xtr::new(c, t(0));
+    let a = x.handle_timer(t(0));
+    let froms: Vec<(Option<IpAddr>, IpAddr)> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { from, to, .. } => Some((*from, to.ip())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(froms, vec![(Some(RLOC), MS1), (Some(v6), ms6)]);
+    let n = MapNotify {
+        nonce: 7,
+        auth: Auth::zeroed(Algorithm::HmacSha1),
+        ..MapNotify::default()
+    };
+    let bytes = auth::emit_signed(&Message::MapNotify(n), b"k2").unwrap();
+    let a = rx(&mut x, t(10), ms6, &bytes);
+    assert!(
+        matches!(a[..], [Action::Send { from: Some(f), to, .. }] if f == v6 && to.ip() == ms6),
+        "{a:?}"
+    );
+}
+
 #[test]
 fn unsolicited_map_notify_from_a_map_server_is_acknowledged() {
     let mut x = Xtr::new(cfg(), t(0));
