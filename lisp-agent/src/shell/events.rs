@@ -133,24 +133,41 @@ impl Miss {
     }
 }
 
-/// Handles one perf sample: decode, log, count, forward. Never blocks: when the control plane
-/// lags, the event is dropped and counted (the kernel will raise it again after its interval).
+/// What one perf sample asks of the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A destination to resolve: for the control plane.
+    Miss(Miss),
+    /// The next hop towards an RLOC has no resolved neighbour: for the shell itself.
+    NextHopUnresolved { ifindex: u32, addr: IpAddr },
+}
+
+/// Decodes and interprets one perf sample, whatever its kind.
+pub fn decode_event(
+    sample: &[u8],
+    ifname: impl FnOnce(u32) -> Option<String>,
+) -> Result<Decoded, EventError> {
+    let ev = decode_miss(sample)?;
+    if ev.kind == event_kind::NEXT_HOP_UNRESOLVED {
+        return Ok(Decoded::NextHopUnresolved {
+            ifindex: ev.ifindex,
+            addr: ip_of(ev.dst.family(), &ev.dst.addr)?,
+        });
+    }
+    Miss::from_event(&ev, ifname).map(Decoded::Miss)
+}
+
+/// Handles one perf sample: decode, log, count, forward. Never blocks on the control plane:
+/// when it lags, the event is dropped and counted (the kernel will raise it again after its
+/// interval).
 pub fn handle_sample(
     bytes: &[u8],
     stats: &Stats,
     tx: &mpsc::Sender<DataplaneEvent>,
     ifname: impl FnOnce(u32) -> Option<String>,
 ) {
-    let decoded = decode_miss(bytes);
-    if let Ok(ev) = &decoded
-        && ev.kind == event_kind::NEXT_HOP_UNRESOLVED
-    {
-        resolve_next_hop(ev, stats);
-        return;
-    }
-    let decoded = decoded.and_then(|ev| Miss::from_event(&ev, ifname));
-    match decoded {
-        Ok(miss) => {
+    match decode_event(bytes, ifname) {
+        Ok(Decoded::Miss(miss)) => {
             stats.events_received.fetch_add(1, Ordering::Relaxed);
             // Debug, not info: one line per destination per second can be thousands a second;
             // the control plane logs what each resolution leads to.
@@ -160,6 +177,10 @@ pub fn handle_sample(
                 debug!("event channel full or closed: event dropped");
             }
         }
+        Ok(Decoded::NextHopUnresolved { ifindex, addr }) => {
+            stats.events_received.fetch_add(1, Ordering::Relaxed);
+            resolve_next_hop(ifindex, addr);
+        }
         Err(e) => {
             stats.events_malformed.fetch_add(1, Ordering::Relaxed);
             warn!("data-plane event ignored: {e}");
@@ -168,25 +189,15 @@ pub fn handle_sample(
 }
 
 /// The data plane found no neighbour for the next hop towards an RLOC: have the kernel resolve
-/// it and keep it resolved (see [`super::neighbour`]).
-fn resolve_next_hop(ev: &MissEvent, stats: &Stats) {
-    let addr = match ip_of(ev.dst.family(), &ev.dst.addr) {
-        Ok(a) => a,
-        Err(e) => {
-            stats.events_malformed.fetch_add(1, Ordering::Relaxed);
-            warn!("data-plane event ignored: {e}");
-            return;
+/// it and keep it resolved (see [`super::neighbour`]). A short blocking netlink exchange, at most
+/// once per next hop per event interval (the kernel rate-limits these events).
+fn resolve_next_hop(ifindex: u32, addr: IpAddr) {
+    match super::neighbour::ensure_managed(ifindex, addr) {
+        Ok(()) => {
+            info!("next hop {addr} (ifindex {ifindex}) unresolved: managed neighbour entry created")
         }
-    };
-    stats.events_received.fetch_add(1, Ordering::Relaxed);
-    match super::neighbour::ensure_managed(ev.ifindex, addr) {
-        Ok(()) => info!(
-            "next hop {addr} (ifindex {}) unresolved: managed neighbour entry created",
-            ev.ifindex
-        ),
         Err(e) => warn!(
-            "next hop {addr} (ifindex {}) unresolved, and the neighbour entry could not be created: {e}",
-            ev.ifindex
+            "next hop {addr} (ifindex {ifindex}) unresolved, and the neighbour entry could not be created: {e}"
         ),
     }
 }
@@ -329,6 +340,34 @@ mod tests {
         let mut ev = sample_event();
         ev.kind = 77;
         assert_eq!(Miss::from_event(&ev, |_| None), Err(EventError::Kind(77)));
+    }
+
+    #[test]
+    fn decodes_next_hop_events_apart_from_misses() {
+        let ev = MissEvent {
+            dst: EidKey::new(AF_IPV6, lisp_common::maps::NEXT_HOP_IID, [0x20; 16]),
+            src: [0; 16],
+            ifindex: 4,
+            kind: event_kind::NEXT_HOP_UNRESOLVED,
+            _pad: [0; 3],
+        };
+        assert_eq!(
+            decode_event(&record(&ev), |_| panic!("no interface name needed")),
+            Ok(Decoded::NextHopUnresolved {
+                ifindex: 4,
+                addr: IpAddr::V6(Ipv6Addr::from([0x20; 16])),
+            })
+        );
+        let mut bad = ev;
+        bad.dst.family_iid[0] = 9;
+        assert_eq!(
+            decode_event(&record(&bad), |_| None),
+            Err(EventError::Family(9))
+        );
+        assert!(matches!(
+            decode_event(&record(&sample_event()), |_| None),
+            Ok(Decoded::Miss(_))
+        ));
     }
 
     #[test]

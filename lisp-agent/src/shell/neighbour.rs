@@ -180,11 +180,21 @@ mod tests {
             };
             // The peer lives in a namespace of its own (a sleeping child process's): the kernel
             // ignores ARP replies whose sender address is one of its own.
-            let mut peer = std::process::Command::new("unshare")
-                .args(["-n", "sleep", "30"])
-                .spawn()
-                .unwrap();
-            let pid = peer.id().to_string();
+            struct Peer(std::process::Child);
+            impl Drop for Peer {
+                // Also on a failed assertion: the peer process is ours, ended by its handle.
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let peer = Peer(
+                std::process::Command::new("unshare")
+                    .args(["-n", "sleep", "30"])
+                    .spawn()
+                    .unwrap(),
+            );
+            let pid = peer.0.id().to_string();
             std::thread::sleep(std::time::Duration::from_millis(100));
             ip("link add nba type veth peer name nbb");
             ip(&format!("link set nbb netns {pid}"));
@@ -216,8 +226,7 @@ mod tests {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            let _ = peer.kill();
-            let _ = peer.wait();
+            drop(peer);
             assert!(shown.contains("lladdr"), "not resolved: {shown:?}");
             // A missing device is an error, not a silent success.
             assert!(ensure_managed(999_999, "192.0.2.2".parse().unwrap()).is_err());
