@@ -157,7 +157,7 @@ impl XtrConfig {
             .database_mappings
             .iter()
             .map(|m| DatabaseMapping {
-                eid: EidPrefix::new(m.instance_id, m.eid_prefix.network(), m.eid_prefix.len()),
+                eid: EidPrefix::from_ip_prefix(m.instance_id, m.eid_prefix),
                 locators: locs(&m.locators),
             })
             .collect();
@@ -165,7 +165,7 @@ impl XtrConfig {
             .map_cache
             .iter()
             .map(|m| StaticMapping {
-                eid: EidPrefix::new(m.instance_id, m.eid_prefix.network(), m.eid_prefix.len()),
+                eid: EidPrefix::from_ip_prefix(m.instance_id, m.eid_prefix),
                 data: match m.action {
                     Some(a) => MapCacheData::Negative(a.into()),
                     None => MapCacheData::Positive(locs(&m.locators)),
@@ -187,7 +187,7 @@ impl XtrConfig {
         let eid_space = c
             .eid_space
             .iter()
-            .map(|p| EidPrefix::new(0, p.network(), p.len()))
+            .map(|p| EidPrefix::from_ip_prefix(0, *p))
             .collect();
         // A stable xTR-ID (map-servers key replay protection by it): derived from our locators.
         let mut id = [0u8; 16];
