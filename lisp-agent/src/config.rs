@@ -28,6 +28,8 @@ use lisp_common::maps::MAX_RLOCS;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+pub mod lower;
+
 /// Largest instance-id: 24 bits (RFC 9300 §5.3).
 pub const MAX_INSTANCE_ID: u32 = 0x00ff_ffff;
 
