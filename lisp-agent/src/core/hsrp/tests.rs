@@ -1,0 +1,851 @@
+//! The HSRP state machine under a simulated clock: several routers of one group on a virtual
+//! segment (every datagram a router sends reaches every other live router at the same instant,
+//! unless the test's loss function drops it), driven by their own `poll_timeout`s.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use lisp_common::wire::hsrp::{self, DEFAULT_AUTH, Message, OpCode, State, Version, v1, v2};
+use proptest::prelude::*;
+
+use super::*;
+use crate::core::time::Timestamp;
+
+const VIP: &str = "192.0.2.1";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn secs(s: u64) -> Timestamp {
+    Timestamp::from_secs(s)
+}
+
+fn ms(m: u64) -> Timestamp {
+    Timestamp::from_millis(m)
+}
+
+/// A v1 group 1 router at 192.0.2.`host` with the VIP configured.
+fn v1_cfg(host: u8, priority: u8) -> GroupConfig {
+    let mut c = GroupConfig::new(
+        Version::V1,
+        1,
+        ip(&format!("192.0.2.{host}")),
+        [2, 0, 0, 0, 0, host],
+    );
+    c.vip = Some(ip(VIP));
+    c.priority = priority;
+    c
+}
+
+type Loss = Box<dyn FnMut(Timestamp, usize, usize, &Message) -> bool>;
+
+struct Router {
+    g: HsrpGroup,
+    alive: bool,
+    /// Every action with the time it was returned.
+    log: Vec<(Timestamp, Action)>,
+}
+
+struct Segment {
+    routers: Vec<Router>,
+    now: Timestamp,
+    loss: Loss,
+    /// (time, from, to, message) of every datagram delivered.
+    delivered: Vec<(Timestamp, usize, usize, Message)>,
+    /// Largest number of routers in state active at the end of any instant.
+    max_active: usize,
+}
+
+impl Segment {
+    fn new(cfgs: Vec<GroupConfig>) -> Self {
+        Segment {
+            routers: cfgs
+                .into_iter()
+                .map(|c| Router {
+                    g: HsrpGroup::new(c).unwrap(),
+                    alive: true,
+                    log: Vec::new(),
+                })
+                .collect(),
+            now: Timestamp::ZERO,
+            loss: Box::new(|_, _, _, _| false),
+            delivered: Vec::new(),
+            max_active: 0,
+        }
+    }
+
+    fn addr(&self, i: usize) -> IpAddr {
+        self.routers[i].g.config().local_addr
+    }
+
+    /// Record router `i`'s actions and deliver what it sends, and what that causes.
+    fn carry_out(&mut self, i: usize, actions: Vec<Action>) {
+        let mut queue = vec![(i, actions)];
+        while let Some((from, actions)) = queue.pop() {
+            for a in actions {
+                self.routers[from].log.push((self.now, a.clone()));
+                let Action::Send { payload, .. } = a else {
+                    continue;
+                };
+                let msg = Message::parse(&payload).expect("we send what we parse");
+                let src = self.addr(from);
+                for to in 0..self.routers.len() {
+                    if to == from
+                        || !self.routers[to].alive
+                        || (self.loss)(self.now, from, to, &msg)
+                    {
+                        continue;
+                    }
+                    self.delivered.push((self.now, from, to, msg));
+                    let now = self.now;
+                    let acts = self.routers[to].g.handle_datagram(now, src, &payload);
+                    queue.push((to, acts));
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, i: usize, ev: Event) {
+        let acts = self.routers[i].g.handle(self.now, ev);
+        self.carry_out(i, acts);
+        self.note_active();
+    }
+
+    /// Inject a datagram from an outsider at `src` to router `i`; returns its actions.
+    fn inject(&mut self, i: usize, src: &str, payload: &[u8]) -> Vec<Action> {
+        let now = self.now;
+        let acts = self.routers[i].g.handle_datagram(now, ip(src), payload);
+        self.carry_out(i, acts.clone());
+        acts
+    }
+
+    fn note_active(&mut self) {
+        let n = self
+            .routers
+            .iter()
+            .filter(|r| r.alive && r.g.state() == State::Active)
+            .count();
+        self.max_active = self.max_active.max(n);
+    }
+
+    /// Advance the clock to `t`, firing every router's timers on time.
+    fn run_until(&mut self, t: Timestamp) {
+        loop {
+            let next = self
+                .routers
+                .iter()
+                .filter(|r| r.alive)
+                .filter_map(|r| r.g.poll_timeout())
+                .min();
+            match next {
+                Some(n) if n <= t => {
+                    self.now = n.max(self.now);
+                    for i in 0..self.routers.len() {
+                        let due = self.routers[i].alive
+                            && self.routers[i]
+                                .g
+                                .poll_timeout()
+                                .is_some_and(|d| d <= self.now);
+                        if due {
+                            let acts = self.routers[i].g.handle(self.now, Event::Timer);
+                            self.carry_out(i, acts);
+                        }
+                    }
+                    self.note_active();
+                }
+                _ => break,
+            }
+        }
+        self.now = t;
+    }
+
+    fn up_all(&mut self) {
+        for i in 0..self.routers.len() {
+            self.event(i, Event::Up);
+        }
+    }
+
+    /// A crash: no resign, no more hellos.
+    fn kill(&mut self, i: usize) {
+        self.routers[i].alive = false;
+    }
+
+    fn state(&self, i: usize) -> State {
+        self.routers[i].g.state()
+    }
+
+    fn states(&self) -> Vec<State> {
+        self.routers.iter().map(|r| r.g.state()).collect()
+    }
+
+    /// Times router `i` entered `state`.
+    fn entered(&self, i: usize, state: State) -> Vec<Timestamp> {
+        self.routers[i]
+            .log
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::StateChanged { to, .. } if *to == state))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    fn became_active(&self, i: usize) -> Vec<(Timestamp, IpAddr, [u8; 6])> {
+        self.routers[i]
+            .log
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::BecomeActive { vip, mac } => Some((*t, *vip, *mac)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The last hello router `from` got through to router `to`.
+    fn last_delivered(&self, from: usize, to: usize) -> Timestamp {
+        self.delivered
+            .iter()
+            .filter(|(_, f, t, _)| (*f, *t) == (from, to))
+            .map(|(t, ..)| *t)
+            .max()
+            .unwrap()
+    }
+
+    /// The messages router `i` sent.
+    fn sent(&self, i: usize) -> Vec<(Timestamp, SocketAddr, Message)> {
+        self.routers[i]
+            .log
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::Send { to, payload } => Some((*t, *to, Message::parse(payload).unwrap())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn v1_hello(op: OpCode, state: State, priority: u8, group: u8, auth: [u8; 8]) -> Vec<u8> {
+    let m = Message::V1(v1::Repr {
+        op,
+        state,
+        hellotime: 3,
+        holdtime: 10,
+        priority,
+        group,
+        auth,
+        vip: VIP.parse().unwrap(),
+    });
+    let mut b = vec![0; m.buffer_len()];
+    m.emit(&mut b).unwrap();
+    b
+}
+
+/// Two routers come up together: each listens one hold time, speaks one hold time, and the
+/// higher priority one becomes active; the other takes standby after its own speak period.
+#[test]
+fn election_by_priority() {
+    let mut s = Segment::new(vec![v1_cfg(2, 110), v1_cfg(3, 100)]);
+    s.up_all();
+    assert_eq!(s.states(), [State::Listen, State::Listen]);
+    s.run_until(secs(120));
+    assert_eq!(s.states(), [State::Active, State::Standby]);
+    assert_eq!(s.entered(0, State::Speak), [secs(10)]);
+    assert_eq!(s.entered(0, State::Active), [secs(20)]);
+    // B heard A's higher standby hello at 20 s (hold 10 s), then spoke for one hold time.
+    assert_eq!(s.entered(1, State::Speak), [secs(10), secs(30)]);
+    assert_eq!(s.entered(1, State::Standby), [secs(40)]);
+    assert_eq!(
+        s.became_active(0),
+        [(secs(20), ip(VIP), [0, 0, 0x0c, 0x07, 0xac, 1])]
+    );
+    assert!(s.became_active(1).is_empty());
+    assert_eq!(s.max_active, 1);
+    // The active router sends one hello every 3 s.
+    let hellos = |i| {
+        s.sent(i)
+            .iter()
+            .filter(|(t, to, m)| {
+                *t > secs(60)
+                    && *t <= secs(120)
+                    && *to == SocketAddr::new(hsrp::V1_MULTICAST.into(), 1985)
+                    && matches!(m, Message::V1(r) if r.op == OpCode::Hello)
+            })
+            .count()
+    };
+    assert_eq!(hellos(0), 20);
+    assert_eq!(hellos(1), 20);
+    for r in &s.routers {
+        assert_eq!(r.g.counters().refused_total(), 0);
+    }
+    let st = s.routers[1].g.status();
+    assert_eq!(
+        (st.active, st.standby, st.vip),
+        (Some(ip("192.0.2.2")), Some(ip("192.0.2.3")), Some(ip(VIP)))
+    );
+}
+
+#[test]
+fn equal_priorities_higher_address_wins() {
+    let mut s = Segment::new(vec![v1_cfg(2, 100), v1_cfg(3, 100), v1_cfg(9, 100)]);
+    s.up_all();
+    s.run_until(secs(200));
+    assert_eq!(s.states(), [State::Listen, State::Standby, State::Active]);
+    assert_eq!(s.max_active, 1);
+}
+
+/// The active router crashes: the standby takes over exactly one hold time after the last
+/// hello it heard, which is within one hold time of the crash.
+#[test]
+fn standby_takes_over_within_hold_time() {
+    let mut s = Segment::new(vec![v1_cfg(2, 110), v1_cfg(3, 100), v1_cfg(4, 90)]);
+    s.up_all();
+    s.run_until(secs(100));
+    assert_eq!(s.states(), [State::Active, State::Standby, State::Listen]);
+    let crash = ms(100_500);
+    s.run_until(crash);
+    s.kill(0);
+    s.run_until(secs(200));
+    let last = s.last_delivered(0, 1);
+    let took_over = s.became_active(1);
+    assert_eq!(took_over.len(), 1);
+    assert_eq!(took_over[0].0, last + Duration::from_secs(10));
+    assert!(took_over[0].0 <= crash + Duration::from_secs(10));
+    // The listener moves up to standby: after the old standby's last standby hello expired,
+    // it speaks for one hold time.
+    assert_eq!(s.state(1), State::Active);
+    assert_eq!(s.state(2), State::Standby);
+    assert_eq!(s.max_active, 1);
+}
+
+/// A graceful stop: resign, and the standby is active at the same instant.
+#[test]
+fn resign_hands_over_at_once() {
+    let mut s = Segment::new(vec![v1_cfg(2, 110), v1_cfg(3, 100)]);
+    s.up_all();
+    s.run_until(ms(60_500));
+    s.event(0, Event::Down);
+    let log: Vec<&Action> = s.routers[0]
+        .log
+        .iter()
+        .filter(|(t, _)| *t == ms(60_500))
+        .map(|(_, a)| a)
+        .collect();
+    let mac = [0, 0, 0x0c, 0x07, 0xac, 1];
+    assert!(matches!(log[0], Action::Send { payload, .. }
+            if matches!(Message::parse(payload), Ok(Message::V1(r)) if r.op == OpCode::Resign && r.state == State::Active)));
+    assert_eq!(log[1], &Action::StopActive { vip: ip(VIP), mac });
+    assert_eq!(
+        log[2],
+        &Action::StateChanged {
+            from: State::Active,
+            to: State::Initial
+        }
+    );
+    assert_eq!(log.len(), 3);
+    assert_eq!(s.state(1), State::Active);
+    assert_eq!(s.became_active(1), [(ms(60_500), ip(VIP), mac)]);
+    // Down is final until Up: no timers, nothing sent, hellos refused.
+    assert_eq!(s.routers[0].g.poll_timeout(), None);
+    let n = s.routers[0].log.len();
+    s.run_until(secs(100));
+    assert_eq!(s.routers[0].log.len(), n);
+    assert!(s.routers[0].g.counters().refused(Refusal::Down) > 0);
+    // Back up: listens again, and without preemption stays out of the active role.
+    s.event(0, Event::Up);
+    s.run_until(secs(200));
+    assert_eq!(s.states(), [State::Standby, State::Active]);
+}
+
+/// Router B is active alone; a higher-priority A comes up at 30 s.
+fn late_higher_router(preempt: Option<Duration>) -> Segment {
+    let mut a = v1_cfg(2, 110);
+    a.preempt = preempt;
+    let mut s = Segment::new(vec![a, v1_cfg(3, 100)]);
+    s.event(1, Event::Up);
+    s.run_until(secs(30));
+    assert_eq!(s.state(1), State::Active);
+    s.event(0, Event::Up);
+    s
+}
+
+#[test]
+fn no_preemption_without_preempt() {
+    let mut s = late_higher_router(None);
+    s.run_until(secs(300));
+    assert_eq!(s.states(), [State::Standby, State::Active]);
+    assert!(s.became_active(0).is_empty());
+    assert_eq!(s.routers[0].g.counters().coups_sent, 0);
+}
+
+#[test]
+fn preemption_by_coup() {
+    let mut s = late_higher_router(Some(Duration::ZERO));
+    s.run_until(secs(300));
+    assert_eq!(s.states(), [State::Active, State::Standby]);
+    // B's first hello after A came up (B active since 20 s: hellos at 20 + 3k s) → coup.
+    assert_eq!(s.became_active(0).len(), 1);
+    assert_eq!(s.became_active(0)[0].0, secs(32));
+    let coups: Vec<_> = s
+        .sent(0)
+        .into_iter()
+        .filter(|(_, _, m)| matches!(m, Message::V1(r) if r.op == OpCode::Coup))
+        .collect();
+    assert_eq!(coups.len(), 1);
+    // Sent from listen, as the Cisco router in the tcpdump coup capture does.
+    assert!(matches!(coups[0].2, Message::V1(r) if r.state == State::Listen && r.priority == 110));
+    // B resigned and released the VIP at the same instant.
+    assert_eq!(s.routers[1].g.counters().resigns_sent, 1);
+    assert!(s.routers[1].log.contains(&(
+        secs(32),
+        Action::StopActive {
+            vip: ip(VIP),
+            mac: [0, 0, 0x0c, 0x07, 0xac, 1]
+        }
+    )));
+    // (B's first standby was on its way to active at 20 s.)
+    assert_eq!(s.entered(1, State::Standby), [secs(20), secs(42)]);
+    assert_eq!(s.max_active, 1);
+}
+
+#[test]
+fn preemption_waits_for_its_delay() {
+    let mut s = late_higher_router(Some(Duration::from_secs(15)));
+    s.run_until(secs(300));
+    assert_eq!(s.states(), [State::Active, State::Standby]);
+    // Up at 30 s + 15 s; meanwhile A went listen → speak at 40 s.
+    assert_eq!(s.became_active(0).len(), 1);
+    assert_eq!(s.became_active(0)[0].0, secs(45));
+    assert_eq!(s.entered(0, State::Speak), [secs(40)]);
+    assert_eq!(s.max_active, 1);
+}
+
+/// Lost hellos: gaps shorter than the hold time change nothing; the first gap of a hold time
+/// makes the standby active exactly then.
+#[test]
+fn lost_hellos_fail_over_only_after_hold_time() {
+    let mut s = Segment::new(vec![v1_cfg(2, 110), v1_cfg(3, 100)]);
+    let mut n = 0u32;
+    s.loss = Box::new(move |now, from, _, _| {
+        if from != 0 || now < secs(60) {
+            return false;
+        }
+        if now >= secs(600) {
+            return true;
+        }
+        // Two of every three hellos lost: 9 s gaps, under the 10 s hold time.
+        n += 1;
+        !n.is_multiple_of(3)
+    });
+    s.up_all();
+    s.run_until(ms(599_999));
+    assert_eq!(s.states(), [State::Active, State::Standby]);
+    s.run_until(secs(700));
+    let last = s.last_delivered(0, 1);
+    assert!(last < secs(600) && last > secs(590), "{last:?}");
+    assert_eq!(
+        s.became_active(1),
+        [(
+            last + Duration::from_secs(10),
+            ip(VIP),
+            [0, 0, 0x0c, 0x07, 0xac, 1]
+        )]
+    );
+    // One-way loss: A still hears B's active hellos and answers each with a coup, which
+    // never arrives; both stay active until the link heals (what real routers do too).
+    assert_eq!(s.states(), [State::Active, State::Active]);
+    let coups_after_split = s
+        .sent(0)
+        .iter()
+        .filter(|(t, _, m)| *t >= secs(600) && matches!(m, Message::V1(r) if r.op == OpCode::Coup))
+        .count();
+    // B's active hellos from its takeover to 700 s, every 3 s.
+    let b_active_hellos = s
+        .sent(1)
+        .iter()
+        .filter(|(_, _, m)| matches!(m, Message::V1(r) if r.op == OpCode::Hello && r.state == State::Active))
+        .count();
+    assert_eq!(coups_after_split, b_active_hellos);
+}
+
+#[test]
+fn coup_and_resign_between_two() {
+    // A active; a higher outsider coups: A resigns and speaks; the outsider resigns: A, now
+    // the only one, becomes active again after its speak period.
+    let mut s = Segment::new(vec![v1_cfg(2, 110)]);
+    s.up_all();
+    s.run_until(secs(30));
+    assert_eq!(s.state(0), State::Active);
+    let acts = s.inject(
+        0,
+        "192.0.2.50",
+        &v1_hello(OpCode::Coup, State::Speak, 200, 1, DEFAULT_AUTH),
+    );
+    assert!(matches!(&acts[0], Action::Send { payload, .. }
+        if matches!(Message::parse(payload), Ok(Message::V1(r)) if r.op == OpCode::Resign)));
+    assert_eq!(s.state(0), State::Speak);
+    assert_eq!(
+        s.routers[0].g.active_router(),
+        Some(Peer {
+            addr: ip("192.0.2.50"),
+            priority: 200
+        })
+    );
+    s.inject(
+        0,
+        "192.0.2.50",
+        &v1_hello(OpCode::Resign, State::Active, 200, 1, DEFAULT_AUTH),
+    );
+    assert_eq!(s.routers[0].g.active_router(), None);
+    // Speak since 30 s: standby at 40 s, and with no active known, active at once.
+    s.run_until(secs(60));
+    assert_eq!(s.entered(0, State::Active), [secs(20), secs(40)]);
+    assert_eq!(s.routers[0].g.counters().coups_received, 1);
+    assert_eq!(s.routers[0].g.counters().resigns_received, 1);
+}
+
+/// Nothing that is malformed, unauthenticated, for another group or version, looped, or a coup
+/// from below changes the active router's state or makes it send anything; each is counted.
+/// The same hello, correct, does dethrone it (so each refused one would have).
+#[test]
+fn bad_input_is_refused_and_counted() {
+    let mut s = Segment::new(vec![v1_cfg(2, 110)]);
+    s.up_all();
+    s.run_until(ms(30_500));
+    assert_eq!(s.state(0), State::Active);
+    let before = s.routers[0].g.counters().clone();
+    let good = v1_hello(OpCode::Hello, State::Active, 255, 1, DEFAULT_AUTH);
+    let mut bad_timers = good.clone();
+    bad_timers[4] = 0;
+    let v2_msg = {
+        let m = Message::V2(v2::Repr {
+            group_state: v2::GroupState {
+                op: OpCode::Hello,
+                state: State::Active,
+                group: 1,
+                identifier: [2, 0, 0, 0, 0, 9],
+                priority: 255,
+                hellotime_ms: 3000,
+                holdtime_ms: 10000,
+                vip: ip(VIP),
+            },
+            auth: v2::Auth::Text(DEFAULT_AUTH),
+        });
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b).unwrap();
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, Refusal)> = vec![
+        ("192.0.2.9", good[..19].to_vec(), Refusal::Malformed),
+        (
+            "192.0.2.9",
+            vec![0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            Refusal::Malformed,
+        ),
+        (
+            "192.0.2.9",
+            v1_hello(OpCode::Hello, State::Active, 255, 1, *b"secret\0\0"),
+            Refusal::Auth,
+        ),
+        (
+            "192.0.2.9",
+            v1_hello(OpCode::Hello, State::Active, 255, 2, DEFAULT_AUTH),
+            Refusal::OtherGroup,
+        ),
+        ("192.0.2.9", v2_msg, Refusal::OtherVersion),
+        ("2001:db8::9", good.clone(), Refusal::OtherVersion),
+        ("192.0.2.2", good.clone(), Refusal::Looped),
+        ("192.0.2.9", bad_timers, Refusal::BadTimers),
+        (
+            "192.0.2.9",
+            v1_hello(OpCode::Coup, State::Listen, 50, 1, DEFAULT_AUTH),
+            Refusal::LowerCoup,
+        ),
+        (
+            // Equal priority, lower address: not higher either.
+            "192.0.2.1",
+            v1_hello(OpCode::Coup, State::Listen, 110, 1, DEFAULT_AUTH),
+            Refusal::LowerCoup,
+        ),
+    ];
+    for (src, payload, why) in &cases {
+        let n = s.routers[0].g.counters().refused(*why);
+        let acts = s.inject(0, src, payload);
+        assert_eq!(acts, [], "{why:?}");
+        assert_eq!(s.state(0), State::Active, "{why:?}");
+        assert_eq!(s.routers[0].g.counters().refused(*why), n + 1, "{why:?}");
+    }
+    // A v1 advertisement is counted, not refused, and changes nothing.
+    let adv = [0, 3, 0, 1, 0, 14, 2, 0, 0, 0, 0, 1, 0x6f, 0, 0, 0];
+    assert_eq!(s.inject(0, "192.0.2.9", &adv), []);
+    let after = s.routers[0].g.counters();
+    assert_eq!(after.advertisements_received, 1);
+    assert_eq!(after.refused_total(), cases.len() as u64);
+    assert_eq!(after.hellos_received, before.hellos_received);
+    assert_eq!(after.state_changes, before.state_changes);
+    // The timers are unchanged too: the next hello is still due on the 3 s grid.
+    assert_eq!(s.routers[0].g.poll_timeout(), Some(secs(32)));
+    // The control: the same hello, well-formed and authenticated, from a higher router.
+    s.inject(0, "192.0.2.9", &good);
+    assert_eq!(s.state(0), State::Speak);
+}
+
+#[test]
+fn wrong_auth_between_routers_means_two_actives() {
+    // Each side refuses the other's hellos: both become active, as with real routers whose
+    // keys differ; the refusals are counted, so `show` and metrics explain it.
+    let mut b = v1_cfg(3, 100);
+    b.auth = GroupConfig::auth_from_str("other").unwrap();
+    let mut s = Segment::new(vec![v1_cfg(2, 110), b]);
+    s.up_all();
+    s.run_until(secs(60));
+    assert_eq!(s.states(), [State::Active, State::Active]);
+    assert!(s.routers[0].g.counters().refused(Refusal::Auth) > 0);
+    assert!(s.routers[1].g.counters().refused(Refusal::Auth) > 0);
+}
+
+/// A router without VIP and timers learns both from the active router's hellos, sends them in
+/// its own, and uses them when it takes over.
+#[test]
+fn learns_vip_and_timers_from_the_active_router() {
+    let mut b = v1_cfg(3, 200);
+    b.timers = Some(Timers {
+        hello: Duration::from_secs(1),
+        hold: Duration::from_secs(4),
+    });
+    let mut a = v1_cfg(2, 100);
+    a.vip = None;
+    let mut s = Segment::new(vec![a, b]);
+    s.event(1, Event::Up);
+    s.run_until(secs(10));
+    assert_eq!(s.entered(1, State::Active), [secs(8)]);
+    s.event(0, Event::Up);
+    assert_eq!(s.state(0), State::Learn);
+    s.run_until(ms(10_500));
+    assert_eq!(s.state(0), State::Learn);
+    s.run_until(secs(11));
+    assert_eq!(s.state(0), State::Listen);
+    let st = s.routers[0].g.status();
+    assert_eq!(st.vip, Some(ip(VIP)));
+    assert!(st.timers_learned);
+    assert_eq!(st.timers.hold, Duration::from_secs(4));
+    s.run_until(ms(30_500));
+    assert_eq!(s.state(0), State::Standby);
+    // Its hellos carry the learned values.
+    let (_, _, m) = s.sent(0).pop().unwrap();
+    assert!(
+        matches!(m, Message::V1(r) if r.hellotime == 1 && r.holdtime == 4 && r.vip.to_string() == VIP)
+    );
+    s.kill(1);
+    s.run_until(secs(60));
+    let last = s.last_delivered(1, 0);
+    assert_eq!(
+        s.became_active(0),
+        [(
+            last + Duration::from_secs(4),
+            ip(VIP),
+            [0, 0, 0x0c, 0x07, 0xac, 1]
+        )]
+    );
+    // Stays on the learned timers while active (RFC 2281: an active router does not learn).
+    assert_eq!(s.routers[0].g.status().timers.hello, Duration::from_secs(1));
+    // Down forgets what was learned.
+    s.event(0, Event::Down);
+    assert_eq!(s.routers[0].g.status().vip, None);
+    assert!(!s.routers[0].g.status().timers_learned);
+}
+
+fn v2_cfg(host: u16, priority: u8, ipv6: bool) -> GroupConfig {
+    let (local, vip) = if ipv6 {
+        (ip(&format!("fe80::{host}")), ip("2001:db8::1"))
+    } else {
+        (ip(&format!("192.0.2.{host}")), ip(VIP))
+    };
+    let mut c = GroupConfig::new(Version::V2, 1000, local, [2, 0, 0, 0, 0, host as u8]);
+    c.vip = Some(vip);
+    c.priority = priority;
+    c.timers = Some(Timers {
+        hello: Duration::from_millis(100),
+        hold: Duration::from_millis(300),
+    });
+    c
+}
+
+#[test]
+fn v2_millisecond_timers_ipv4_and_ipv6() {
+    for ipv6 in [false, true] {
+        let mut s = Segment::new(vec![v2_cfg(2, 110, ipv6), v2_cfg(3, 100, ipv6)]);
+        s.up_all();
+        s.run_until(secs(3));
+        assert_eq!(s.states(), [State::Active, State::Standby]);
+        assert_eq!(s.entered(0, State::Active), [ms(600)]);
+        let mac = if ipv6 {
+            [0, 5, 0x73, 0xa0, 0x03, 0xe8]
+        } else {
+            [0, 0, 0x0c, 0x9f, 0xf3, 0xe8]
+        };
+        let vip = s.routers[0].g.config().vip.unwrap();
+        assert_eq!(s.became_active(0), [(ms(600), vip, mac)]);
+        let (_, to, m) = s.sent(0).pop().unwrap();
+        let dst = if ipv6 {
+            SocketAddr::new(hsrp::V2_MULTICAST_V6.into(), 2029)
+        } else {
+            SocketAddr::new(hsrp::V2_MULTICAST_V4.into(), 1985)
+        };
+        assert_eq!(to, dst);
+        let Message::V2(r) = m else { panic!("{m:?}") };
+        assert_eq!(
+            (
+                r.group_state.state,
+                r.group_state.group,
+                r.group_state.hellotime_ms,
+                r.group_state.holdtime_ms
+            ),
+            (State::Active, 1000, 100, 300)
+        );
+        assert_eq!(r.group_state.identifier, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(r.auth, v2::Auth::Text(DEFAULT_AUTH));
+        s.kill(0);
+        s.run_until(secs(4));
+        let last = s.last_delivered(0, 1);
+        assert_eq!(
+            s.became_active(1),
+            [(last + Duration::from_millis(300), vip, mac)]
+        );
+        assert!(last + Duration::from_millis(300) <= ms(3300));
+    }
+}
+
+#[test]
+fn configured_virtual_mac() {
+    let mut a = v1_cfg(2, 110);
+    a.mac = Some([0x00, 0x00, 0x0e, 0x1d, 0x01, 0x0c]);
+    let mut s = Segment::new(vec![a]);
+    s.up_all();
+    s.run_until(secs(30));
+    assert_eq!(
+        s.became_active(0),
+        [(secs(20), ip(VIP), [0x00, 0x00, 0x0e, 0x1d, 0x01, 0x0c])]
+    );
+    assert_eq!(
+        s.routers[0].g.status().mac,
+        [0x00, 0x00, 0x0e, 0x1d, 0x01, 0x0c]
+    );
+}
+
+#[test]
+fn config_is_validated() {
+    let base = v1_cfg(2, 100);
+    let check = |f: &dyn Fn(&mut GroupConfig)| {
+        let mut c = base.clone();
+        f(&mut c);
+        HsrpGroup::new(c).err()
+    };
+    assert_eq!(check(&|_| {}), None);
+    assert_eq!(
+        check(&|c| c.group = 256),
+        Some(ConfigError::GroupOutOfRange {
+            group: 256,
+            max: 255
+        })
+    );
+    assert_eq!(check(&|c| c.ipv6 = true), Some(ConfigError::Ipv6NeedsV2));
+    assert_eq!(
+        check(&|c| c.vip = Some(ip("2001:db8::1"))),
+        Some(ConfigError::VipFamily(ip("2001:db8::1")))
+    );
+    assert_eq!(
+        check(&|c| c.vip = Some(ip("224.0.0.2"))),
+        Some(ConfigError::VipUnusable(ip("224.0.0.2")))
+    );
+    assert_eq!(
+        check(&|c| c.mac = Some([1, 0, 0x5e, 0, 0, 1])),
+        Some(ConfigError::MacUnusable([1, 0, 0x5e, 0, 0, 1]))
+    );
+    let t = |h, d| {
+        Some(Timers {
+            hello: Duration::from_millis(h),
+            hold: Duration::from_millis(d),
+        })
+    };
+    assert!(matches!(
+        check(&|c| c.timers = t(3000, 3000)),
+        Some(ConfigError::TimersOrder { .. })
+    ));
+    assert!(matches!(
+        check(&|c| c.timers = t(0, 3000)),
+        Some(ConfigError::TimersOrder { .. })
+    ));
+    assert_eq!(
+        check(&|c| c.timers = t(500, 3000)),
+        Some(ConfigError::V1Timer(Duration::from_millis(500)))
+    );
+    assert_eq!(
+        check(&|c| c.timers = t(1000, 256_000)),
+        Some(ConfigError::V1Timer(Duration::from_secs(256)))
+    );
+    let v2 = v2_cfg(2, 100, true);
+    assert!(HsrpGroup::new(v2.clone()).is_ok());
+    let mut bad = v2.clone();
+    bad.group = 4096;
+    assert_eq!(
+        HsrpGroup::new(bad).err(),
+        Some(ConfigError::GroupOutOfRange {
+            group: 4096,
+            max: 4095
+        })
+    );
+    let mut bad = v2;
+    bad.local_addr = ip("192.0.2.2");
+    assert_eq!(
+        HsrpGroup::new(bad).err(),
+        Some(ConfigError::LocalAddrFamily(ip("192.0.2.2")))
+    );
+    assert_eq!(
+        GroupConfig::auth_from_str("123456789"),
+        Err(ConfigError::AuthTooLong(9))
+    );
+    assert_eq!(GroupConfig::auth_from_str("cisco"), Ok(DEFAULT_AUTH));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any number of routers with any priorities (duplicates included), coming up at any
+    /// times, all preempting: once settled, the best (priority, address) is active, the
+    /// second best standby, the others listen, and nothing changes any more. Never two
+    /// actives at the end of an instant.
+    #[test]
+    fn preempting_routers_converge_to_the_best_two(
+        routers in proptest::collection::vec((any::<u8>(), 0u64..30_000), 2..6),
+    ) {
+        let cfgs: Vec<GroupConfig> = routers
+            .iter()
+            .enumerate()
+            .map(|(i, (prio, _))| {
+                let mut c = v1_cfg(10 + i as u8, *prio);
+                c.preempt = Some(Duration::ZERO);
+                c
+            })
+            .collect();
+        let mut s = Segment::new(cfgs);
+        let mut ups: Vec<(u64, usize)> = routers.iter().enumerate().map(|(i, (_, t))| (*t, i)).collect();
+        ups.sort();
+        for (t, i) in ups {
+            s.run_until(ms(t));
+            s.event(i, Event::Up);
+        }
+        s.run_until(secs(200));
+        let mut rank: Vec<usize> = (0..routers.len()).collect();
+        rank.sort_by_key(|&i| std::cmp::Reverse((routers[i].0, s.addr(i))));
+        let settled = s.states();
+        prop_assert_eq!(settled[rank[0]], State::Active, "{:?}", settled);
+        prop_assert_eq!(settled[rank[1]], State::Standby, "{:?}", settled);
+        for &i in &rank[2..] {
+            prop_assert_eq!(settled[i], State::Listen, "{:?}", settled);
+        }
+        let changes: Vec<u64> = s.routers.iter().map(|r| r.g.counters().state_changes).collect();
+        s.run_until(secs(400));
+        let later: Vec<u64> = s.routers.iter().map(|r| r.g.counters().state_changes).collect();
+        prop_assert_eq!(changes, later);
+        prop_assert_eq!(s.max_active, 1);
+    }
+}
