@@ -11,20 +11,21 @@
 //! | c active timer | | → speak | forget the active | → active | |
 //! | d standby timer | | → speak | → standby (→ active if no active is known) | | forget the standby |
 //! | e hello timer | | | hello | hello | hello |
-//! | f hello, higher, speak | | B | B, → listen | | |
+//! | f hello, higher, speak | | B | B, → listen | B, → listen | |
 //! | g hello, higher, active | A E, → listen | A E | A E | A E | A B, → speak |
 //! | h hello, lower, active | A E, → listen | A E, preempt? | A E, preempt? | A E, preempt? | coup |
 //! | i resign from the active | | → speak | forget the active | → active | |
-//! | j coup, higher | A | A | A | A | resign, A B, → speak |
+//! | j coup, higher | A | A | A | A | A B, → speak |
 //! | k hello, higher, standby | B | B | B, → listen | B, → listen | B |
 //! | l hello, lower, standby | B | B, → speak | → standby | | B |
 //!
 //! "higher" compares (priority, interface address). A = (re)start the active timer with the
 //! sender's hold time, B = the same for the standby timer, E = learn VIP and timers. "preempt?":
 //! with `preempt` configured, a coup and → active once the preemption delay since interface up
-//! has passed (a timer otherwise). Entering speak with no standby known starts the standby
-//! timer: a router speaks for one hold time (the election) before it claims standby, which is
-//! what the tcpdump election capture shows Cisco routers doing. Entering speak, standby or
+//! has passed (a timer otherwise). Entering speak (re)starts the standby timer: a router speaks
+//! for one hold time (the election) before it claims standby, which is what the tcpdump
+//! captures show Cisco routers doing (election: speak at 0 s, standby at 10 s; failover: the
+//! listener speaks when the active timer expires and is standby 10 s later). Entering speak, standby or
 //! active sends a hello at once and starts the hello timer. A coup from a router that does not
 //! outrank us is refused (counted), in every state.
 
@@ -341,8 +342,8 @@ impl HsrpGroup {
                 self.active_timer = Some(now + h.hold);
                 self.preempt_timer = None;
                 if self.state == State::Active {
-                    self.send(OpCode::Resign, out);
-                    self.standby_timer = Some(now + self.timers.hold);
+                    // No resign: the coup already made the sender active, and the Cisco
+                    // router in the tcpdump coup capture sends none either.
                     self.set_state(now, State::Speak, out);
                 }
             }
@@ -445,6 +446,11 @@ impl HsrpGroup {
                 }
             }
             (State::Active, _) => {
+                if self.standby.is_some_and(|s| s.addr == peer.addr) {
+                    // The standby took over; its standby timer keeps running, so that the
+                    // free standby role is contended for when it expires.
+                    self.standby = None;
+                }
                 self.active = Some(peer);
                 self.active_timer = Some(now + h.hold);
                 self.learn(&h);
@@ -465,6 +471,12 @@ impl HsrpGroup {
             }
             // Event l: the lower one yields when it hears our hellos.
             (State::Standby, State::Standby) => {}
+            (State::Speak, State::Standby) if higher => {
+                // Event f while standby: a better candidate; let it have the role (Cisco's
+                // standby goes silent on the first speak hello of a higher router).
+                self.standby_timer = Some(now + h.hold);
+                self.set_state(now, State::Listen, out);
+            }
             (State::Standby, mine) => {
                 self.standby = Some(peer);
                 self.standby_timer = Some(now + h.hold);
@@ -563,8 +575,9 @@ impl HsrpGroup {
                 self.standby = None;
                 self.standby_timer = None;
             }
-            State::Speak if self.standby.is_none() => {
-                // The election: speak for one hold time before claiming standby.
+            State::Speak => {
+                // The election: speak for one hold time before claiming standby (RFC action
+                // B on entering speak; Cisco in the failover and coup captures).
                 self.standby_timer = Some(now + self.timers.hold);
             }
             _ => {}

@@ -392,8 +392,8 @@ fn preemption_by_coup() {
     assert_eq!(coups.len(), 1);
     // Sent from listen, as the Cisco router in the tcpdump coup capture does.
     assert!(matches!(coups[0].2, Message::V1(r) if r.state == State::Listen && r.priority == 110));
-    // B resigned and released the VIP at the same instant.
-    assert_eq!(s.routers[1].g.counters().resigns_sent, 1);
+    // B released the VIP at the same instant (without a resign, like Cisco after a coup).
+    assert_eq!(s.routers[1].g.counters().resigns_sent, 0);
     assert!(s.routers[1].log.contains(&(
         secs(32),
         Action::StopActive {
@@ -468,8 +468,9 @@ fn lost_hellos_fail_over_only_after_hold_time() {
 
 #[test]
 fn coup_and_resign_between_two() {
-    // A active; a higher outsider coups: A resigns and speaks; the outsider resigns: A, now
-    // the only one, becomes active again after its speak period.
+    // A active; a higher outsider coups: A releases the VIP and speaks (no resign: the coup
+    // made the outsider active already); the outsider resigns: A, now the only one, becomes
+    // active again after its speak period.
     let mut s = Segment::new(vec![v1_cfg(2, 110)]);
     s.up_all();
     s.run_until(secs(30));
@@ -479,8 +480,19 @@ fn coup_and_resign_between_two() {
         "192.0.2.50",
         &v1_hello(OpCode::Coup, State::Speak, 200, 1, DEFAULT_AUTH),
     );
-    assert!(matches!(&acts[0], Action::Send { payload, .. }
-        if matches!(Message::parse(payload), Ok(Message::V1(r)) if r.op == OpCode::Resign)));
+    let mac = [0, 0, 0x0c, 0x07, 0xac, 1];
+    assert_eq!(acts[0], Action::StopActive { vip: ip(VIP), mac });
+    assert_eq!(
+        acts[1],
+        Action::StateChanged {
+            from: State::Active,
+            to: State::Speak
+        }
+    );
+    assert!(matches!(&acts[2], Action::Send { payload, .. }
+        if matches!(Message::parse(payload), Ok(Message::V1(r)) if r.op == OpCode::Hello && r.state == State::Speak)));
+    assert_eq!(acts.len(), 3);
+    assert_eq!(s.routers[0].g.counters().resigns_sent, 0);
     assert_eq!(s.state(0), State::Speak);
     assert_eq!(
         s.routers[0].g.active_router(),
@@ -848,4 +860,317 @@ proptest! {
         prop_assert_eq!(changes, later);
         prop_assert_eq!(s.max_active, 1);
     }
+}
+
+// ---- replay of real Cisco captures ---------------------------------------------------------
+
+/// (time since the first frame, IPv4 source, UDP payload) of every UDP 1985 datagram of a
+/// classic little-endian pcap of Ethernet frames under testdata/captures.
+fn capture(rel: &str) -> Vec<(Duration, IpAddr, Vec<u8>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/captures")
+        .join(rel);
+    let d = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let le32 = |o: usize| u32::from_le_bytes(d[o..o + 4].try_into().unwrap());
+    assert_eq!((le32(0), le32(20)), (0xa1b2_c3d4, 1), "LE pcap of Ethernet");
+    let mut out = Vec::new();
+    let mut first = None;
+    let mut o = 24;
+    while o + 16 <= d.len() {
+        let t =
+            Duration::from_secs(u64::from(le32(o))) + Duration::from_micros(u64::from(le32(o + 4)));
+        let cap = le32(o + 8) as usize;
+        let f = &d[o + 16..o + 16 + cap];
+        o += 16 + cap;
+        let first = *first.get_or_insert(t);
+        // Ethernet / IPv4 / UDP 1985.
+        if f[12..14] != [8, 0] || f[23] != 17 {
+            continue;
+        }
+        let ip = &f[14..];
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let udp = &ip[ihl..];
+        if udp[2..4] != 1985u16.to_be_bytes() {
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+        let src = IpAddr::from([ip[12], ip[13], ip[14], ip[15]]);
+        out.push((t - first, src, udp[8..len].to_vec()));
+    }
+    out
+}
+
+/// What a passive router (priority 1, no preemption) at 192.168.0.250 makes of a capture of
+/// Cisco routers in group 1: (time, active, standby) after every datagram, its own state
+/// changes, and its counters.
+/// (time, active, standby) as a group saw them.
+type View = Vec<(Duration, Option<IpAddr>, Option<IpAddr>)>;
+
+fn observe(rel: &str) -> (View, HsrpGroup) {
+    let mut cfg = GroupConfig::new(Version::V1, 1, ip("192.168.0.250"), [2, 0, 0, 0, 0, 250]);
+    cfg.vip = Some(ip("192.168.0.1"));
+    cfg.priority = 1;
+    let mut g = HsrpGroup::new(cfg).unwrap();
+    let t0 = secs(1000);
+    g.handle(t0, Event::Up);
+    let mut view = Vec::new();
+    for (t, src, payload) in capture(rel) {
+        let now = t0 + t;
+        while let Some(due) = g.poll_timeout().filter(|d| *d <= now) {
+            let acts = g.handle(due, Event::Timer);
+            assert!(
+                !acts
+                    .iter()
+                    .any(|a| matches!(a, Action::BecomeActive { .. })),
+                "{acts:?}"
+            );
+        }
+        let acts = g.handle_datagram(now, src, &payload);
+        assert!(
+            !acts
+                .iter()
+                .any(|a| matches!(a, Action::BecomeActive { .. })),
+            "{acts:?}"
+        );
+        let st = g.status();
+        view.push((t, st.active, st.standby));
+    }
+    (view, g)
+}
+
+/// Where the view of `addr` as active (`which` = 1) or standby (2) first became `addr`.
+fn first_seen(view: &View, which: usize, addr: &str) -> Option<Duration> {
+    view.iter()
+        .find(|(_, a, s)| [*a, *s][which - 1] == Some(ip(addr)))
+        .map(|(t, ..)| *t)
+}
+
+#[test]
+fn replay_cisco_coup_capture() {
+    let (view, g) = observe("tcpdump/HSRP_coup.pcap");
+    // .30 active and .20 standby until .10 (priority 200) coups at 21.03 s; then .10 active,
+    // and .30, speaking since the coup, is standby 10 s later (the old standby .20 went
+    // silent when .30 spoke).
+    assert_eq!(view[0].1, Some(ip("192.168.0.30")));
+    assert_eq!(view[1].2, Some(ip("192.168.0.20")));
+    let coup = first_seen(&view, 1, "192.168.0.10").unwrap();
+    assert_eq!(coup, Duration::from_micros(21_033_899));
+    assert!(
+        view.iter()
+            .filter(|(t, ..)| *t < coup)
+            .all(|(_, a, _)| *a == Some(ip("192.168.0.30")))
+    );
+    assert!(
+        view.iter()
+            .filter(|(t, ..)| *t >= coup)
+            .all(|(_, a, _)| *a == Some(ip("192.168.0.10")))
+    );
+    assert_eq!(view.last().unwrap().2, Some(ip("192.168.0.30")));
+    let c = g.counters();
+    assert_eq!(c.refused_total(), 0, "{c:?}");
+    assert_eq!((c.coups_received, c.resigns_received), (1, 0));
+    assert_eq!(c.advertisements_received, 9);
+    assert_eq!(g.state(), State::Listen);
+}
+
+#[test]
+fn replay_cisco_election_capture() {
+    let (view, g) = observe("tcpdump/HSRP_election.pcap");
+    // Three routers speak from 0 s; .10 (200) is standby at 10.0 s and active at 10.5 s;
+    // .30 beats .20 (equal priority, higher address) and is standby at 30.0 s.
+    assert_eq!(
+        first_seen(&view, 2, "192.168.0.10"),
+        Some(Duration::from_micros(10_004_742))
+    );
+    assert_eq!(
+        first_seen(&view, 1, "192.168.0.10"),
+        Some(Duration::from_micros(10_500_748))
+    );
+    assert_eq!(
+        first_seen(&view, 2, "192.168.0.30"),
+        Some(Duration::from_micros(30_037_844))
+    );
+    assert_eq!(first_seen(&view, 2, "192.168.0.20"), None);
+    let last = view.last().unwrap();
+    assert_eq!(
+        (last.1, last.2),
+        (Some(ip("192.168.0.10")), Some(ip("192.168.0.30")))
+    );
+    assert_eq!(g.counters().refused_total(), 0);
+    assert_eq!(g.state(), State::Listen);
+}
+
+#[test]
+fn replay_cisco_failover_capture() {
+    let (view, g) = observe("tcpdump/HSRP_failover.pcap");
+    // .10 active until its last hello at 10.27 s; .30, standby, takes over one hold time
+    // later (20.27 s), and .20, speaking since then, is standby at 30.26 s.
+    assert_eq!(view[0].1, Some(ip("192.168.0.10")));
+    let takeover = first_seen(&view, 1, "192.168.0.30").unwrap();
+    let last_10 = view
+        .iter()
+        .zip(capture("tcpdump/HSRP_failover.pcap"))
+        .filter(|(_, (_, src, _))| *src == ip("192.168.0.10"))
+        .map(|((t, ..), _)| *t)
+        .max()
+        .unwrap();
+    let hold = Duration::from_secs(10);
+    assert!(
+        takeover > last_10 + hold - Duration::from_millis(100),
+        "{takeover:?}"
+    );
+    assert!(
+        takeover < last_10 + hold + Duration::from_millis(100),
+        "{takeover:?}"
+    );
+    assert_eq!(
+        first_seen(&view, 2, "192.168.0.20"),
+        Some(Duration::from_micros(30_257_427))
+    );
+    let last = view.last().unwrap();
+    assert_eq!(
+        (last.1, last.2),
+        (Some(ip("192.168.0.30")), Some(ip("192.168.0.20")))
+    );
+    assert_eq!(g.counters().refused_total(), 0);
+}
+
+/// Our state machine in the place of a real router: in the failover capture, .20 (priority
+/// 100) listens while .10 is active and .30 standby. Fed everything the others send, our model
+/// of .20 must send what the real .20 sent — the same hellos, in the same states, at the same
+/// times give or take Cisco's timer jitter (100 ms): speak when .10's hold time runs out,
+/// hellos every 3 s, standby one hold time later.
+#[test]
+fn shadow_cisco_router_in_failover_capture() {
+    let frames = capture("tcpdump/HSRP_failover.pcap");
+    let me = ip("192.168.0.20");
+    let mut cfg = GroupConfig::new(Version::V1, 1, me, [2, 0, 0, 0, 0, 20]);
+    cfg.vip = Some(ip("192.168.0.1"));
+    let mut g = HsrpGroup::new(cfg).unwrap();
+    let t0 = secs(1000);
+    g.handle(t0, Event::Up);
+    let mut sent: Vec<(Duration, State)> = Vec::new();
+    let mut record = |now: Timestamp, acts: Vec<Action>| {
+        for a in acts {
+            if let Action::Send { payload, .. } = a {
+                let Ok(Message::V1(r)) = Message::parse(&payload) else {
+                    panic!()
+                };
+                assert_eq!(r.op, OpCode::Hello);
+                sent.push((now - t0, r.state));
+            }
+        }
+    };
+    for (t, src, payload) in frames.iter().filter(|(_, src, _)| *src != me) {
+        let now = t0 + *t;
+        while let Some(due) = g.poll_timeout().filter(|d| *d <= now) {
+            record(due, g.handle(due, Event::Timer));
+        }
+        record(now, g.handle_datagram(now, *src, payload));
+    }
+    let end = t0 + frames.last().unwrap().0;
+    while let Some(due) = g.poll_timeout().filter(|d| *d <= end) {
+        record(due, g.handle(due, Event::Timer));
+    }
+    let real: Vec<(Duration, State)> = frames
+        .iter()
+        .filter(|(_, src, _)| *src == me)
+        .filter_map(|(t, _, p)| match Message::parse(p) {
+            Ok(Message::V1(r)) => Some((*t, r.state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(real.len(), 10, "{real:?}");
+    assert_eq!(sent.len(), real.len(), "ours {sent:?}\nreal {real:?}");
+    for (ours, theirs) in sent.iter().zip(&real) {
+        assert_eq!(ours.1, theirs.1, "ours {sent:?}\nreal {real:?}");
+        let dt = ours.0.abs_diff(theirs.0);
+        assert!(
+            dt <= Duration::from_millis(100),
+            "ours {sent:?}\nreal {real:?}"
+        );
+    }
+    assert_eq!(g.state(), State::Standby);
+}
+
+/// Our model in the place of the coup capture's standby router .20 (priority 100). It is
+/// brought to standby before the capture starts with synthetic hellos of the active .30; then,
+/// fed the capture: standby hellos every 3 s like the real .20 (7 of them), until .30 — ousted
+/// by .10's coup and speaking at 21.05 s — outranks it (equal priority, higher address): from
+/// then on silent in listen, as the real .20 is.
+#[test]
+fn shadow_cisco_standby_in_coup_capture() {
+    let frames = capture("tcpdump/HSRP_coup.pcap");
+    let me = ip("192.168.0.20");
+    let mut cfg = GroupConfig::new(Version::V1, 1, me, [2, 0, 0, 0, 0, 20]);
+    cfg.vip = Some(ip("192.168.0.1"));
+    let mut g = HsrpGroup::new(cfg).unwrap();
+    let t0 = secs(1000);
+    // Phase chosen so that our hellos fall near the real .20's (1.0 s + 3k s): the count
+    // over the capture is then comparable.
+    let start = secs(969);
+    let mut sent: Vec<(Timestamp, State)> = Vec::new();
+    fn feed(
+        g: &mut HsrpGroup,
+        sent: &mut Vec<(Timestamp, State)>,
+        now: Timestamp,
+        src: IpAddr,
+        payload: &[u8],
+    ) {
+        while let Some(due) = g.poll_timeout().filter(|d| *d <= now) {
+            for a in g.handle(due, Event::Timer) {
+                if let Action::Send { payload, .. } = a {
+                    let Ok(Message::V1(r)) = Message::parse(&payload) else {
+                        panic!()
+                    };
+                    sent.push((due, r.state));
+                }
+            }
+        }
+        let acts = g.handle_datagram(now, src, payload);
+        assert!(
+            acts.iter().all(|a| !matches!(a, Action::Send { .. })),
+            "{acts:?}"
+        );
+    }
+    g.handle(start, Event::Up);
+    let active_30 = &frames[0];
+    assert_eq!(active_30.1, ip("192.168.0.30"));
+    for k in 0..10 {
+        feed(
+            &mut g,
+            &mut sent,
+            start + Duration::from_secs(3 * k),
+            active_30.1,
+            &active_30.2,
+        );
+    }
+    assert_eq!(g.state(), State::Standby);
+    for (t, src, payload) in frames.iter().filter(|(_, src, _)| *src != me) {
+        feed(&mut g, &mut sent, t0 + *t, *src, payload);
+    }
+    let ours: Vec<(Duration, State)> = sent
+        .iter()
+        .filter(|(t, _)| *t >= t0)
+        .map(|(t, s)| (*t - t0, *s))
+        .collect();
+    let real: Vec<(Duration, State)> = frames
+        .iter()
+        .filter(|(_, src, _)| *src == me)
+        .filter_map(|(t, _, p)| match Message::parse(p) {
+            Ok(Message::V1(r)) => Some((*t, r.state)),
+            _ => None,
+        })
+        .collect();
+    let speak_30 = Duration::from_micros(21_045_272);
+    for hellos in [&ours, &real] {
+        assert_eq!(hellos.len(), 7, "ours {ours:?}\nreal {real:?}");
+        assert!(
+            hellos
+                .iter()
+                .all(|(t, s)| *s == State::Standby && *t < speak_30)
+        );
+    }
+    assert_eq!(g.state(), State::Listen);
+    assert_eq!(g.status().standby, Some(ip("192.168.0.30")));
 }
