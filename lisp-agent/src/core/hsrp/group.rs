@@ -25,8 +25,8 @@
 //! has passed (a timer otherwise). Entering speak (re)starts the standby timer: a router speaks
 //! for one hold time (the election) before it claims standby, which is what the tcpdump
 //! captures show Cisco routers doing (election: speak at 0 s, standby at 10 s; failover: the
-//! listener speaks when the active timer expires and is standby 10 s later). Entering speak, standby or
-//! active sends a hello at once and starts the hello timer. A coup from a router that does not
+//! listener speaks when the active timer expires and is standby 10 s later). Entering speak,
+//! standby or active sends a hello at once and starts the hello timer. A coup from a router that does not
 //! outrank us is refused (counted), in every state.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -55,8 +55,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send `payload` over UDP from the group's `local_addr` (source port = `to`'s port) to the
-    /// multicast group `to` on the group's interface: IPv4 TTL 1 (RFC 2281 §5), IPv6 hop
-    /// limit 255. The active router sends from the virtual MAC.
+    /// multicast group `to` on the group's interface: IPv4 TTL 1 (RFC 2281 §5; the Cisco
+    /// captures), IPv6 hop limit 255 (as in the v2 IPv6 capture). The active router sends from
+    /// the virtual MAC (the Cisco and scapy captures do), the others from their own.
     Send { to: SocketAddr, payload: Vec<u8> },
     /// This router is now the active gateway: own `vip` with `mac` on the interface (answer ARP
     /// / ND for it from that MAC only) and announce it (gratuitous ARP / unsolicited NA).

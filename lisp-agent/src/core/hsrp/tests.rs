@@ -117,10 +117,26 @@ impl Segment {
         let now = self.now;
         let acts = self.routers[i].g.handle_datagram(now, ip(src), payload);
         self.carry_out(i, acts.clone());
+        self.note_active();
         acts
     }
 
+    /// Also checks, for every router, that the VIP is owned exactly while it is active: every
+    /// `BecomeActive` is matched by one `StopActive` on leaving.
     fn note_active(&mut self) {
+        for (i, r) in self.routers.iter().enumerate() {
+            let owned = r.log.iter().fold(0i32, |n, (_, a)| match a {
+                Action::BecomeActive { .. } => n + 1,
+                Action::StopActive { .. } => n - 1,
+                _ => n,
+            });
+            assert_eq!(
+                owned,
+                i32::from(r.g.state() == State::Active),
+                "router {i}: {:?}",
+                r.log
+            );
+        }
         let n = self
             .routers
             .iter()
@@ -723,6 +739,11 @@ fn v2_millisecond_timers_ipv4_and_ipv6() {
             [(last + Duration::from_millis(300), vip, mac)]
         );
         assert!(last + Duration::from_millis(300) <= ms(3300));
+        // A v1 hello for the same group number is another protocol to a v2 group.
+        let v1 = v1_hello(OpCode::Hello, State::Active, 255, 232, DEFAULT_AUTH);
+        let src = if ipv6 { "fe80::9" } else { "192.0.2.9" };
+        assert_eq!(s.inject(1, src, &v1), []);
+        assert_eq!(s.routers[1].g.counters().refused(Refusal::OtherVersion), 1);
     }
 }
 
