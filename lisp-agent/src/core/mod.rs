@@ -6,6 +6,7 @@ pub mod action;
 pub mod hsrp;
 pub mod map_cache;
 pub mod map_server;
+pub mod node;
 pub mod nonce;
 pub mod prefix_lengths;
 pub mod time;
