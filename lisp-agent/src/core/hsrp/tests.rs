@@ -1195,3 +1195,109 @@ fn shadow_cisco_standby_in_coup_capture() {
     assert_eq!(g.state(), State::Listen);
     assert_eq!(g.status().standby, Some(ip("192.168.0.30")));
 }
+
+/// The scapy-written v2 hellos (IPv4 and IPv6, group 1, priority 110, active, "cisco"), fed to a
+/// listening v2 group that configured neither VIP nor timers: accepted, and the VIP and the
+/// millisecond timers are learned from them.
+#[test]
+fn v2_captures_are_understood() {
+    for (rel, local, src, vip) in [
+        (
+            "scapy/hsrpv2-ipv4.pcap",
+            "192.0.2.9",
+            "192.0.2.2",
+            "192.0.2.254",
+        ),
+        (
+            "scapy/hsrpv2-ipv6.pcap",
+            "fe80::9",
+            "fe80::2",
+            "2001:db8:ff::fe",
+        ),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/captures")
+            .join(rel);
+        let frame = std::fs::read(&path).unwrap();
+        // One frame; its UDP payload is the last 52 bytes (group state 42 + text auth 10).
+        let payload = &frame[frame.len() - 52..];
+        let mut g = HsrpGroup::new(GroupConfig::new(
+            Version::V2,
+            1,
+            ip(local),
+            [2, 0, 0, 0, 0, 9],
+        ))
+        .unwrap();
+        g.handle(secs(1), Event::Up);
+        assert_eq!(g.state(), State::Learn);
+        let acts = g.handle_datagram(secs(2), ip(src), payload);
+        assert_eq!(g.counters().refused_total(), 0, "{rel}");
+        assert_eq!(g.counters().hellos_received, 1, "{rel}");
+        assert_eq!(
+            acts,
+            [Action::StateChanged {
+                from: State::Learn,
+                to: State::Listen
+            }]
+        );
+        let st = g.status();
+        assert_eq!(st.active, Some(ip(src)));
+        assert_eq!(st.vip, Some(ip(vip)));
+        assert_eq!(
+            (st.timers.hello, st.timers.hold, st.timers_learned),
+            (
+                Duration::from_millis(3000),
+                Duration::from_millis(10000),
+                true
+            )
+        );
+        assert_eq!(
+            g.active_router(),
+            Some(Peer {
+                addr: ip(src),
+                priority: 110
+            })
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever arrives, in whatever state: no panic, and every datagram is counted exactly
+    /// once (accepted by kind, an advertisement, or refused by reason).
+    #[test]
+    fn every_datagram_is_counted_once(
+        inputs in proptest::collection::vec(
+            (0usize..4, any::<u8>(), proptest::collection::vec((0usize..20, any::<u8>()), 0..3), 0u64..40_000),
+            1..40,
+        ),
+    ) {
+        let mut s = Segment::new(vec![v1_cfg(2, 110), v1_cfg(3, 100)]);
+        s.up_all();
+        let mut n = 0u64;
+        let mut at = 0u64;
+        for (kind, prio, flips, dt) in inputs {
+            at += dt;
+            s.run_until(ms(at));
+            let mut b = match kind {
+                0 => v1_hello(OpCode::Hello, State::Active, prio, 1, DEFAULT_AUTH),
+                1 => v1_hello(OpCode::Coup, State::Speak, prio, 1, DEFAULT_AUTH),
+                2 => v1_hello(OpCode::Resign, State::Active, prio, 1, DEFAULT_AUTH),
+                _ => vec![0, 3, 0, 1, 0, 14, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+            };
+            for (i, v) in flips {
+                let l = b.len();
+                b[i % l] = v;
+            }
+            s.inject(0, "192.0.2.77", &b);
+            n += 1;
+        }
+        let c = s.routers[0].g.counters();
+        let counted = c.hellos_received + c.coups_received + c.resigns_received
+            + c.advertisements_received + c.refused_total();
+        // Router 0 also counts what router 1 sent it.
+        let from_b = s.delivered.iter().filter(|(_, f, t, _)| (*f, *t) == (1, 0)).count() as u64;
+        prop_assert_eq!(counted, n + from_b);
+    }
+}
