@@ -39,8 +39,9 @@ pub struct GroupConfig {
     /// Higher wins; equal priorities are decided by the higher interface address.
     pub priority: u8,
     /// `preempt [delay minimum <d>]`: take over from a lower-priority active router with a
-    /// coup, but not before `d` after the group came up (Cisco's "minimum" delay: give routing a
-    /// chance to converge after a reboot). `None`: no preemption.
+    /// coup, but not before `d` after the group came up (Cisco's "minimum" delay, counted
+    /// "since that router was last restarted": routing converges before the router takes the
+    /// traffic). `None`: no preemption.
     pub preempt: Option<Duration>,
     /// `timers <hello> <hold>`; `None`: learned from the active router, 3 s / 10 s until then.
     pub timers: Option<Timers>,

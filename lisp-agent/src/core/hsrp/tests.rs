@@ -480,6 +480,30 @@ fn lost_hellos_fail_over_only_after_hold_time() {
         .filter(|(_, _, m)| matches!(m, Message::V1(r) if r.op == OpCode::Hello && r.state == State::Active))
         .count();
     assert_eq!(coups_after_split, b_active_hellos);
+    // Exactly every third of A's hellos between 60 s and 600 s (62 s, 65 s, ... 599 s: 180)
+    // got through, 9 s apart.
+    let through: Vec<Timestamp> = s
+        .delivered
+        .iter()
+        .filter(|(t, f, _, _)| *f == 0 && *t >= secs(60) && *t < secs(600))
+        .map(|(t, ..)| *t)
+        .collect();
+    assert_eq!(through.len(), 60);
+    assert!(
+        through
+            .windows(2)
+            .all(|w| w[1] - w[0] == Duration::from_secs(9))
+    );
+    // The link heals: B hears the higher active router and steps back to speak, then standby.
+    s.loss = Box::new(|_, _, _, _| false);
+    s.run_until(secs(800));
+    assert_eq!(s.states(), [State::Active, State::Standby]);
+    assert_eq!(
+        s.entered(1, State::Speak).len(),
+        3,
+        "{:?}",
+        s.entered(1, State::Speak)
+    );
 }
 
 #[test]
