@@ -1325,3 +1325,158 @@ proptest! {
         prop_assert_eq!(counted, n + from_b);
     }
 }
+
+// ---- several groups on one interface ---------------------------------------------------------
+
+/// Two routers, each with a v1 group 1 and a v2 group 2 on the same interface, with opposite
+/// priorities (load sharing): each group elects on its own, datagrams reach only their group,
+/// and what is for no group is counted on the interface.
+#[test]
+fn interface_dispatches_to_its_groups() {
+    let iface = |host: u8, p1: u8, p2: u8| {
+        let mut g1 = v1_cfg(host, p1);
+        g1.preempt = Some(Duration::ZERO);
+        let mut g2 = GroupConfig::new(
+            Version::V2,
+            2,
+            ip(&format!("192.0.2.{host}")),
+            [2, 0, 0, 0, 0, host],
+        );
+        g2.vip = Some(ip("192.0.2.254"));
+        g2.priority = p2;
+        g2.preempt = Some(Duration::ZERO);
+        HsrpInterface::new(vec![g1, g2]).unwrap()
+    };
+    let mut routers = [iface(2, 110, 90), iface(3, 90, 110)];
+    let addrs = [ip("192.0.2.2"), ip("192.0.2.3")];
+    let mut now = Timestamp::ZERO;
+    let mut logs: [Vec<(GroupKey, Action)>; 2] = [Vec::new(), Vec::new()];
+    let mut queue: Vec<(usize, Vec<(GroupKey, Action)>)> = Vec::new();
+    for (i, r) in routers.iter_mut().enumerate() {
+        queue.push((i, r.handle(now, Event::Up)));
+    }
+    loop {
+        while let Some((from, acts)) = queue.pop() {
+            for (key, a) in acts {
+                if let Action::Send { payload, .. } = &a {
+                    let to = 1 - from;
+                    queue.push((to, routers[to].handle_datagram(now, addrs[from], payload)));
+                }
+                logs[from].push((key, a));
+            }
+        }
+        let Some(next) = routers.iter().filter_map(HsrpInterface::poll_timeout).min() else {
+            break;
+        };
+        if next > secs(100) {
+            break;
+        }
+        now = next;
+        for (i, r) in routers.iter_mut().enumerate() {
+            queue.push((i, r.handle(now, Event::Timer)));
+        }
+    }
+    let k1 = GroupKey {
+        version: Version::V1,
+        ipv6: false,
+        group: 1,
+    };
+    let k2 = GroupKey {
+        version: Version::V2,
+        ipv6: false,
+        group: 2,
+    };
+    let state = |i: usize, k| routers[i].group(k).unwrap().state();
+    assert_eq!(
+        (state(0, k1), state(0, k2)),
+        (State::Active, State::Standby)
+    );
+    assert_eq!(
+        (state(1, k1), state(1, k2)),
+        (State::Standby, State::Active)
+    );
+    // Each BecomeActive is tagged with its group and carries that group's VIP and MAC.
+    let became: Vec<&(GroupKey, Action)> = logs[1]
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::BecomeActive { .. }))
+        .collect();
+    assert_eq!(
+        became,
+        [&(
+            k2,
+            Action::BecomeActive {
+                vip: ip("192.0.2.254"),
+                mac: [0, 0, 0x0c, 0x9f, 0xf0, 2]
+            }
+        )]
+    );
+    for r in &routers {
+        assert_eq!(r.counters(), &InterfaceCounters::default());
+        for g in r.groups() {
+            assert_eq!(g.counters().refused_total(), 0);
+        }
+    }
+    // For no group here: group 7, a v2 IPv6 group 1, garbage, an advertisement.
+    let r = &mut routers[0];
+    let none = r.handle_datagram(
+        now,
+        ip("192.0.2.9"),
+        &v1_hello(OpCode::Hello, State::Active, 255, 7, DEFAULT_AUTH),
+    );
+    assert_eq!(none, []);
+    let v6 = {
+        let m = Message::V2(v2::Repr {
+            group_state: v2::GroupState {
+                op: OpCode::Hello,
+                state: State::Active,
+                group: 1,
+                identifier: [2, 0, 0, 0, 0, 9],
+                priority: 255,
+                hellotime_ms: 3000,
+                holdtime_ms: 10000,
+                vip: ip("2001:db8::1"),
+            },
+            auth: v2::Auth::Text(DEFAULT_AUTH),
+        });
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b).unwrap();
+        b
+    };
+    assert_eq!(r.handle_datagram(now, ip("fe80::9"), &v6), []);
+    assert_eq!(r.handle_datagram(now, ip("192.0.2.9"), &[0, 0, 0]), []);
+    let adv = [0, 3, 0, 1, 0, 14, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    assert_eq!(r.handle_datagram(now, ip("192.0.2.9"), &adv), []);
+    assert_eq!(
+        r.counters(),
+        &InterfaceCounters {
+            malformed: 1,
+            no_group: 2,
+            advertisements: 1
+        }
+    );
+    for g in r.groups() {
+        assert_eq!(g.counters().refused_total(), 0);
+    }
+}
+
+#[test]
+fn interface_refuses_duplicate_and_bad_groups() {
+    assert_eq!(
+        HsrpInterface::new(vec![v1_cfg(2, 100), v1_cfg(2, 110)]).err(),
+        Some(InterfaceConfigError::Duplicate(GroupKey {
+            version: Version::V1,
+            ipv6: false,
+            group: 1
+        }))
+    );
+    let mut bad = v1_cfg(2, 100);
+    bad.vip = Some(ip("0.0.0.0"));
+    assert!(matches!(
+        HsrpInterface::new(vec![bad]).err(),
+        Some(InterfaceConfigError::Group(_, ConfigError::VipUnusable(_)))
+    ));
+    // The same group number in v1 and v2 are different groups.
+    let mut v2 = v1_cfg(2, 100);
+    v2.version = Version::V2;
+    assert!(HsrpInterface::new(vec![v1_cfg(2, 100), v2]).is_ok());
+}
