@@ -1480,3 +1480,19 @@ fn interface_refuses_duplicate_and_bad_groups() {
     v2.version = Version::V2;
     assert!(HsrpInterface::new(vec![v1_cfg(2, 100), v2]).is_ok());
 }
+
+/// A hello announcing another VIP than the configured one: counted, the configured VIP stays;
+/// the hello still counts for the election (as on Cisco, which only logs it).
+#[test]
+fn vip_mismatch_is_counted_not_learned() {
+    let mut s = Segment::new(vec![v1_cfg(2, 100)]);
+    s.up_all();
+    let mut other = v1_hello(OpCode::Hello, State::Active, 200, 1, DEFAULT_AUTH);
+    other[16..20].copy_from_slice(&[192, 0, 2, 99]);
+    s.inject(0, "192.0.2.50", &other);
+    let g = &s.routers[0].g;
+    assert_eq!(g.counters().vip_mismatch, 1);
+    assert_eq!(g.counters().refused_total(), 0);
+    assert_eq!(g.status().vip, Some(ip(VIP)));
+    assert_eq!(g.status().active, Some(ip("192.0.2.50")));
+}
