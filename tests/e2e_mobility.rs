@@ -5,14 +5,30 @@
 //! `topology_scaffolding` proves the lab itself, without any agent: the VM reaches its own
 //! site's SVI, the map-notify-group crosses the LAN extension (and only it), a re-plug moves
 //! the VM's cable and nothing else, and a stream loses only what is sent while unplugged.
+//!
+//! `extended_subnet_move_and_back` (multihomed site A) and `across_subnet_move_with_spoofed_flood`
+//! run the agents and move the VM A → B → A with IPv4 and IPv6 streams running both ways; each
+//! asserts, per family: detection at the VM's site, the host route, the group notify learned
+//! by the site's other xTR (multihomed), the old router away (route gone) and sending SMRs, the
+//! remote ITR re-pointed to the new RLOC through the mapping system, the stream arriving in
+//! the new site with no loss once converged, moving back, and inactivity deregistration. The
+//! across-subnet test moves the VM while a host on site B's LAN floods spoofed dynamic-EID
+//! sources: the VM is still detected, the agent answers, its memory stays flat.
+//!
+//! The two agent tests take a lock so that they do not share the two CPUs with each other: the
+//! loss they assert is a property of the protocol, not of a starved scheduler.
 
 mod support;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::lab;
 use support::mobility::{self as mob, Mode, Options, Site};
 use support::netns::{self, Topology};
-use support::stream::Stream;
+use support::stream::{Stream, StreamReport};
+
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn workdir(prefix: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
@@ -199,5 +215,365 @@ fn scaffolding(mode: Mode) {
             !ping(&t, mob::VM, b4),
             "{mode:?}: VM back in A still reaches B's own subnet"
         );
+    }
+}
+
+
+// ------------------------------------------------------------------------------- agent tests
+
+/// Inactivity timeout of the dynamic-EID map: short, so the deregistration check runs in
+/// seconds; the VM's reverse streams keep it active until they stop.
+const INACTIVITY_S: u64 = 4;
+const REGISTER_INTERVAL_S: u64 = 3;
+/// Forward (remote host → VM) and reverse (VM → remote host, the VM's own activity) rates.
+const FWD_PPS: u32 = 1000;
+const REV_PPS: u32 = 200;
+/// A packet already on the wire when the cable is pulled is lost too: how long before the
+/// unplug a lost packet may have been sent (the lab's one-way delay is well under 1 ms).
+const IN_FLIGHT: Duration = Duration::from_millis(5);
+const SLOW: Duration = Duration::from_secs(10);
+
+fn agent_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
+}
+
+/// The log of agent `h` from byte `from` on.
+fn log_from(t: &mut Topology, h: usize, from: usize) -> String {
+    let l = t.proc(h).log_text();
+    l.get(from..).unwrap_or("").to_string()
+}
+
+fn log_len(t: &mut Topology, h: usize) -> usize {
+    t.proc(h).log_text().len()
+}
+
+/// Waits until agent `h`'s log after `from` has a line containing every one of `needles`;
+/// returns that line.
+fn wait_line(t: &mut Topology, h: usize, from: usize, needles: &[&str]) -> Option<String> {
+    let mut found = None;
+    Topology::wait_for(SLOW, || {
+        found = log_from(t, h, from)
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string);
+        Ok(found.is_some())
+    })
+    .unwrap();
+    found
+}
+
+fn metrics(t: &Topology, ns: &str) -> String {
+    lab::metrics_text(&t.ns(ns)).unwrap_or_default()
+}
+
+fn mobility_total(text: &str, event: &str) -> u64 {
+    lab::series(text, &format!("lisp_mobility_total{{event=\"{event}\"}}")).unwrap_or(0)
+}
+
+fn dynamic_eids(text: &str, origin: &str) -> Option<u64> {
+    lab::series(text, &format!("lisp_dynamic_eids{{origin=\"{origin}\"}}"))
+}
+
+/// Waits until `cond` holds for `ns`'s host routes to both VM addresses (Some = present).
+fn wait_host_routes(t: &Topology, ns: &str, present: bool) -> bool {
+    Topology::wait_for(SLOW, || {
+        let mut ok = true;
+        for eid in [mob::VM_V4, mob::VM_V6] {
+            let r = mob::host_route(t, ns, eid)?;
+            ok &= match (&r, present) {
+                (Some(r), true) => r.contains(&format!("dev {}", mob::SVI)),
+                (None, false) => true,
+                _ => false,
+            };
+        }
+        Ok(ok)
+    })
+    .unwrap()
+}
+
+/// The four streams of a test: forward (what is measured) and reverse (the VM's activity).
+struct Streams {
+    fwd4: Stream,
+    fwd6: Stream,
+    rev4: Stream,
+    rev6: Stream,
+}
+
+impl Streams {
+    fn start(t: &Topology, epoch: Instant) -> Streams {
+        let s = |from, to, port, pps| Stream::start(t, from, to, port, pps, epoch).unwrap();
+        Streams {
+            fwd4: s((mob::RH, mob::RH_V4), (mob::VM, mob::VM_V4), 41004, FWD_PPS),
+            fwd6: s((mob::RH, mob::RH_V6), (mob::VM, mob::VM_V6), 41006, FWD_PPS),
+            rev4: s((mob::VM, mob::VM_V4), (mob::RH, mob::RH_V4), 42004, REV_PPS),
+            rev6: s((mob::VM, mob::VM_V6), (mob::RH, mob::RH_V6), 42006, REV_PPS),
+        }
+    }
+
+    fn stop(self) -> [StreamReport; 4] {
+        [self.fwd4, self.fwd6, self.rev4, self.rev6].map(|s| s.stop().unwrap())
+    }
+}
+
+/// The times of one move on the streams' clock.
+#[derive(Clone, Copy, Debug)]
+struct Move {
+    unplug: Duration,
+    plug: Duration,
+    /// When the test saw the remote ITR's map-cache point at the new site (both families).
+    converged: Duration,
+    to: Site,
+}
+
+/// Everything one move must cause, for both families: detection and host route at the new
+/// site, away + route removal + SMR at the old one, the remote ITR re-pointed, the stream
+/// arriving at the VM in the new site.
+fn move_and_check(
+    t: &mut Topology,
+    m: &mut mob::MobilityLab,
+    a: &mob::Agents,
+    streams: &Streams,
+    to: Site,
+) -> Move {
+    let (new_x, old_x, new_rloc) = match to {
+        Site::B => (mob::XB, mob::XA, mob::RLOC_B),
+        Site::A => (mob::XA, mob::XB, mob::RLOC_A),
+    };
+    let (hn, ho) = (a.xtr(new_x), a.xtr(old_x));
+    let mode = m.opts.mode;
+    let (from_new, from_old, from_ri) = (log_len(t, hn), log_len(t, ho), log_len(t, a.ri));
+    let smr_before = mobility_total(&metrics(t, old_x), "smr_sent");
+
+    let unplug = streams.fwd4.now();
+    m.move_vm(t, to).unwrap();
+    let plug = streams.fwd4.now();
+
+    for eid in [mob::VM_V4, mob::VM_V6] {
+        let detected = format!("dynamic-eid {eid} detected on {} ({}", mob::SVI, mob::MAP_NAME);
+        assert!(
+            wait_line(t, hn, from_new, &[&detected]).is_some(),
+            "{mode:?} -> {to:?}: {new_x} did not detect {eid}:\n{}",
+            log_from(t, hn, from_new)
+        );
+        let away = format!("dynamic-eid {eid} moved away to");
+        let line = wait_line(t, ho, from_old, &[&away]);
+        assert!(
+            line.as_deref().is_some_and(|l| l.contains(new_rloc)),
+            "{mode:?} -> {to:?}: {old_x} did not move {eid} away to {new_rloc}: {line:?}\n{}",
+            log_from(t, ho, from_old)
+        );
+    }
+    assert!(wait_host_routes(t, new_x, true), "{mode:?}: no host routes on {new_x}");
+    assert!(wait_host_routes(t, old_x, false), "{mode:?}: host routes left on {old_x}");
+
+    // The remote ITR re-resolves (SMR from the old router, or the map-server's publication)
+    // and encapsulates to the new RLOC.
+    for eid in [format!("{}/32", mob::VM_V4), format!("{}/128", mob::VM_V6)] {
+        let entry = format!("map-cache [{}]{eid}: Positive", mob::INSTANCE_ID);
+        assert!(
+            wait_line(t, a.ri, from_ri, &[&entry, &format!("addr: {new_rloc},")]).is_some(),
+            "{mode:?} -> {to:?}: remote ITR not re-pointed for {eid}:\n{}",
+            log_from(t, a.ri, from_ri)
+        );
+    }
+    let converged = streams.fwd4.now();
+    let smr = mobility_total(&metrics(t, old_x), "smr_sent");
+    assert!(smr > smr_before, "{mode:?}: {old_x} sent no SMR ({smr_before} -> {smr})");
+
+    // The stream arrives at the VM in its new site.
+    for s in [&streams.fwd4, &streams.fwd6] {
+        assert!(
+            s.wait_received(u64::from(FWD_PPS) / 2, SLOW),
+            "{mode:?} -> {to:?}: stream not arriving at the VM"
+        );
+    }
+    Move {
+        unplug,
+        plug,
+        converged,
+        to,
+    }
+}
+
+/// Loss of a forward stream around the moves, with what the protocol says may be lost.
+fn check_loss(mode: Mode, name: &str, r: &StreamReport, settled: Duration, moves: &[Move]) {
+    eprintln!("{mode:?} {name}: {}", r.summary());
+    for (i, mv) in moves.iter().enumerate() {
+        let end = moves.get(i + 1).map_or(Duration::MAX, |n| n.unplug);
+        let in_phase = |s: &u64| {
+            let at = r.send_times[*s as usize];
+            at >= settled && at >= mv.unplug.saturating_sub(IN_FLIGHT) && at < end
+        };
+        let lost: Vec<u64> = r.lost().into_iter().filter(in_phase).collect();
+        let after_plug: Vec<u64> = lost
+            .iter()
+            .copied()
+            .filter(|&s| r.send_times[s as usize] >= mv.plug)
+            .collect();
+        eprintln!(
+            "  move {} to {:?}: {} lost ({} sent after the plug), converged {:.1} ms after the plug",
+            i + 1,
+            mv.to,
+            lost.len(),
+            after_plug.len(),
+            (mv.converged - mv.plug).as_secs_f64() * 1e3
+        );
+        match mode {
+            // The VM stays reachable across the extension: only what was on the cable while
+            // it was out is lost.
+            Mode::ExtendedSubnet => {
+                assert_eq!(after_plug, Vec::<u64>::new(), "{mode:?} {name} move {}", i + 1)
+            }
+            // Until the old router learns the move, it delivers into a LAN the VM has left: the
+            // loss is one run starting at the unplug, and nothing is lost once converged.
+            Mode::AcrossSubnet => {
+                let runs = {
+                    let mut n = 0;
+                    for w in lost.windows(2) {
+                        n += usize::from(w[1] != w[0] + 1);
+                    }
+                    n + usize::from(!lost.is_empty())
+                };
+                assert!(runs <= 1, "{mode:?} {name} move {}: lost {lost:?}", i + 1);
+                let late: Vec<u64> = lost
+                    .iter()
+                    .copied()
+                    .filter(|&s| r.send_times[s as usize] >= mv.converged)
+                    .collect();
+                assert_eq!(late, Vec::<u64>::new(), "{mode:?} {name} move {}: lost once converged", i + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn extended_subnet_move_and_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mobility(Mode::ExtendedSubnet, true, false);
+}
+
+#[test]
+fn across_subnet_move_with_spoofed_flood() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mobility(Mode::AcrossSubnet, false, true);
+}
+
+fn mobility(mode: Mode, multihomed: bool, flood: bool) {
+    let mut t = topology("lispmob");
+    let mut m = mob::build(&mut t, Options { mode, multihomed }).unwrap();
+    if flood {
+        mob::add_spoofer(&mut t, Site::B).unwrap();
+    }
+    let _pass = mob::attach_pass(&t, &m, lisp_agent::dataplane::object::bytecode()).unwrap();
+    let o = mob::AgentOptions {
+        register_interval_s: REGISTER_INTERVAL_S,
+        inactivity_s: INACTIVITY_S,
+        ..Default::default()
+    };
+    let a = mob::start_agents(&mut t, &m, &agent_bin(), &o).unwrap();
+    let (xa, xb) = (a.xtr(mob::XA), a.xtr(mob::XB));
+    assert!(
+        wait_line(&mut t, xa, 0, &["registered with map-server", mob::MS_ADDR]).is_some(),
+        "xTR A not registered:\n{}",
+        t.proc(xa).log_text()
+    );
+
+    // At home: the VM's first packets are detected by xTR A, which registers them, installs the
+    // host routes and tells the site's group.
+    let epoch = Instant::now();
+    let streams = Streams::start(&t, epoch);
+    for eid in [mob::VM_V4, mob::VM_V6] {
+        let detected = format!("dynamic-eid {eid} detected on {} ({}", mob::SVI, mob::MAP_NAME);
+        assert!(
+            wait_line(&mut t, xa, 0, &[&detected]).is_some(),
+            "{mode:?}: xTR A did not detect {eid}:\n{}",
+            t.proc(xa).log_text()
+        );
+    }
+    assert!(wait_host_routes(&t, mob::XA, true), "{mode:?}: no host routes on xTR A");
+    let ma = metrics(&t, mob::XA);
+    // Known local dynamic EIDs raise no more events: exactly one detection per address.
+    assert_eq!(mobility_total(&ma, "detected"), 2, "{ma}");
+    assert_eq!(dynamic_eids(&ma, "local"), Some(2), "{ma}");
+    assert!(mobility_total(&ma, "group_notify_sent") >= 2, "{ma}");
+    if multihomed {
+        let xa2 = a.xtr(mob::XA2);
+        for eid in [mob::VM_V4, mob::VM_V6] {
+            let learned = format!("dynamic-eid {eid} learned from site");
+            assert!(
+                wait_line(&mut t, xa2, 0, &[&learned]).is_some(),
+                "xTR A2 did not learn {eid} from the group:\n{}",
+                t.proc(xa2).log_text()
+            );
+        }
+        let m2 = metrics(&t, mob::XA2);
+        assert_eq!(dynamic_eids(&m2, "site"), Some(2), "{m2}");
+        assert!(mobility_total(&m2, "group_notify_received") >= 2, "{m2}");
+    }
+    for s in [&streams.fwd4, &streams.fwd6] {
+        assert!(s.wait_received(u64::from(FWD_PPS), SLOW), "{mode:?}: stream to the VM at home");
+    }
+    let settled = streams.fwd4.now();
+
+    // To site B (with a spoofed-source flood on site B's LAN in the flood variant), and back.
+    let flood_run = flood.then(|| {
+        let pid = t.proc(xb).pid();
+        (mob::Flood::start(&t, 5000).unwrap(), mob::rss_kib(pid).unwrap(), pid)
+    });
+    let to_b = move_and_check(&mut t, &mut m, &a, &streams, Site::B);
+    if let Some((f, rss_before, pid)) = flood_run {
+        // Still answering while flooded.
+        let asked = Instant::now();
+        let text = metrics(&t, mob::XB);
+        assert!(text.contains("lisp_mobility_total"), "xTR B's metrics unavailable during the flood");
+        let answered = asked.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        let frames = f.stop().unwrap();
+        let rss_after = mob::rss_kib(pid).unwrap();
+        let mb = metrics(&t, mob::XB);
+        eprintln!(
+            "flood: {frames} spoofed frames; xTR B metrics answered in {:.1} ms; RSS {rss_before} -> \
+             {rss_after} KiB; detected {}, refused: {:?}, dynamic EIDs local {:?}",
+            answered.as_secs_f64() * 1e3,
+            mobility_total(&mb, "detected"),
+            lab::nonzero_series(&mb, "lisp_mobility_refused_total"),
+            dynamic_eids(&mb, "local"),
+        );
+        assert!(t.proc(xb).running(), "xTR B died under the flood");
+        assert!(
+            rss_after < rss_before + 16 * 1024,
+            "xTR B's memory grew from {rss_before} to {rss_after} KiB under the flood"
+        );
+    }
+    let to_a = move_and_check(&mut t, &mut m, &a, &streams, Site::A);
+    if multihomed {
+        // The site's other xTR follows the VM away and back through the group.
+        let l = t.proc(a.xtr(mob::XA2)).log_text();
+        assert!(l.contains(&format!("dynamic-eid {} moved away to", mob::VM_V4)), "{l}");
+    }
+
+    // Inactivity: the VM falls silent; xTR A deregisters both EIDs and removes the routes.
+    let from_a = log_len(&mut t, xa);
+    let [fwd4, fwd6, rev4, rev6] = streams.stop();
+    for (name, r) in [("fwd4", &fwd4), ("fwd6", &fwd6)] {
+        check_loss(mode, name, r, settled, &[to_b, to_a]);
+    }
+    for (name, r) in [("rev4", &rev4), ("rev6", &rev6)] {
+        eprintln!("{mode:?} {name}: {}", r.summary());
+    }
+    for eid in [mob::VM_V4, mob::VM_V6] {
+        let expired = format!("dynamic-eid {eid} expired (inactive");
+        assert!(
+            wait_line(&mut t, xa, from_a, &[&expired, "deregistered"]).is_some(),
+            "{mode:?}: {eid} not expired:\n{}",
+            log_from(&mut t, xa, from_a)
+        );
+    }
+    assert!(wait_host_routes(&t, mob::XA, false), "{mode:?}: host routes left after expiry");
+    let ma = metrics(&t, mob::XA);
+    assert_eq!(dynamic_eids(&ma, "local"), Some(0), "{ma}");
+    assert_eq!(mobility_total(&ma, "expired"), 2, "{ma}");
+    for (ns, h) in a.xtrs.iter().chain([(mob::RI, a.ri), (mob::MS, a.ms)].iter()) {
+        assert!(t.proc(*h).running(), "agent {ns} exited:\n{}", t.proc(*h).log_text());
     }
 }
