@@ -218,7 +218,6 @@ fn scaffolding(mode: Mode) {
     }
 }
 
-
 // ------------------------------------------------------------------------------- agent tests
 
 /// Inactivity timeout of the dynamic-EID map: short, so the deregistration check runs in
@@ -349,7 +348,11 @@ fn move_and_check(
     let plug = streams.fwd4.now();
 
     for eid in [mob::VM_V4, mob::VM_V6] {
-        let detected = format!("dynamic-eid {eid} detected on {} ({}", mob::SVI, mob::MAP_NAME);
+        let detected = format!(
+            "dynamic-eid {eid} detected on {} ({}",
+            mob::SVI,
+            mob::MAP_NAME
+        );
         assert!(
             wait_line(t, hn, from_new, &[&detected]).is_some(),
             "{mode:?} -> {to:?}: {new_x} did not detect {eid}:\n{}",
@@ -363,8 +366,14 @@ fn move_and_check(
             log_from(t, ho, from_old)
         );
     }
-    assert!(wait_host_routes(t, new_x, true), "{mode:?}: no host routes on {new_x}");
-    assert!(wait_host_routes(t, old_x, false), "{mode:?}: host routes left on {old_x}");
+    assert!(
+        wait_host_routes(t, new_x, true),
+        "{mode:?}: no host routes on {new_x}"
+    );
+    assert!(
+        wait_host_routes(t, old_x, false),
+        "{mode:?}: host routes left on {old_x}"
+    );
 
     // The remote ITR re-resolves (SMR from the old router, or the map-server's publication)
     // and encapsulates to the new RLOC.
@@ -378,7 +387,10 @@ fn move_and_check(
     }
     let converged = streams.fwd4.now();
     let smr = mobility_total(&metrics(t, old_x), "smr_sent");
-    assert!(smr > smr_before, "{mode:?}: {old_x} sent no SMR ({smr_before} -> {smr})");
+    assert!(
+        smr > smr_before,
+        "{mode:?}: {old_x} sent no SMR ({smr_before} -> {smr})"
+    );
 
     // The stream arrives at the VM in its new site.
     for s in [&streams.fwd4, &streams.fwd6] {
@@ -422,7 +434,12 @@ fn check_loss(mode: Mode, name: &str, r: &StreamReport, settled: Duration, moves
             // The VM stays reachable across the extension: only what was on the cable while
             // it was out is lost.
             Mode::ExtendedSubnet => {
-                assert_eq!(after_plug, Vec::<u64>::new(), "{mode:?} {name} move {}", i + 1)
+                assert_eq!(
+                    after_plug,
+                    Vec::<u64>::new(),
+                    "{mode:?} {name} move {}",
+                    i + 1
+                )
             }
             // Until the old router learns the move, it delivers into a LAN the VM has left: the
             // loss is one run starting at the unplug, and nothing is lost once converged.
@@ -440,7 +457,12 @@ fn check_loss(mode: Mode, name: &str, r: &StreamReport, settled: Duration, moves
                     .copied()
                     .filter(|&s| r.send_times[s as usize] >= mv.converged)
                     .collect();
-                assert_eq!(late, Vec::<u64>::new(), "{mode:?} {name} move {}: lost once converged", i + 1);
+                assert_eq!(
+                    late,
+                    Vec::<u64>::new(),
+                    "{mode:?} {name} move {}: lost once converged",
+                    i + 1
+                );
             }
         }
     }
@@ -483,14 +505,21 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
     let epoch = Instant::now();
     let streams = Streams::start(&t, epoch);
     for eid in [mob::VM_V4, mob::VM_V6] {
-        let detected = format!("dynamic-eid {eid} detected on {} ({}", mob::SVI, mob::MAP_NAME);
+        let detected = format!(
+            "dynamic-eid {eid} detected on {} ({}",
+            mob::SVI,
+            mob::MAP_NAME
+        );
         assert!(
             wait_line(&mut t, xa, 0, &[&detected]).is_some(),
             "{mode:?}: xTR A did not detect {eid}:\n{}",
             t.proc(xa).log_text()
         );
     }
-    assert!(wait_host_routes(&t, mob::XA, true), "{mode:?}: no host routes on xTR A");
+    assert!(
+        wait_host_routes(&t, mob::XA, true),
+        "{mode:?}: no host routes on xTR A"
+    );
     let ma = metrics(&t, mob::XA);
     // Known local dynamic EIDs raise no more events: exactly one detection per address.
     assert_eq!(mobility_total(&ma, "detected"), 2, "{ma}");
@@ -511,21 +540,31 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
         assert!(mobility_total(&m2, "group_notify_received") >= 2, "{m2}");
     }
     for s in [&streams.fwd4, &streams.fwd6] {
-        assert!(s.wait_received(u64::from(FWD_PPS), SLOW), "{mode:?}: stream to the VM at home");
+        assert!(
+            s.wait_received(u64::from(FWD_PPS), SLOW),
+            "{mode:?}: stream to the VM at home"
+        );
     }
     let settled = streams.fwd4.now();
 
     // To site B (with a spoofed-source flood on site B's LAN in the flood variant), and back.
     let flood_run = flood.then(|| {
         let pid = t.proc(xb).pid();
-        (mob::Flood::start(&t, 5000).unwrap(), mob::rss_kib(pid).unwrap(), pid)
+        (
+            mob::Flood::start(&t, 5000).unwrap(),
+            mob::rss_kib(pid).unwrap(),
+            pid,
+        )
     });
     let to_b = move_and_check(&mut t, &mut m, &a, &streams, Site::B);
     if let Some((f, rss_before, pid)) = flood_run {
         // Still answering while flooded.
         let asked = Instant::now();
         let text = metrics(&t, mob::XB);
-        assert!(text.contains("lisp_mobility_total"), "xTR B's metrics unavailable during the flood");
+        assert!(
+            text.contains("lisp_mobility_total"),
+            "xTR B's metrics unavailable during the flood"
+        );
         let answered = asked.elapsed();
         std::thread::sleep(Duration::from_secs(1));
         let frames = f.stop().unwrap();
@@ -549,7 +588,10 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
     if multihomed {
         // The site's other xTR follows the VM away and back through the group.
         let l = t.proc(a.xtr(mob::XA2)).log_text();
-        assert!(l.contains(&format!("dynamic-eid {} moved away to", mob::VM_V4)), "{l}");
+        assert!(
+            l.contains(&format!("dynamic-eid {} moved away to", mob::VM_V4)),
+            "{l}"
+        );
     }
 
     // Inactivity: the VM falls silent; xTR A deregisters both EIDs and removes the routes.
@@ -569,11 +611,22 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
             log_from(&mut t, xa, from_a)
         );
     }
-    assert!(wait_host_routes(&t, mob::XA, false), "{mode:?}: host routes left after expiry");
+    assert!(
+        wait_host_routes(&t, mob::XA, false),
+        "{mode:?}: host routes left after expiry"
+    );
     let ma = metrics(&t, mob::XA);
     assert_eq!(dynamic_eids(&ma, "local"), Some(0), "{ma}");
     assert_eq!(mobility_total(&ma, "expired"), 2, "{ma}");
-    for (ns, h) in a.xtrs.iter().chain([(mob::RI, a.ri), (mob::MS, a.ms)].iter()) {
-        assert!(t.proc(*h).running(), "agent {ns} exited:\n{}", t.proc(*h).log_text());
+    for (ns, h) in a
+        .xtrs
+        .iter()
+        .chain([(mob::RI, a.ri), (mob::MS, a.ms)].iter())
+    {
+        assert!(
+            t.proc(*h).running(),
+            "agent {ns} exited:\n{}",
+            t.proc(*h).log_text()
+        );
     }
 }

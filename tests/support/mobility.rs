@@ -904,7 +904,15 @@ pub const SPOOF_MAC: &str = "02:00:00:00:5f:01";
 /// Plugs a spoofing host into `site`'s LAN (after [`build`]).
 pub fn add_spoofer(t: &mut Topology, site: Site) -> Result<()> {
     t.add_ns(SPOOF)?;
-    t.veth(SPOOF, "eth0", SPOOF_MAC, site.lan(), "spoofport", "02:00:00:00:5f:02", 1500)?;
+    t.veth(
+        SPOOF,
+        "eth0",
+        SPOOF_MAC,
+        site.lan(),
+        "spoofport",
+        "02:00:00:00:5f:02",
+        1500,
+    )?;
     t.ip(site.lan(), &["link", "set", "spoofport", "master", "br0"])?;
     Ok(())
 }
@@ -960,7 +968,7 @@ impl Flood {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    let frame = if sent % 2 == 0 {
+                    let frame = if sent.is_multiple_of(2) {
                         // 198.51.100.20 ..= .126 (the VM is .10).
                         let src = std::net::Ipv4Addr::new(198, 51, 100, 20 + (rng % 107) as u8);
                         frame_v4(&dst_mac, src, v4)
@@ -997,7 +1005,9 @@ impl Flood {
     pub fn stop(mut self) -> Result<u64> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         match self.handle.take() {
-            Some(h) => h.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))?,
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("flood thread panicked"))?,
             None => Ok(0),
         }
     }
@@ -1072,4 +1082,150 @@ fn frame_v6(dst_mac: &[u8; 6], src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr)
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&[0x5f; 18]);
     f
+}
+
+// ------------------------------------------------------------------------------- the wire
+
+/// Who an address is, for printing captures.
+pub fn who(addr: &str) -> &'static str {
+    match addr {
+        RLOC_A => "xTR A",
+        RLOC_A2 => "xTR A2",
+        RLOC_B => "xTR B",
+        RLOC_R => "remote ITR",
+        MS_ADDR => "map-server",
+        GROUP => "site group",
+        XA_SVI_V4 => "xTR A (SVI)",
+        XA2_SVI_V4 => "xTR A2 (SVI)",
+        XB_SVI_V4 | B_SVI_ACROSS_V4 => "xTR B (SVI)",
+        _ => "?",
+    }
+}
+
+/// What one move looked like on the wire, as epoch seconds (pcap timestamps: every namespace
+/// shares the machine's clock).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MoveTimeline {
+    /// The VM's first frame towards the new site's xTR (captured on the LAN port facing it).
+    pub first_packet: Option<f64>,
+    /// The new xTR's first Map-Register carrying the VM's EID, after that (on the core).
+    pub map_register: Option<f64>,
+    /// The first SMR the old xTR sent after that (on the core).
+    pub smr: Option<f64>,
+    /// The remote ITR's first data packet to the new RLOC for the VM (on the core).
+    pub remote_encap: Option<f64>,
+}
+
+impl MoveTimeline {
+    fn ms(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+        Some((b? - a?) * 1e3)
+    }
+    /// First packet at the new site → its Map-Register on the wire, in ms.
+    pub fn register_ms(&self) -> Option<f64> {
+        Self::ms(self.first_packet, self.map_register)
+    }
+    /// First packet at the new site → the remote ITR encapsulating to the new RLOC, in ms.
+    pub fn convergence_ms(&self) -> Option<f64> {
+        Self::ms(self.first_packet, self.remote_encap)
+    }
+    pub fn smr_ms(&self) -> Option<f64> {
+        Self::ms(self.first_packet, self.smr)
+    }
+}
+
+fn first_epoch(file: &Path, filter: &str) -> Result<Option<f64>> {
+    let rows = lab::tshark_fields(file, Some(filter), &["frame.time_epoch"])?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|v| v.parse().ok()))
+}
+
+/// Reads a move's timeline for `eid` out of a capture of the LAN port facing the new xTR and a
+/// capture of the core (`any`), considering only frames after `since` (epoch seconds).
+pub fn move_timeline(
+    lan_pcap: &Path,
+    core_pcap: &Path,
+    eid: &str,
+    new_rloc: &str,
+    old_rloc: &str,
+    since: f64,
+) -> Result<MoveTimeline> {
+    let fam = if eid.contains(':') { "ipv6" } else { "ip" };
+    let eid_field = if eid.contains(':') {
+        "lisp.mapping.eid.ipv6"
+    } else {
+        "lisp.mapping.eid.ipv4"
+    };
+    let after = |t: f64| format!("frame.time_epoch >= {t:.6}");
+    let first_packet = first_epoch(lan_pcap, &format!("{fam}.src == {eid} && {}", after(since)))?;
+    let from = first_packet.unwrap_or(since);
+    // Incoming frames only: a capture on `any` holds each forwarded frame twice.
+    let incoming = "sll.pkttype != 4";
+    let map_register = first_epoch(
+        core_pcap,
+        &format!(
+            "{incoming} && lisp.type == 3 && ip.src == {new_rloc} && {eid_field} == {eid} && {}",
+            after(from)
+        ),
+    )?;
+    let smr = first_epoch(
+        core_pcap,
+        &format!(
+            "{incoming} && lisp.mreq.flags.smr == 1 && ip.src == {old_rloc} && {}",
+            after(from)
+        ),
+    )?;
+    let remote_encap = first_epoch(
+        core_pcap,
+        &format!(
+            "{incoming} && lisp-data && ip.src == {RLOC_R} && ip.dst == {new_rloc} && {fam}.dst == {eid} && {}",
+            after(from)
+        ),
+    )?;
+    Ok(MoveTimeline {
+        first_packet,
+        map_register,
+        smr,
+        remote_encap,
+    })
+}
+
+/// Now as epoch seconds (to compare with pcap timestamps).
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Prints (through `say`) the control messages (UDP 4342) in `pcap` after `since`, one line
+/// each, time relative to `since`: who sent what to whom, as tshark decodes it.
+pub fn control_lines(pcap: &Path, since: f64, any_capture: bool) -> Result<Vec<String>> {
+    let mut filter =
+        format!("udp.port == 4342 && !icmp && !icmpv6 && frame.time_epoch >= {since:.6}");
+    if any_capture {
+        filter.push_str(" && sll.pkttype != 4");
+    }
+    let rows = lab::tshark_fields(
+        pcap,
+        Some(&filter),
+        &["frame.time_epoch", "ip.src", "ip.dst", "_ws.col.Info"],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let f = |i: usize| r.get(i).map(String::as_str).unwrap_or("");
+            let at: f64 = f(0).parse().unwrap_or(since);
+            let src = f(1).split(',').next().unwrap_or("");
+            let dst = f(2).split(',').next().unwrap_or("");
+            format!(
+                "{:>+9.3} ms  {:<12} -> {:<12} {}",
+                (at - since) * 1e3,
+                who(src),
+                who(dst),
+                f(3)
+            )
+        })
+        .collect())
 }

@@ -20,6 +20,7 @@ mod bench;
 mod bench_control;
 mod bench_resolve;
 mod lab;
+mod lab_mobility;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -104,11 +105,16 @@ fn main() -> ExitCode {
         Some("bench") => bench_control::run()
             .and_then(|()| bench_resolve::run())
             .and_then(|()| bench::run()),
+        Some("lab-mobility") => build_agent().and_then(|(agent, object)| {
+            catch_sigint();
+            lab_mobility::run(&agent, &object)
+        }),
         Some("bench-control") => bench_control::run(),
         Some("bench-resolve") => bench_resolve::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test | lab [--keep|--down] | bench | bench-control | bench-resolve"
+                "usage: cargo xtask test | lab [--keep|--down] | lab-mobility | bench | bench-control | \
+                 bench-resolve"
             );
             return ExitCode::from(2);
         }
