@@ -12,12 +12,16 @@
 //! - `bench-control`: map-server registrations/s and Map-Requests/s of the pure core (no root).
 //! - `bench-resolve`: Map-Request → Map-Reply latency through the lab's map-server (proxy-reply
 //!   and forwarded to the ETR).
+//! - `bench-mobility`: a VM's move between sites: first packet → Map-Register, → remote ITR on
+//!   the new RLOC (with and without pubsub), loss of a 10 kpps stream (bench_mobility.rs).
+//! - `lab-mobility`: the lab's VM-mobility story alone (lab_mobility.rs).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod bench;
 mod bench_control;
+mod bench_mobility;
 mod bench_resolve;
 mod lab;
 mod lab_mobility;
@@ -104,7 +108,9 @@ fn main() -> ExitCode {
         // resolution through the lab, then the XDP ones.
         Some("bench") => bench_control::run()
             .and_then(|()| bench_resolve::run())
-            .and_then(|()| bench::run()),
+            .and_then(|()| bench::run())
+            .and_then(|()| bench_mobility_task()),
+        Some("bench-mobility") => bench_mobility_task(),
         Some("lab-mobility") => build_agent().and_then(|(agent, object)| {
             catch_sigint();
             lab_mobility::run(&agent, &object)
@@ -114,7 +120,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask test | lab [--keep|--down] | lab-mobility | bench | bench-control | \
-                 bench-resolve"
+                 bench-resolve | bench-mobility"
             );
             return ExitCode::from(2);
         }
@@ -126,6 +132,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The mobility figures (root, namespaces): builds the agent, then bench_mobility.
+fn bench_mobility_task() -> Result<()> {
+    if !netns::is_root() {
+        bail!("the mobility bench needs root (network namespaces, XDP)");
+    }
+    let (agent, object) = build_agent()?;
+    catch_sigint();
+    bench_mobility::run(&agent, &object)
 }
 
 /// Runs scripts/install-deps.sh (idempotent: quick when everything is there), so that `test`,
