@@ -232,6 +232,11 @@ const REV_PPS: u32 = 200;
 const IN_FLIGHT: Duration = Duration::from_millis(5);
 const SLOW: Duration = Duration::from_secs(10);
 
+/// The VM's host prefixes as the agents print them.
+fn host_prefixes() -> [String; 2] {
+    [format!("{}/32", mob::VM_V4), format!("{}/128", mob::VM_V6)]
+}
+
 fn agent_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
@@ -341,6 +346,7 @@ fn move_and_check(
     let (hn, ho) = (a.xtr(new_x), a.xtr(old_x));
     let mode = m.opts.mode;
     let (from_new, from_old, from_ri) = (log_len(t, hn), log_len(t, ho), log_len(t, a.ri));
+    let from_ms = log_len(t, a.ms);
     let smr_before = mobility_total(&metrics(t, old_x), "smr_sent");
 
     let unplug = streams.fwd4.now();
@@ -366,6 +372,18 @@ fn move_and_check(
             log_from(t, ho, from_old)
         );
     }
+    // Registered at the map-server by the new site (its key tells the site; the newest holds).
+    let new_site = match to {
+        Site::B => "site dc-b",
+        Site::A => "site dc-a",
+    };
+    for eid in host_prefixes() {
+        assert!(
+            wait_line(t, a.ms, from_ms, &[new_site, &eid]).is_some(),
+            "{mode:?} -> {to:?}: map-server has no registration of {eid} from {new_site}:\n{}",
+            log_from(t, a.ms, from_ms)
+        );
+    }
     assert!(
         wait_host_routes(t, new_x, true),
         "{mode:?}: no host routes on {new_x}"
@@ -377,7 +395,7 @@ fn move_and_check(
 
     // The remote ITR re-resolves (SMR from the old router, or the map-server's publication)
     // and encapsulates to the new RLOC.
-    for eid in [format!("{}/32", mob::VM_V4), format!("{}/128", mob::VM_V6)] {
+    for eid in host_prefixes() {
         let entry = format!("map-cache [{}]{eid}: Positive", mob::INSTANCE_ID);
         assert!(
             wait_line(t, a.ri, from_ri, &[&entry, &format!("addr: {new_rloc},")]).is_some(),
@@ -520,6 +538,13 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
         wait_host_routes(&t, mob::XA, true),
         "{mode:?}: no host routes on xTR A"
     );
+    for eid in host_prefixes() {
+        assert!(
+            wait_line(&mut t, a.ms, 0, &["site dc-a", "registered", &eid]).is_some(),
+            "{mode:?}: map-server has no registration of {eid} from site A:\n{}",
+            t.proc(a.ms).log_text()
+        );
+    }
     let ma = metrics(&t, mob::XA);
     // Known local dynamic EIDs raise no more events: exactly one detection per address.
     assert_eq!(mobility_total(&ma, "detected"), 2, "{ma}");
@@ -596,6 +621,7 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
 
     // Inactivity: the VM falls silent; xTR A deregisters both EIDs and removes the routes.
     let from_a = log_len(&mut t, xa);
+    let from_ms = log_len(&mut t, a.ms);
     let [fwd4, fwd6, rev4, rev6] = streams.stop();
     for (name, r) in [("fwd4", &fwd4), ("fwd6", &fwd6)] {
         check_loss(mode, name, r, settled, &[to_b, to_a]);
@@ -615,6 +641,14 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
         wait_host_routes(&t, mob::XA, false),
         "{mode:?}: host routes left after expiry"
     );
+    // Deregistered: a TTL-0 Map-Register withdraws the host prefixes at the map-server.
+    for eid in host_prefixes() {
+        assert!(
+            wait_line(&mut t, a.ms, from_ms, &["site dc-a", "withdrew", &eid]).is_some(),
+            "{mode:?}: map-server did not withdraw {eid}:\n{}",
+            log_from(&mut t, a.ms, from_ms)
+        );
+    }
     let ma = metrics(&t, mob::XA);
     assert_eq!(dynamic_eids(&ma, "local"), Some(0), "{ma}");
     assert_eq!(mobility_total(&ma, "expired"), 2, "{ma}");
