@@ -426,10 +426,17 @@ fn move_and_check(
 }
 
 /// Loss of a forward stream around the moves, with what the protocol says may be lost.
-fn check_loss(mode: Mode, name: &str, r: &StreamReport, settled: Duration, moves: &[Move]) {
+/// Only datagrams sent in `[settled, until)` are judged.
+fn check_loss(
+    mode: Mode,
+    name: &str,
+    r: &StreamReport,
+    (settled, until): (Duration, Duration),
+    moves: &[Move],
+) {
     eprintln!("{mode:?} {name}: {}", r.summary());
     for (i, mv) in moves.iter().enumerate() {
-        let end = moves.get(i + 1).map_or(Duration::MAX, |n| n.unplug);
+        let end = moves.get(i + 1).map_or(until, |n| n.unplug);
         let in_phase = |s: &u64| {
             let at = r.send_times[*s as usize];
             at >= settled && at >= mv.unplug.saturating_sub(IN_FLIGHT) && at < end
@@ -619,12 +626,65 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
         );
     }
 
+    // A flapping host: ten moves 100 ms apart, ending at home. Afterwards the state is that of
+    // one VM in site A: routes and local entries there only, the remote ITR on xTR A, the
+    // stream arriving.
+    let flap_start = streams.fwd4.now();
+    if mode == Mode::ExtendedSubnet {
+        let from_ri = log_len(&mut t, a.ri);
+        for i in 0..10 {
+            let to = if i % 2 == 0 { Site::B } else { Site::A };
+            m.move_vm(&t, to).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(m.vm_site, Site::A);
+        assert!(
+            wait_host_routes(&t, mob::XA, true),
+            "flap: no host routes on xTR A"
+        );
+        assert!(
+            wait_host_routes(&t, mob::XB, false),
+            "flap: host routes left on xTR B"
+        );
+        let settled_state = Topology::wait_for(SLOW, || {
+            let (ma, mb) = (metrics(&t, mob::XA), metrics(&t, mob::XB));
+            Ok(dynamic_eids(&ma, "local") == Some(2) && dynamic_eids(&mb, "local") == Some(0))
+        })
+        .unwrap();
+        assert!(
+            settled_state,
+            "flap: local entries A {:?} B {:?}",
+            dynamic_eids(&metrics(&t, mob::XA), "local"),
+            dynamic_eids(&metrics(&t, mob::XB), "local")
+        );
+        // The remote ITR's last word on the VM points at site A.
+        let last = log_from(&mut t, a.ri, from_ri)
+            .lines()
+            .rfind(|l| l.contains(&format!("]{}/32: Positive", mob::VM_V4)))
+            .map(str::to_string);
+        assert!(
+            last.as_deref()
+                .is_some_and(|l| l.contains(&format!("addr: {},", mob::RLOC_A))),
+            "flap: remote ITR's last mapping for the VM: {last:?}"
+        );
+        assert!(
+            streams.fwd4.wait_received(u64::from(FWD_PPS) / 2, SLOW),
+            "flap: stream not arriving after the flapping"
+        );
+        for (ns, h) in a.xtrs.iter() {
+            assert!(
+                t.proc(*h).running(),
+                "agent {ns} exited while the VM flapped"
+            );
+        }
+    }
+
     // Inactivity: the VM falls silent; xTR A deregisters both EIDs and removes the routes.
     let from_a = log_len(&mut t, xa);
     let from_ms = log_len(&mut t, a.ms);
     let [fwd4, fwd6, rev4, rev6] = streams.stop();
     for (name, r) in [("fwd4", &fwd4), ("fwd6", &fwd6)] {
-        check_loss(mode, name, r, settled, &[to_b, to_a]);
+        check_loss(mode, name, r, (settled, flap_start), &[to_b, to_a]);
     }
     for (name, r) in [("rev4", &rev4), ("rev6", &rev6)] {
         eprintln!("{mode:?} {name}: {}", r.summary());

@@ -149,7 +149,9 @@ fn story(agent: &Path, object: &[u8], mode: Mode) -> Result<()> {
         // A build whose configuration has no mobility yet refuses the dynamic-EID maps: say
         // so and skip the story rather than fail the whole lab.
         Err(e) => {
-            say(&format!("the agents did not start, so no mobility story: {e:#}"));
+            say(&format!(
+                "the agents did not start, so no mobility story: {e:#}"
+            ));
             return Ok(());
         }
     };
