@@ -102,6 +102,17 @@ fn scaffolding(mode: Mode) {
         (&buf[..n], from.ip().to_string().as_str()),
         (&b"site A"[..], mob::XA_SVI_V4)
     );
+    if mode == Mode::AcrossSubnet {
+        // A host on site B's LAN (the bad-input sender of the agent test) reaches B's group.
+        mob::add_spoofer(&mut t, Site::B).unwrap();
+        let xb = mob::join_group(&t, mob::XB, mob::B_SVI_ACROSS_V4, mob::GROUP, 4342).unwrap();
+        mob::send_group(&t, mob::SPOOF, mob::SPOOF_V4, mob::GROUP, 4342, b"lan B").unwrap();
+        let (n, _) = xb
+            .recv_from(&mut buf)
+            .expect("xb hears a group datagram from its LAN");
+        assert_eq!(&buf[..n], b"lan B");
+        mob::send_spoofed_v4(&t, "198.51.100.200").unwrap();
+    }
     if mode == Mode::ExtendedSubnet {
         let xa = mob::join_group(&t, mob::XA, mob::XA_SVI_V4, mob::GROUP, 4342).unwrap();
         mob::send_group(&t, mob::XB, mob::XB_SVI_V4, mob::GROUP, 4342, b"site B").unwrap();
@@ -578,6 +589,9 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
         );
     }
     let settled = streams.fwd4.now();
+    if flood {
+        bad_group_input(&mut t, &a);
+    }
 
     // To site B (with a spoofed-source flood on site B's LAN in the flood variant), and back.
     let flood_run = flood.then(|| {
@@ -723,4 +737,86 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
             t.proc(*h).log_text()
         );
     }
+}
+
+/// A Map-Notify for `eid` claiming `rloc`, signed with `key` (HMAC-SHA-256).
+fn group_notify(eid: &str, rloc: &str, key: &[u8]) -> Vec<u8> {
+    use lisp_common::wire::control::auth::{self, Algorithm};
+    use lisp_common::wire::control::map_register::MapNotify;
+    use lisp_common::wire::control::record::{Locator, Record};
+    use lisp_common::wire::control::{Auth, Eid, IpPrefix};
+    let mut rec = Record::new(Eid::new(None, IpPrefix::host(eid.parse().unwrap())), 1);
+    rec.locators.push(Locator {
+        priority: 1,
+        weight: 100,
+        m_priority: 255,
+        m_weight: 0,
+        local: false,
+        probed: false,
+        reachable: true,
+        address: rloc.parse().unwrap(),
+    });
+    let n = MapNotify {
+        nonce: 0x5eed,
+        auth: Auth::zeroed(Algorithm::HmacSha256),
+        records: vec![rec],
+        ..Default::default()
+    };
+    let mut v = n.to_vec().unwrap();
+    auth::sign(&mut v, key).unwrap();
+    v
+}
+
+/// Bad input on site B's LAN while the VM is at home: datagrams to the map-notify-group that
+/// are malformed, truncated, signed with another key, or for another site's locators, and a
+/// packet from an address outside the dynamic-EID prefixes. xTR B stays up, learns nothing,
+/// detects nothing, and counts each group datagram as refused.
+fn bad_group_input(t: &mut Topology, a: &mob::Agents) {
+    let xb = a.xtr(mob::XB);
+    let refused = |t: &Topology| -> u64 {
+        lab::nonzero_series(&metrics(t, mob::XB), "lisp_mobility_refused_total")
+            .iter()
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let before = refused(t);
+    let good = group_notify("198.51.100.77", mob::RLOC_B, mob::KEY_B.as_bytes());
+    let datagrams: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed", vec![0x40, 0xff, 0x00]),
+        ("truncated", good[..good.len() - 6].to_vec()),
+        (
+            "wrong key",
+            group_notify("198.51.100.77", mob::RLOC_B, b"not-the-key"),
+        ),
+        (
+            "outside the site",
+            group_notify("198.51.100.78", "192.0.2.99", mob::KEY_B.as_bytes()),
+        ),
+    ];
+    for (what, d) in &datagrams {
+        mob::send_group(t, mob::SPOOF, mob::SPOOF_V4, mob::GROUP, 4342, d)
+            .unwrap_or_else(|e| panic!("sending the {what} datagram: {e:#}"));
+    }
+    // Outside every dynamic-EID prefix (198.51.100.0/25): not a detection.
+    mob::send_spoofed_v4(t, "198.51.100.200").unwrap();
+    let want = before + datagrams.len() as u64;
+    let counted = Topology::wait_for(SLOW, || Ok(refused(t) >= want)).unwrap();
+    let mb = metrics(t, mob::XB);
+    assert!(
+        counted && refused(t) == want,
+        "bad group input: refused {} -> {} (want {want}): {:?}",
+        before,
+        refused(t),
+        lab::nonzero_series(&mb, "lisp_mobility_refused_total")
+    );
+    assert_eq!(mobility_total(&mb, "detected"), 0, "{mb}");
+    assert_eq!(mobility_total(&mb, "learned_from_site"), 0, "{mb}");
+    let log = t.proc(xb).log_text();
+    for eid in ["198.51.100.77", "198.51.100.78", "198.51.100.200"] {
+        assert!(
+            !log.contains(&format!("dynamic-eid {eid} ")),
+            "xTR B acted on bad input for {eid}:\n{log}"
+        );
+    }
+    assert!(t.proc(xb).running(), "xTR B exited on bad group input");
 }

@@ -901,6 +901,10 @@ pub fn join_group(
 pub const SPOOF: &str = "spoof";
 pub const SPOOF_MAC: &str = "02:00:00:00:5f:01";
 
+/// The spoofing host's own address (in site B's across-subnet LAN; it only needs one to send
+/// datagrams to the map-notify-group).
+pub const SPOOF_V4: &str = "203.0.113.99";
+
 /// Plugs a spoofing host into `site`'s LAN (after [`build`]).
 pub fn add_spoofer(t: &mut Topology, site: Site) -> Result<()> {
     t.add_ns(SPOOF)?;
@@ -914,7 +918,41 @@ pub fn add_spoofer(t: &mut Topology, site: Site) -> Result<()> {
         1500,
     )?;
     t.ip(site.lan(), &["link", "set", "spoofport", "master", "br0"])?;
+    t.addr(SPOOF, "eth0", &cidr(SPOOF_V4, 25))?;
     Ok(())
+}
+
+/// Sends one UDP frame from [`SPOOF`] with source `src` to the remote host, to the gateway MAC.
+pub fn send_spoofed_v4(t: &Topology, src: &str) -> Result<()> {
+    let ifindex = t.ifindex(SPOOF, "eth0")?;
+    let frame = frame_v4(&parse_mac(VMAC), src.parse()?, RH_V4.parse()?);
+    within(t, SPOOF, || {
+        // SAFETY: socket(2), then sendto with a valid buffer and sockaddr_ll; the fd is closed
+        // by the OwnedFd.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        let _own = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            bail!("sendto: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    })
 }
 
 /// A running flood; stops (and reports frames sent) when [`Flood::stop`] is called or dropped.
