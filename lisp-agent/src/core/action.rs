@@ -53,6 +53,9 @@ pub enum Action {
     },
     /// Delete a data-plane map-cache entry (TTL expired, or a TTL 0 reply).
     RemoveMapCache { eid: EidPrefix },
+    /// Have the kernel resolve the neighbour `addr` on interface `ifindex` and keep it resolved
+    /// (a managed neighbour entry): the data plane's next hop towards an RLOC.
+    EnsureNeighbour { ifindex: u32, addr: IpAddr },
 }
 
 /// Something that happened, as the shell reports it to the core.
@@ -74,4 +77,7 @@ pub enum Event {
     },
     /// The deadline returned by `next_deadline()` has passed.
     Timer,
+    /// The data plane's FIB lookup towards an RLOC found a route via `addr` on `ifindex` but no
+    /// resolved neighbour (see `core::next_hop`).
+    NextHopUnresolved { ifindex: u32, addr: IpAddr },
 }

@@ -237,7 +237,8 @@ impl MapServer {
         match event {
             Event::Datagram { from, to, bytes } => self.handle_datagram(*from, *to, bytes, now),
             Event::Timer => self.on_timer(now),
-            Event::Miss { .. } => Vec::new(),
+            // Data-plane events are the xTR's and the node's.
+            Event::Miss { .. } | Event::NextHopUnresolved { .. } => Vec::new(),
         }
     }
 
