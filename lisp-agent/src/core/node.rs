@@ -10,8 +10,8 @@
 //!
 //! * **Which role gets a datagram.** Map-Register and Map-Notify-Ack go to the map-server. An
 //!   ECM goes to the map-server too, unless its Map-Request asks for one of the local ETR's own
-//!   EIDs: then the local ETR answers it (RFC 9301 §8.3: the ETR is authoritative), whether or
-//!   not it has registered yet. A Map-Request with the N bit (RFC 9437 subscription) stays with
+//!   EIDs: then the local ETR answers it (it is authoritative for them), whether or not it has
+//!   registered yet. A Map-Request with the N bit (RFC 9437 subscription) stays with
 //!   the map-server, which holds subscriptions. Everything else is the xTR's.
 //! * **Datagrams to ourselves stay inside.** A `Send` to one of our own addresses on the control
 //!   port (the map-server forwarding an ECM to the ETR that registered from this node, the xTR
@@ -26,13 +26,20 @@
 //! * **Next hops** ([`super::next_hop`]): whether to ask the kernel to resolve a next hop the
 //!   data plane found unresolved.
 //!
-//! From holo (holo-vrrp / holo-ospf) we took the split between *packet* (lisp-common's `wire`),
-//! *events* (the [`Event`] inputs, one enum for network, southbound and timer input),
-//! *southbound* (the [`Action`]s the shell carries out against the kernel: datagrams, map
-//! entries, neighbours) and *northbound* (read-only accessors for metrics and `show`), and its
-//! conformance-test style: a recorded list of input events replayed against the exact expected
-//! outputs (`core::sim` tests). Unlike holo, the instance is not an actor with channels: one
-//! synchronous `handle` call per event keeps the core free of any runtime.
+//! ## What we took from holo
+//! holo's protocol crates (holo-vrrp, holo-ospf) keep `packet` (wire formats), `events` (one
+//! handler per input), `southbound` (rx/tx towards the kernel and the other daemons) and
+//! `northbound` (configuration, state, notifications) apart, and their conformance tests
+//! (`tests/conformance/<case>/01-input-protocol.jsonl` against `01-output-protocol.jsonl`,
+//! `01-output-ibus.jsonl`, ...) replay recorded input events on an instance brought to a known
+//! state and compare every output channel. Here: *packet* is lisp-common's `wire`; *events* is
+//! [`Event`] and this module's dispatch; *southbound* are the [`Action`]s that touch the kernel
+//! (map-cache entries, neighbours) beside the protocol output (`Action::Send`); *northbound*
+//! are the read-only accessors below (metrics, logs, tests). The replay is `core::sim::replay`:
+//! recorded input events against the exact ordered list of actions of each step. Left out: the
+//! JSON files (our inputs are wire bytes built with the codec, and the core has no serde), the
+//! per-channel split of the expected output (one ordered list is stricter), and holo's
+//! task-and-channel runtime (one synchronous `handle` per event keeps the core free of any).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -187,14 +194,15 @@ impl Node {
         if self.map_server.is_none() {
             return Role::Xtr;
         }
-        match Message::peek_type(bytes) {
-            Ok(msg_type::MAP_REGISTER | msg_type::MAP_NOTIFY_ACK) => Role::MapServer,
-            Ok(msg_type::ECM) if self.is_for_local_etr(bytes) => {
-                self.counters.ecm_to_local_etr += 1;
-                Role::Xtr
-            }
-            Ok(msg_type::ECM) => Role::MapServer,
-            _ => Role::Xtr,
+        if Message::peek_type(bytes) == Ok(msg_type::ECM) && self.is_for_local_etr(bytes) {
+            self.counters.ecm_to_local_etr += 1;
+            return Role::Xtr;
+        }
+        // Map-Register, Map-Notify-Ack, ECM.
+        if MapServer::wants(bytes) {
+            Role::MapServer
+        } else {
+            Role::Xtr
         }
     }
 

@@ -21,6 +21,8 @@
 //! * [`Sim::set_down`] takes a node off the network (datagrams to and from it are lost, its
 //!   timers do not run); [`Sim::restart`] replaces it by a fresh node (state lost).
 //! * Everything sent is recorded in [`Sim::trace`] for assertions on messages.
+//! * [`replay`] runs a recorded list of input events against one node and compares the exact
+//!   actions of every step.
 
 #[cfg(test)]
 mod tests;
@@ -291,7 +293,7 @@ impl Sim {
         for _ in 0..MAX_STEPS {
             let timer_due = self
                 .next_step()
-                .is_some_and(|(t, s)| matches!(s, Step::Timer(_)) && t <= self.now);
+                .is_some_and(|(t, s)| matches!(s, Next::Timer(_)) && t <= self.now);
             if self.in_flight.is_empty() && !timer_due {
                 return true;
             }
@@ -309,14 +311,14 @@ impl Sim {
         panic!("simulation did not settle within {MAX_STEPS} steps (a loop?)");
     }
 
-    fn next_step(&self) -> Option<(Timestamp, Step)> {
-        let delivery = self.in_flight.first().map(|d| (d.at, Step::Deliver));
+    fn next_step(&self) -> Option<(Timestamp, Next)> {
+        let delivery = self.in_flight.first().map(|d| (d.at, Next::Deliver));
         let timer = self
             .nodes
             .iter()
             .enumerate()
             .filter(|(_, n)| n.up)
-            .filter_map(|(i, n)| n.node.poll_timeout().map(|t| (t, Step::Timer(i))))
+            .filter_map(|(i, n)| n.node.poll_timeout().map(|t| (t, Next::Timer(i))))
             .min();
         // Deliveries first at equal times: a reply that arrives when a retransmit is due wins,
         // as it would on a real host that reads its socket before its timer fires.
@@ -326,10 +328,10 @@ impl Sim {
         }
     }
 
-    fn step(&mut self, step: Step) {
+    fn step(&mut self, step: Next) {
         match step {
-            Step::Timer(i) => self.inject(i, Event::Timer),
-            Step::Deliver => {
+            Next::Timer(i) => self.inject(i, Event::Timer),
+            Next::Deliver => {
                 let d = self.in_flight.pop_first().expect("a delivery");
                 self.inject(
                     d.to_node,
@@ -427,9 +429,33 @@ impl Sim {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Step {
+enum Next {
     Deliver,
     Timer(NodeId),
+}
+
+/// One step of a recorded-events replay: at `at`, `input` must produce exactly `output`.
+#[derive(Clone, Debug)]
+pub struct ReplayStep {
+    pub at: Timestamp,
+    pub input: Event,
+    pub output: Vec<Action>,
+}
+
+/// Replays recorded input events against one node and checks each step's exact actions (the
+/// conformance-test style of holo: input events in, protocol and southbound output compared
+/// whole). Panics at the first step that differs, naming it.
+pub fn replay(node: &mut Node, steps: &[ReplayStep]) {
+    for (i, s) in steps.iter().enumerate() {
+        let got = node.handle(s.at, s.input.clone());
+        assert_eq!(
+            got,
+            s.output,
+            "replay step {i} at {} ms: input {:?}",
+            s.at.as_millis(),
+            s.input
+        );
+    }
 }
 
 impl NodeConfig {

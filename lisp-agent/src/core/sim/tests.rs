@@ -436,38 +436,39 @@ fn replay_registration_resolution_and_expiry() {
         to,
         payload: payload.clone(),
     };
-    let steps: Vec<(u64, Event, Vec<Action>)> = vec![
-        (
+    let step = |t, input, output| ReplayStep {
+        at: Timestamp::from_secs(t),
+        input,
+        output,
+    };
+    let steps = [
+        step(
             0,
             datagram(etr, &register_bytes),
             vec![send(etr, &notify_bytes)],
         ),
         // A forged Map-Register (bad MAC): nothing.
-        (1, datagram(etr, &forged), vec![]),
+        step(1, datagram(etr, &forged), vec![]),
         // Registered without proxy-reply: the ECM is forwarded byte for byte to the ETR.
-        (
+        step(
             2,
             datagram(itr, &request(0x2001)),
             vec![send(etr, &request(0x2001))],
         ),
-        (100, Event::Timer, vec![]),
+        step(100, Event::Timer, vec![]),
         // 180 s after the Map-Register the registration is gone: a negative reply, 1 minute.
-        (181, Event::Timer, vec![]),
-        (
+        step(181, Event::Timer, vec![]),
+        step(
             182,
             datagram(itr, &request(0x2002)),
             vec![send(itr, &negative)],
         ),
     ];
-
     let mut node = Node::new(
         NodeConfig::map_server(map_server(KEY, SITES)),
         Timestamp::ZERO,
     );
-    for (i, (t, ev, want)) in steps.into_iter().enumerate() {
-        let got = node.handle(Timestamp::from_secs(t), ev);
-        assert_eq!(got, want, "step {i} at {t} s");
-    }
+    replay(&mut node, &steps);
 }
 
 /// A registration whose ETR is this node itself (a spoofed source, with the site key) for a
