@@ -25,6 +25,9 @@
 //!   from it (`Action::Send::from`).
 //! * **Next hops** ([`super::next_hop`]): whether to ask the kernel to resolve a next hop the
 //!   data plane found unresolved.
+//! * **Notifications** ([`Node::poll_notification`]): state changes an operator wants to hear
+//!   of (registered with a map-server, registration expired), found here once, so that the
+//!   shell only logs them.
 //!
 //! ## What we took from holo
 //! holo's protocol crates (holo-vrrp, holo-ospf) keep `packet` (wire formats), `events` (one
@@ -51,7 +54,7 @@ use super::map_server::MapServer;
 use super::map_server::config::MapServerConfig;
 use super::next_hop::NextHops;
 use super::time::{Timestamp, earliest};
-use super::xtr::{Xtr, XtrConfig, from_wire_eid};
+use super::xtr::{RegistrationState, Xtr, XtrConfig, from_wire_eid};
 
 /// Everything the node needs, in the core's own types (lowered from the YAML by
 /// `crate::config::lower`, or built directly by tests).
@@ -92,6 +95,20 @@ impl NodeCounters {
     }
 }
 
+/// A state change worth telling an operator (holo's northbound notifications); the shell logs
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// A valid Map-Notify from this map-server: our mappings are registered there.
+    Registered { map_server: IpAddr },
+    /// No valid Map-Notify from this map-server for three register intervals.
+    RegistrationExpired {
+        map_server: IpAddr,
+        /// Map-Registers sent since the last valid Map-Notify.
+        unanswered: usize,
+    },
+}
+
 /// Which role a datagram is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -107,6 +124,9 @@ pub struct Node {
     /// Local addresses seen as the destination of received datagrams.
     learnt_addrs: BTreeSet<IpAddr>,
     counters: NodeCounters,
+    /// Registration state per map-server as last notified.
+    registration_seen: Vec<RegistrationState>,
+    notifications: VecDeque<Notification>,
 }
 
 impl Node {
@@ -117,6 +137,8 @@ impl Node {
             next_hops: NextHops::default(),
             learnt_addrs: BTreeSet::new(),
             counters: NodeCounters::default(),
+            registration_seen: Vec::new(),
+            notifications: VecDeque::new(),
         }
     }
 
@@ -154,7 +176,43 @@ impl Node {
                 }
             }
         }
+        self.note_registration_changes(now);
         out
+    }
+
+    /// The next notification, oldest first (call after [`Node::handle`] until `None`).
+    pub fn poll_notification(&mut self) -> Option<Notification> {
+        self.notifications.pop_front()
+    }
+
+    fn note_registration_changes(&mut self, now: Timestamp) {
+        let st = self.xtr.registrations(now);
+        if self.registration_seen.len() != st.len() {
+            self.registration_seen = vec![RegistrationState::Registering; st.len()];
+        }
+        for (seen, s) in self.registration_seen.iter_mut().zip(&st) {
+            if *seen == s.state {
+                continue;
+            }
+            *seen = s.state;
+            // Bounded by the number of map-servers per change; the shell drains after every
+            // event.
+            match s.state {
+                RegistrationState::Registered => {
+                    self.notifications.push_back(Notification::Registered {
+                        map_server: s.map_server,
+                    })
+                }
+                RegistrationState::Expired => {
+                    self.notifications
+                        .push_back(Notification::RegistrationExpired {
+                            map_server: s.map_server,
+                            unanswered: s.unanswered,
+                        })
+                }
+                RegistrationState::Registering => {}
+            }
+        }
     }
 
     /// When [`Event::Timer`] is due next; `None` if nothing is scheduled.

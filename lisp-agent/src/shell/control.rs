@@ -33,9 +33,9 @@ use crate::config::Config;
 use crate::config::lower::{self, Seeds};
 use crate::core::action::{Action, CONTROL_PORT, Event, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
-use crate::core::node::Node;
+use crate::core::node::{Node, Notification};
 use crate::core::time::{Timestamp, earliest};
-use crate::core::xtr::{RegistrationState, Xtr};
+use crate::core::xtr::RegistrationState;
 use crate::dataplane::MapCacheWriter;
 
 /// What the control plane gets from the shell.
@@ -123,7 +123,6 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut sender = SourceSender::default();
-    let mut reg_seen: Vec<RegistrationState> = Vec::new();
     let mut last_render = Timestamp::ZERO;
     let mut metrics_dirty = true;
     loop {
@@ -157,7 +156,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
                 carry_out(&sock, sock_is_v6, &mut sender, &ctx.map_cache, a).await;
             }
         }
-        log_registration_changes(node.xtr(), clock.now(), &mut reg_seen);
+        log_notifications(&mut node);
         // Metrics text at most twice a second: rendering on every miss would cost more than
         // the miss.
         metrics_dirty = true;
@@ -260,25 +259,19 @@ pub fn render_metrics(node: &Node, now: Timestamp) -> String {
     s
 }
 
-/// Registration state changes are worth a log line (operators and the e2e tests read them).
-fn log_registration_changes(xtr: &Xtr, now: Timestamp, seen: &mut Vec<RegistrationState>) {
-    let st = xtr.registrations(now);
-    if seen.len() != st.len() {
-        *seen = vec![RegistrationState::Registering; st.len()];
-    }
-    for (old, s) in seen.iter_mut().zip(&st) {
-        if *old != s.state {
-            match s.state {
-                RegistrationState::Registered => {
-                    info!("registered with map-server {}", s.map_server)
-                }
-                RegistrationState::Expired => warn!(
-                    "registration with map-server {} expired ({} Map-Registers unanswered)",
-                    s.map_server, s.unanswered
-                ),
-                RegistrationState::Registering => {}
+/// The node's notifications as log lines (operators and the e2e tests read them).
+fn log_notifications(node: &mut Node) {
+    while let Some(n) = node.poll_notification() {
+        match n {
+            Notification::Registered { map_server } => {
+                info!("registered with map-server {map_server}")
             }
-            *old = s.state;
+            Notification::RegistrationExpired {
+                map_server,
+                unanswered,
+            } => warn!(
+                "registration with map-server {map_server} expired ({unanswered} Map-Registers unanswered)"
+            ),
         }
     }
 }

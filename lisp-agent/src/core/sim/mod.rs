@@ -35,7 +35,7 @@ use lisp_common::wire::control::Message;
 
 use super::action::{Action, CONTROL_PORT, EidPrefix, Event, MapCacheData};
 use super::map_server::config::MapServerConfig;
-use super::node::{Node, NodeConfig};
+use super::node::{Node, NodeConfig, Notification};
 use super::nonce::NonceSource;
 use super::time::Timestamp;
 use super::xtr::XtrConfig;
@@ -89,6 +89,8 @@ struct SimNode {
     map_cache: BTreeMap<EidPrefix, MapCacheData>,
     /// `EnsureNeighbour` requests, in order.
     neighbours: Vec<(u32, IpAddr)>,
+    /// Notifications, with the time they were polled.
+    notifications: Vec<(Timestamp, Notification)>,
 }
 
 /// A datagram on its way.
@@ -154,6 +156,7 @@ impl Sim {
             up: true,
             map_cache: BTreeMap::new(),
             neighbours: Vec::new(),
+            notifications: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -213,6 +216,11 @@ impl Sim {
             .max_by_key(|(p, _)| p.len)
     }
 
+    /// What `node` notified so far, with when.
+    pub fn notifications(&self, node: NodeId) -> &[(Timestamp, Notification)] {
+        &self.nodes[node].notifications
+    }
+
     pub fn neighbour_requests(&self, node: NodeId) -> &[(u32, IpAddr)] {
         &self.nodes[node].neighbours
     }
@@ -241,7 +249,11 @@ impl Sim {
         if !self.nodes[node].up {
             return;
         }
-        let actions = self.nodes[node].node.handle(self.now, event);
+        let n = &mut self.nodes[node];
+        let actions = n.node.handle(self.now, event);
+        while let Some(x) = n.node.poll_notification() {
+            n.notifications.push((self.now, x));
+        }
         self.carry_out(node, actions);
     }
 

@@ -12,7 +12,7 @@ use lisp_common::wire::control::{
 use super::build::{eid, ip, map_server, xtr};
 use super::*;
 use crate::core::map_cache::{Locator, Negative};
-use crate::core::node::NodeConfig;
+use crate::core::node::{NodeConfig, Notification};
 use crate::core::xtr::RegistrationState;
 
 const KEY: &[u8] = b"site-secret";
@@ -95,6 +95,16 @@ fn registration_with_map_notify_and_periodic_refresh() {
     assert_eq!(
         sim.node(a).xtr().registrations(sim.now())[0].state,
         RegistrationState::Registered
+    );
+    // Notified once, when the first Map-Notify arrived (Map-Register 1 ms out, Map-Notify back).
+    assert_eq!(
+        sim.notifications(a),
+        [(
+            Timestamp::from_millis(2),
+            Notification::Registered {
+                map_server: ip(MS1)
+            }
+        )]
     );
 }
 
@@ -191,6 +201,21 @@ fn one_of_two_map_servers_lost() {
     let r = sim.node(a).xtr().registrations(sim.now());
     assert_eq!(r[0].state, RegistrationState::Expired);
     assert_eq!(r[1].state, RegistrationState::Registered);
+    // ms1's last Map-Notify came at 2 ms; the expiry (more than three 60 s intervals without
+    // one) is noticed at the first event after 180.002 s: the Map-Register retransmission to
+    // ms1 at 183 s (sends at 60, 61, 63, 67, 75, 91, 123, 183 s: backoff doubling, capped at
+    // the interval). ms2's Map-Notify at 180.002 s is exactly at the limit, not past it.
+    let expired: Vec<_> = sim
+        .notifications(a)
+        .iter()
+        .filter(|(_, n)| matches!(n, Notification::RegistrationExpired { .. }))
+        .collect();
+    assert_eq!(expired.len(), 1, "{:?}", sim.notifications(a));
+    let (at, Notification::RegistrationExpired { map_server, .. }) = expired[0] else {
+        unreachable!()
+    };
+    assert_eq!(*map_server, ip(MS1));
+    assert_eq!(*at, Timestamp::from_secs(183));
 }
 
 /// §2 item 5: one node is map-server *and* xTR (its locator is the map-server address); a
