@@ -322,3 +322,111 @@ impl Node {
         &self.next_hops
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::sim::build::{ip, map_server, xtr};
+    use crate::core::xtr::Reject;
+
+    const KEY: &[u8] = b"k";
+
+    fn xtr_only() -> Node {
+        Node::new(
+            NodeConfig {
+                xtr: xtr("192.0.2.11", &["198.51.100.0/24"], &["192.0.2.1"], KEY),
+                map_server: None,
+            },
+            Timestamp::ZERO,
+        )
+    }
+
+    #[test]
+    fn next_hop_events_are_decided_by_the_node() {
+        let mut n = xtr_only();
+        let ev = Event::NextHopUnresolved {
+            ifindex: 2,
+            addr: ip("192.0.2.254"),
+        };
+        assert_eq!(
+            n.handle(Timestamp::ZERO, ev.clone()),
+            vec![Action::EnsureNeighbour {
+                ifindex: 2,
+                addr: ip("192.0.2.254")
+            }]
+        );
+        assert!(n.handle(Timestamp::from_secs(1), ev).is_empty());
+        assert_eq!(n.next_hops().counters().rate_limited, 1);
+    }
+
+    #[test]
+    fn without_a_map_server_every_datagram_is_the_xtrs() {
+        let mut n = xtr_only();
+        let from: SocketAddr = "192.0.2.99:4342".parse().unwrap();
+        let to: SocketAddr = "192.0.2.11:4342".parse().unwrap();
+        // A Map-Register (type 3) to an xTR: refused by the xTR as an unexpected type.
+        let mut reg = vec![0u8; 28];
+        reg[0] = 0x30;
+        let out = n.handle(
+            Timestamp::ZERO,
+            Event::Datagram {
+                from,
+                to,
+                bytes: reg,
+            },
+        );
+        assert!(out.is_empty());
+        assert!(
+            n.xtr().counters().rejected(Reject::UnexpectedType)
+                + n.xtr().counters().rejected(Reject::Malformed)
+                == 1
+        );
+        assert_eq!(n.counters(), &NodeCounters::default());
+    }
+
+    #[test]
+    fn learnt_local_addresses_are_bounded_and_exclude_wildcards() {
+        let mut n = Node::new(
+            NodeConfig::map_server(map_server(KEY, &["198.51.100.0/22"])),
+            Timestamp::ZERO,
+        );
+        let from: SocketAddr = "192.0.2.99:4342".parse().unwrap();
+        for i in 0..(MAX_LOCAL_ADDRS as u32 + 10) {
+            let to = SocketAddr::new(IpAddr::V4((0xc633_6400 + i).into()), CONTROL_PORT);
+            n.handle(
+                Timestamp::ZERO,
+                Event::Datagram {
+                    from,
+                    to,
+                    bytes: vec![0x00],
+                },
+            );
+        }
+        assert_eq!(n.learnt_addrs.len(), MAX_LOCAL_ADDRS);
+        n.handle(
+            Timestamp::ZERO,
+            Event::Datagram {
+                from,
+                to: "0.0.0.0:4342".parse().unwrap(),
+                bytes: vec![0x00],
+            },
+        );
+        assert!(!n.is_local(ip("0.0.0.0")));
+    }
+
+    #[test]
+    fn timer_runs_the_xtr_and_poll_timeout_moves_on() {
+        let mut n = Node::new(
+            NodeConfig {
+                xtr: xtr("192.0.2.11", &["198.51.100.0/24"], &["192.0.2.1"], KEY),
+                map_server: Some(map_server(KEY, &["198.51.100.0/22"])),
+            },
+            Timestamp::ZERO,
+        );
+        // The xTR's first Map-Register is due at once.
+        assert_eq!(n.poll_timeout(), Some(Timestamp::ZERO));
+        let out = n.handle(Timestamp::ZERO, Event::Timer);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(n.poll_timeout() > Some(Timestamp::ZERO));
+    }
+}
