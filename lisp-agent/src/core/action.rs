@@ -61,8 +61,9 @@ pub enum Action {
 /// Something that happened, as the shell reports it to the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A UDP datagram arrived on a control socket: `from` is the peer, `to` our local address
-    /// (needed to answer RLOC-probes from the probed locator).
+    /// A UDP datagram arrived on a control socket: `from` is the peer, `to` the local address
+    /// it was sent to (the shell reads it with `IP_PKTINFO`/`IPV6_PKTINFO`; unspecified if
+    /// unknown). Answers leave from `to`: the address the peer used.
     Datagram {
         from: SocketAddr,
         to: SocketAddr,
@@ -75,7 +76,8 @@ pub enum Event {
         src: IpAddr,
         dst: IpAddr,
     },
-    /// The deadline returned by `next_deadline()` has passed.
+    /// The deadline returned by `Node::poll_timeout()` (or a role's `next_deadline()`) has
+    /// passed.
     Timer,
     /// The data plane's FIB lookup towards an RLOC found a route via `addr` on `ifindex` but no
     /// resolved neighbour (see `core::next_hop`).
