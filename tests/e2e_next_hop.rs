@@ -72,10 +72,13 @@ fn unresolved_next_hop_gets_a_managed_neighbour() {
     assert!(n.contains(lab::MAC_CORE_ITR), "not resolved: {n:?}");
     // One request: once the entry exists the data plane stops asking, and repeats within the
     // interval are the node's to suppress.
-    let m = lab::metrics_text(&t.ns(ITR)).unwrap();
-    assert_eq!(
-        series(&m, "lisp_next_hop_total{outcome=\"requested\"}"),
-        Some(1),
-        "{m}"
-    );
+    // (The control-plane metrics text is refreshed at most twice a second: wait for it.)
+    let requested = "lisp_next_hop_total{outcome=\"requested\"}";
+    let mut m = String::new();
+    Topology::wait_for(Duration::from_secs(3), || {
+        m = lab::metrics_text(&t.ns(ITR))?;
+        Ok(series(&m, requested).is_some_and(|n| n > 0))
+    })
+    .unwrap();
+    assert_eq!(series(&m, requested), Some(1), "{m}");
 }

@@ -123,8 +123,12 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut sender = SourceSender::default();
-    let mut last_render = Timestamp::ZERO;
-    let mut metrics_dirty = true;
+    // Rendered once at start, so that the endpoint never serves an empty control section.
+    let mut last_render = clock.now();
+    if let Ok(mut m) = ctx.stats.control_metrics.lock() {
+        *m = render_metrics(&node, last_render);
+    }
+    let mut metrics_dirty = false;
     loop {
         // A pending metrics refresh also wakes the loop, so the text never lags by more than
         // METRICS_REFRESH after the last event.
