@@ -21,6 +21,8 @@
 //! * [`Sim::set_down`] takes a node off the network (datagrams to and from it are lost, its
 //!   timers do not run); [`Sim::restart`] replaces it by a fresh node (state lost).
 //! * Everything sent is recorded in [`Sim::trace`] for assertions on messages.
+//! * [`Sim::send_data`] puts a packet into an ITR's data plane: a miss event, or where the
+//!   map-cache sends it (and whether that ETR holds the EID).
 //! * [`replay`] runs a recorded list of input events against one node and compares the exact
 //!   actions of every step.
 
@@ -34,11 +36,30 @@ use std::time::Duration;
 use lisp_common::wire::control::Message;
 
 use super::action::{Action, CONTROL_PORT, EidPrefix, Event, MapCacheData};
+use super::map_cache::{Negative, PRIORITY_UNUSABLE};
 use super::map_server::config::MapServerConfig;
 use super::node::{Node, NodeConfig, Notification};
 use super::nonce::NonceSource;
 use super::time::Timestamp;
 use super::xtr::XtrConfig;
+
+/// What the data plane of an ITR does with one packet ([`Sim::send_data`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataOutcome {
+    /// No usable entry (none, or a negative one with send-map-request): the ITR got a miss
+    /// event, as the XDP program would raise it.
+    Miss,
+    /// A negative entry dropped or natively forwarded the packet.
+    Negative(Negative),
+    /// Encapsulated to `rloc`: `etr` is the node that has that address (`None`: nobody, the
+    /// packet is lost) and `owned` whether that node's database-mappings cover the destination
+    /// (`false`: the ETR no longer holds the EID — a stale mapping, the case for an SMR).
+    Encapsulated {
+        rloc: IpAddr,
+        etr: Option<NodeId>,
+        owned: bool,
+    },
+}
 
 /// Index of a node in a [`Sim`].
 pub type NodeId = usize;
@@ -255,6 +276,52 @@ impl Sim {
             n.notifications.push((self.now, x));
         }
         self.carry_out(node, actions);
+    }
+
+    /// A packet `src` → `dst` in instance `iid` reaches `itr`'s data plane: looked up in its
+    /// map-cache as the XDP program does (longest match), then a miss event, the negative
+    /// action, or encapsulation to the best locator (lowest priority below 255; the first of
+    /// equals — weights are not modelled). Data packets are not simulated further: the outcome
+    /// says where it went, and a test reports what the ETR would (e.g. an absent EID).
+    pub fn send_data(&mut self, itr: NodeId, iid: u32, src: &str, dst: &str) -> DataOutcome {
+        let dst_ip: IpAddr = dst.parse().expect("address");
+        let data = self.lookup(itr, iid, dst).map(|(_, d)| d.clone());
+        match data {
+            None | Some(MapCacheData::Negative(Negative::SendMapRequest)) => {
+                self.miss(itr, iid, src, dst);
+                DataOutcome::Miss
+            }
+            Some(MapCacheData::Negative(n)) => DataOutcome::Negative(n),
+            Some(MapCacheData::Positive(locs)) => {
+                let best = locs
+                    .iter()
+                    .filter(|l| l.priority != PRIORITY_UNUSABLE)
+                    .min_by_key(|l| l.priority);
+                let Some(best) = best else {
+                    return DataOutcome::Negative(Negative::Drop);
+                };
+                let etr = self.nodes.iter().position(|n| n.addrs.contains(&best.addr));
+                let owned = etr.is_some_and(|e| {
+                    self.nodes[e]
+                        .cfg
+                        .xtr
+                        .database_mappings
+                        .iter()
+                        .any(|m| m.eid.contains(iid, dst_ip))
+                });
+                DataOutcome::Encapsulated {
+                    rloc: best.addr,
+                    etr,
+                    owned,
+                }
+            }
+        }
+    }
+
+    /// Writes an entry into `node`'s data-plane map-cache directly (a stale or static entry the
+    /// node's core does not know of).
+    pub fn install(&mut self, node: NodeId, eid: EidPrefix, data: MapCacheData) {
+        self.nodes[node].map_cache.insert(eid, data);
     }
 
     /// `payload` leaves `node` for `to` as if the node had sent it (a peer's or an attacker's

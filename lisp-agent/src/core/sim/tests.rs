@@ -133,6 +133,55 @@ fn first_packet_is_resolved_through_the_map_server_by_the_remote_etr() {
 }
 
 #[test]
+fn data_packets_miss_then_reach_the_etr_that_holds_the_eid() {
+    let (mut sim, _ms, a, b) = two_sites();
+    sim.run_until_quiet(secs(1));
+    assert_eq!(
+        sim.send_data(a, 0, "198.51.100.7", "198.51.101.9"),
+        DataOutcome::Miss
+    );
+    // A second packet while resolving: another miss event, no second Map-Request (1/s).
+    assert_eq!(
+        sim.send_data(a, 0, "198.51.100.7", "198.51.101.9"),
+        DataOutcome::Miss
+    );
+    sim.run_until_quiet(secs(1));
+    let ecms = sim
+        .messages_from(a)
+        .iter()
+        .filter(|(_, m)| matches!(m, Message::Ecm(_)))
+        .count();
+    assert_eq!(ecms, 1);
+    assert_eq!(
+        sim.send_data(a, 0, "198.51.100.7", "198.51.101.9"),
+        DataOutcome::Encapsulated {
+            rloc: ip(B),
+            etr: Some(b),
+            owned: true
+        }
+    );
+    // A stale entry towards B for an EID B does not hold: the case for an SMR.
+    sim.install(a, eid("198.51.102.0/24"), positive(B));
+    assert_eq!(
+        sim.send_data(a, 0, "198.51.100.7", "198.51.102.1"),
+        DataOutcome::Encapsulated {
+            rloc: ip(B),
+            etr: Some(b),
+            owned: false
+        }
+    );
+    sim.install(
+        a,
+        eid("198.51.103.0/24"),
+        MapCacheData::Negative(Negative::Drop),
+    );
+    assert_eq!(
+        sim.send_data(a, 0, "198.51.100.7", "198.51.103.1"),
+        DataOutcome::Negative(Negative::Drop)
+    );
+}
+
+#[test]
 fn map_server_restart_is_recovered_by_the_next_refresh() {
     let (mut sim, ms, a, _b) = two_sites();
     sim.run_until_quiet(secs(1));
