@@ -267,6 +267,10 @@ impl Node {
     /// An ECM whose Map-Request asks (without subscribing) for an EID of our own
     /// database-mappings. Unparseable ECMs go to the map-server, which counts them.
     fn is_for_local_etr(&self, bytes: &[u8]) -> bool {
+        // A map-server without EIDs of its own pays nothing for the check.
+        if self.xtr.config().database_mappings.is_empty() {
+            return false;
+        }
         let Ok(ecm) = Ecm::parse(bytes) else {
             return false;
         };
