@@ -559,10 +559,17 @@ impl Default for AgentOptions {
     }
 }
 
+/// One locator line per RLOC; the first has priority 1, the others 2 (standby): a multihomed
+/// site's active xTR is the one remote ITRs send to, so which router sees the traffic (and
+/// sends the SMRs) after a move is known.
 fn locators_yaml(rlocs: &[&str], indent: &str) -> String {
     rlocs
         .iter()
-        .map(|r| format!("{indent}- {{ address: {r}, priority: 1, weight: 100 }}\n"))
+        .enumerate()
+        .map(|(i, r)| {
+            let p = if i == 0 { 1 } else { 2 };
+            format!("{indent}- {{ address: {r}, priority: {p}, weight: 100 }}\n")
+        })
         .collect()
 }
 
