@@ -545,6 +545,8 @@ pub struct AgentOptions {
     /// Configure mobility at all (false: the sites are plain xTRs, the VM a static host of site
     /// A; what the lab's wiring is checked with before mobility exists).
     pub mobility: bool,
+    /// The IPv6 dynamic-EID prefix (the memory bench needs room for 100k hosts).
+    pub dyn_v6: &'static str,
 }
 
 impl Default for AgentOptions {
@@ -555,6 +557,7 @@ impl Default for AgentOptions {
             pubsub: false,
             log_level: "debug",
             mobility: true,
+            dyn_v6: DYN_V6,
         }
     }
 }
@@ -639,7 +642,7 @@ pub fn xtr_config(m: &MobilityLab, x: &str, o: &AgentOptions) -> String {
         "dynamic-eid-maps:\n  - name: {MAP_NAME}\n    instance-id: {INSTANCE_ID}\n    \
          database-mappings:\n"
     ));
-    for p in [DYN_V4, DYN_V6] {
+    for p in [DYN_V4, o.dyn_v6] {
         y.push_str(&format!(
             "      - eid-prefix: \"{p}\"\n        locators:\n{}",
             locators_yaml(&rlocs, "          ")
