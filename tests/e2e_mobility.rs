@@ -820,3 +820,34 @@ fn bad_group_input(t: &mut Topology, a: &mob::Agents) {
     }
     assert!(t.proc(xb).running(), "xTR B exited on bad group input");
 }
+
+/// Every configuration the mobility lab generates is one the agent accepts (no root needed):
+/// both modes, the multihomed site, with and without pubsub, the map-server and remote ITR.
+#[test]
+fn generated_configs_are_valid() {
+    use lisp_agent::config::Config;
+    for mode in [Mode::ExtendedSubnet, Mode::AcrossSubnet] {
+        for multihomed in [false, true] {
+            let m = mob::MobilityLab {
+                opts: Options { mode, multihomed },
+                vm_site: Site::A,
+            };
+            for pubsub in [false, true] {
+                let o = mob::AgentOptions {
+                    pubsub,
+                    ..Default::default()
+                };
+                for x in m.xtrs() {
+                    let y = mob::xtr_config(&m, x, &o);
+                    if let Err(e) = Config::from_yaml_str(&y) {
+                        panic!("{mode:?} multihomed={multihomed} {x}: {e}\n{y}");
+                    }
+                }
+                let y = mob::remote_itr_config(&o);
+                Config::from_yaml_str(&y).unwrap_or_else(|e| panic!("remote ITR: {e}\n{y}"));
+                let y = mob::map_server_config(&o);
+                Config::from_yaml_str(&y).unwrap_or_else(|e| panic!("map-server: {e}\n{y}"));
+            }
+        }
+    }
+}
