@@ -13,6 +13,9 @@
 //! - agent memory with 100k dynamic EIDs (target 64 MiB): xTR A's RSS before and after learning
 //!   100k hosts from signed group Map-Notifies of its own site ([`memory`]).
 //!
+//! First, the pure core at scale (lisp-agent/benches/mobility.rs: heap per dynamic EID and
+//! detections/s for 100k EIDs).
+//!
 //! Capture timestamps are the kernel's receive times of the capturing namespaces, all on the one
 //! machine clock. The agents are the debug build `cargo xtask` builds; the data path is XDP.
 
@@ -41,6 +44,14 @@ struct Row {
 }
 
 pub fn run(agent: &Path, object: &[u8]) -> Result<()> {
+    // The core's share at scale first (no namespaces): heap per dynamic EID, detections/s.
+    println!("==> mobility core: cargo bench -p lisp-agent --bench mobility");
+    let st = crate::cargo()
+        .args(["bench", "-p", "lisp-agent", "--bench", "mobility"])
+        .status()?;
+    if !st.success() {
+        println!("    the mobility core bench failed");
+    }
     let mut rows = Vec::new();
     for (mode, pubsub) in [
         (Mode::AcrossSubnet, false),
