@@ -103,7 +103,9 @@ impl MapRequest {
             eids.push(parse_eid(&mut r, mask_len)?);
         }
         let map_reply = if b0 & M != 0 {
-            Some(Record::parse(&mut r)?)
+            // The piggybacked mapping is only a hint (RFC 9301 §5.3): one we cannot read is
+            // left out rather than refusing the request.
+            Record::parse(&mut r, &mut Default::default())?
         } else {
             None
         };

@@ -52,7 +52,7 @@ pub use ecm::{Ecm, InnerIp};
 pub use map_register::{MapNotify, MapRegister, XtrId};
 pub use map_reply::MapReply;
 pub use map_request::MapRequest;
-pub use record::{Action, Locator, Record};
+pub use record::{Action, Locator, Record, Skipped};
 
 /// Message type numbers (the high nibble of the first byte).
 pub mod msg_type {
