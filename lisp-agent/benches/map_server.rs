@@ -82,6 +82,7 @@ fn config(sites: usize) -> MapServerConfig {
             })
             .collect(),
         max_registrations: usize::MAX,
+        max_registrants: usize::MAX,
         ..MapServerConfig::default()
     }
 }

@@ -451,6 +451,9 @@ pub struct InterfaceConfigEntry {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SitePrefix {
     pub prefix: IpPrefix,
+    /// LISP instance-id (24 bits) the prefix is registered in; 0 is the default instance.
+    #[serde(default)]
+    pub instance_id: u32,
     #[serde(default)]
     pub accept_more_specifics: bool,
 }
@@ -482,12 +485,17 @@ pub struct MapServerRole {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplayProtection {
-    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
-    /// (RFC 9301); what lisp-agent's xTRs send.
+    /// A refresh (the same content as the registrant's live registration) is accepted whatever
+    /// its nonce; a Map-Register that changes state must not repeat one already accepted (nor,
+    /// from an xTR seen to increase its nonces, go below the last). Accepts lisp-agent's
+    /// (increasing), OOR's (random) and lispers.net's (constant) nonces.
     #[default]
+    FreshChanges,
+    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
+    /// (RFC 9301): refuses the refreshes of random- and constant-nonce peers.
     IncreasingNonce,
     /// Only a nonce repeated among the recent ones of the same xTR is refused: for peers that
-    /// send random nonces (Open Overlay Router does).
+    /// send random nonces (Open Overlay Router does); refuses constant-nonce peers' refreshes.
     NoRepeat,
 }
 
@@ -753,7 +761,13 @@ impl Config {
             for (j, p) in s.eid_prefixes.iter().enumerate() {
                 let pp = format!("{path}.eid-prefixes[{j}]");
                 check_prefix(&pp, &p.prefix)?;
-                seen.insert(&pp, p.prefix, || format!("duplicate prefix {}", p.prefix))?;
+                check_iid(&pp, p.instance_id)?;
+                seen.insert(&pp, (p.instance_id, p.prefix), || {
+                    format!(
+                        "duplicate prefix {} in instance-id {}",
+                        p.prefix, p.instance_id
+                    )
+                })?;
             }
         }
         if self.map_server.enabled && self.map_server.sites.is_empty() {

@@ -45,17 +45,22 @@ impl fmt::Debug for SiteConfig {
     }
 }
 
-/// How a Map-Register's nonce is checked against replays.
+/// How Map-Registers are checked against replays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// The nonce must be greater than the last one accepted from the same xTR-ID (I bit) or,
-    /// without an xTR-ID, from the same ETR address, within the site (RFC 9301 §5.6 / §9).
-    /// What lisp-agent's xTR sends.
+    /// A refresh (same content as the registrant's live registration) is accepted whatever its
+    /// nonce; a change must be fresh. Works with increasing (lisp-agent), random (OOR) and
+    /// constant (lispers.net) nonces; see [`super::replay`].
     #[default]
+    FreshChanges,
+    /// Every Map-Register's nonce must be greater than the last one accepted from the same xTR-ID (I bit) or,
+    /// without an xTR-ID, from the same ETR address, within the site (RFC 9301 §5.6 / §9).
+    /// What lisp-agent's xTR sends; refuses OOR's and lispers.net's refreshes.
     Increasing,
     /// Only a nonce already seen among the last [`NO_REPEAT_WINDOW`] accepted ones from the same
     /// xTR-ID / ETR is refused. For peers that send random nonces (OOR 1.3 does: its captures
     /// show decreasing nonces from one ETR), which `Increasing` would reject half of the time.
+    /// Refuses lispers.net's refreshes (constant nonce).
     NoRepeat,
 }
 
@@ -79,6 +84,9 @@ pub struct MapServerConfig {
     /// Bounds on the state a peer can make us hold; beyond them new entries are refused and
     /// counted.
     pub max_registrations: usize,
+    /// Registrants (xTR-IDs / ETR addresses per site) whose replay history is kept; only
+    /// authenticated Map-Registers create one.
+    pub max_registrants: usize,
     pub max_subscriptions: usize,
     pub max_pending_notifies: usize,
     /// Seed of the nonces of unsolicited Map-Notifies (the shell passes a random value; the core
@@ -96,6 +104,7 @@ impl Default for MapServerConfig {
             notify_max_sends: 5,
             subscription_lifetime: Duration::from_secs(24 * 3600),
             max_registrations: 1_000_000,
+            max_registrants: 4096,
             max_subscriptions: 100_000,
             max_pending_notifies: 100_000,
             nonce_seed: 0x6c69_7370_2d6d_7321,
@@ -131,7 +140,8 @@ impl MapServerConfig {
                         }
                     })?;
                 prefixes.push(SitePrefix {
-                    eid: Eid::new(None, prefix),
+                    // Instance 0 without the LCAF: both spellings meet in one key anyway.
+                    eid: Eid::new((p.instance_id != 0).then_some(p.instance_id), prefix),
                     accept_more_specifics: p.accept_more_specifics,
                 });
             }
@@ -145,6 +155,7 @@ impl MapServerConfig {
         let cfg = MapServerConfig {
             sites,
             nonce_check: match role.replay_protection {
+                ReplayProtection::FreshChanges => NonceCheck::FreshChanges,
                 ReplayProtection::IncreasingNonce => NonceCheck::Increasing,
                 ReplayProtection::NoRepeat => NonceCheck::NoRepeat,
             },

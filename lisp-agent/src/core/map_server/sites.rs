@@ -17,12 +17,19 @@ pub struct Key {
     pub prefix: IpPrefix,
 }
 
+/// Host bits below the mask are cleared: a prefix as received may carry them.
 impl From<&Eid> for Key {
     fn from(e: &Eid) -> Self {
         Key {
             iid: e.instance_id.unwrap_or(0),
-            prefix: e.prefix,
+            prefix: e.prefix.network(),
         }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}]{}", self.iid, self.prefix)
     }
 }
 
@@ -48,6 +55,11 @@ impl Key {
 
     pub fn is_ipv4(&self) -> bool {
         self.prefix.is_ipv4()
+    }
+
+    /// A /32 or /128: a host (what moves).
+    pub fn is_host(&self) -> bool {
+        self.prefix.len() == self.prefix.max_len()
     }
 
     /// As an [`Eid`] carrying an instance-id LCAF only when `with_iid` (or the instance is not 0).

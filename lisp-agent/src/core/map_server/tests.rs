@@ -297,8 +297,11 @@ fn wrong_key_or_algorithm_is_dropped_without_state_change() {
 }
 
 #[test]
-fn replayed_or_old_nonce_is_rejected() {
-    let mut ms = MapServer::new(config());
+fn legacy_increasing_policy_rejects_replayed_or_old_nonces() {
+    let mut ms = MapServer::new(MapServerConfig {
+        nonce_check: NonceCheck::Increasing,
+        ..config()
+    });
     let rec = || vec![record("198.51.100.0/24", 10, &["192.0.2.17"])];
     let first = Reg::new(5, rec(), K1).bytes();
     assert_eq!(dg(&mut ms, ETR1, &first, t(0)).len(), 1);
@@ -600,23 +603,25 @@ fn ack(nonce: u64, key: &[u8]) -> Vec<u8> {
     v
 }
 
+/// An xTR-ID + Site-ID trailer.
+fn xtr_id(id: u8, site_id: u64) -> Option<XtrId> {
+    Some(XtrId {
+        xtr_id: [id; 16],
+        site_id,
+    })
+}
+
 #[test]
-fn rloc_change_notifies_previous_rlocs_until_acked() {
+fn host_moving_to_another_site_notifies_previous_rlocs_until_acked() {
     let mut ms = MapServer::new(config());
     let host = "198.51.100.10/32";
-    dg(
-        &mut ms,
-        ETR1,
-        &Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1).bytes(),
-        t(0),
-    );
-    // The EID moves behind another ETR.
-    let acts = dg(
-        &mut ms,
-        "192.0.2.20:4342",
-        &Reg::new(1, vec![record(host, 10, &["192.0.2.20"])], K1).bytes(),
-        t(10),
-    );
+    let mut first = Reg::new(1, vec![record(host, 10, &["192.0.2.17"])], K1);
+    first.xtr = xtr_id(1, 1);
+    dg(&mut ms, ETR1, &first.bytes(), t(0));
+    // The host moves behind an xTR of another site (Site-ID 2): the newest site wins.
+    let mut moved = Reg::new(1, vec![record(host, 10, &["192.0.2.20"])], K1);
+    moved.xtr = xtr_id(2, 2);
+    let acts = dg(&mut ms, "192.0.2.20:4342", &moved.bytes(), t(10));
     let s = sends(&acts);
     assert_eq!(s.len(), 2, "{acts:?}");
     // Both from the address the Map-Register came to (the ETRs know the map-server by it).
@@ -628,8 +633,14 @@ fn rloc_change_notifies_previous_rlocs_until_acked() {
     assert_eq!(*to, sa("192.0.2.17:4342"));
     let n = MapNotify::parse(payload).unwrap();
     auth::verify(payload, K1).unwrap();
+    assert_eq!(n.records[0].locators.len(), 1);
     assert_eq!(n.records[0].locators[0].address, ip("192.0.2.20"));
-    assert_eq!(ms.counters().registrations_changed, 1);
+    // Addressed to the xTR that lost the host (its xTR-ID in the trailer).
+    assert_eq!(n.xtr, xtr_id(1, 1));
+    assert_eq!(ms.counters().registrations_displaced, 1);
+    let r = ms.registration(&eid(host), t(10)).unwrap();
+    assert_eq!(r.registrants.len(), 1);
+    assert_eq!(r.site_id, Some(2));
     assert_eq!(ms.pending_notifies(), 1);
     assert_eq!(ms.next_deadline(), Some(t(11)));
 
@@ -1066,6 +1077,7 @@ fn config_from_yaml_section() {
             key_algorithm: crate::config::KeyAlgorithm::HmacSha1,
             eid_prefixes: vec![crate::config::SitePrefix {
                 prefix: "198.51.100.0/24".parse().unwrap(),
+                instance_id: 0,
                 accept_more_specifics: true,
             }],
         }],
@@ -1245,10 +1257,28 @@ mod stateful {
                     }
                 }
                 let c = ms.counters().clone();
+                let entries: usize = ms.registrations().map(|r| r.registrants.len()).sum();
                 prop_assert_eq!(
-                    ms.registrations().count() as u64,
-                    c.registrations_created - c.registrations_expired - c.registrations_withdrawn
+                    entries as u64,
+                    c.registrations_created
+                        - c.registrations_expired
+                        - c.registrations_withdrawn
+                        - c.registrations_displaced
                 );
+                // The merged record is the union of the registrants' locators, nothing else.
+                for r in ms.registrations() {
+                    prop_assert!(!r.registrants.is_empty());
+                    let mut want: Vec<IpAddr> = r
+                        .registrants
+                        .iter()
+                        .flat_map(|x| x.record.locators.iter().map(|l| l.address))
+                        .collect();
+                    want.sort();
+                    want.dedup();
+                    let mut got: Vec<IpAddr> = r.record.locators.iter().map(|l| l.address).collect();
+                    got.sort();
+                    prop_assert_eq!(got, want);
+                }
                 prop_assert_eq!(c.rejected_total(), c.rejected_unsolicited_ack);
                 let min_exp = ms.registrations().map(|r| r.expires).min();
                 match (ms.next_deadline(), min_exp) {
@@ -1260,4 +1290,441 @@ mod stateful {
             }
         }
     }
+}
+
+// ---- Replay protection with real peers' nonces (default policy) -------------------------
+
+/// How a peer picks its Map-Register nonces.
+#[derive(Clone, Copy, Debug)]
+enum Nonces {
+    /// lisp-agent's xTR.
+    Increasing,
+    /// OOR.
+    Random,
+    /// lispers.net.
+    Constant,
+}
+
+struct Peer {
+    kind: Nonces,
+    rng: crate::core::nonce::NonceSource,
+    n: u64,
+}
+
+impl Peer {
+    fn new(kind: Nonces) -> Self {
+        Peer {
+            kind,
+            rng: crate::core::nonce::NonceSource::new(0x0123_4567),
+            n: 0,
+        }
+    }
+    fn next(&mut self) -> u64 {
+        self.n += 1;
+        match self.kind {
+            Nonces::Increasing => 1_000 + self.n,
+            Nonces::Random => self.rng.next_nonce(),
+            Nonces::Constant => 0x6c69_7370,
+        }
+    }
+}
+
+const HOST: &str = "198.51.100.10/32";
+
+fn host_reg(nonce: u64, rloc: &str, xtr: Option<XtrId>) -> Vec<u8> {
+    let mut r = Reg::new(nonce, vec![record(HOST, 10, &[rloc])], K1);
+    r.xtr = xtr;
+    r.bytes()
+}
+
+/// The locators the map-server holds for the host, or `None`.
+fn held(ms: &MapServer, now: Timestamp) -> Option<Vec<IpAddr>> {
+    ms.registration(&eid(HOST), now)
+        .map(|r| r.record.locators.iter().map(|l| l.address).collect())
+}
+
+/// Registers the host at `rloc` and refreshes it every 60 s for `minutes`, asserting every one is
+/// accepted and the registration never lapses; returns every message sent.
+fn refresh_for(
+    ms: &mut MapServer,
+    peer: &mut Peer,
+    rloc: &str,
+    xtr: Option<XtrId>,
+    from: Timestamp,
+    minutes: u64,
+) -> Vec<Vec<u8>> {
+    let mut sent = Vec::new();
+    for i in 0..=minutes {
+        let now = from + Duration::from_secs(60 * i);
+        ms.on_timer(now);
+        let m = host_reg(peer.next(), rloc, xtr);
+        let acts = dg(ms, ETR1, &m, now);
+        assert_eq!(
+            sends(&acts).len(),
+            1,
+            "{:?}: refresh {i} not answered",
+            peer.kind
+        );
+        assert_eq!(
+            held(ms, now),
+            Some(vec![ip(rloc)]),
+            "{:?} at {i}",
+            peer.kind
+        );
+        assert_eq!(
+            ms.registration(&eid(HOST), now).unwrap().expires,
+            now + Duration::from_secs(180)
+        );
+        sent.push(m);
+    }
+    assert_eq!(ms.counters().rejected_total(), 0, "{:?}", peer.kind);
+    sent
+}
+
+#[test]
+fn every_peers_refreshes_are_accepted_for_an_hour_and_never_expire() {
+    for kind in [Nonces::Increasing, Nonces::Random, Nonces::Constant] {
+        for xtr in [None, xtr_id(1, 1)] {
+            let mut ms = MapServer::new(config());
+            let mut peer = Peer::new(kind);
+            refresh_for(&mut ms, &mut peer, "192.0.2.17", xtr, t(0), 65);
+            assert_eq!(ms.counters().registrations_created, 1);
+            assert_eq!(ms.counters().registrations_refreshed, 65);
+            assert_eq!(ms.counters().registrations_expired, 0);
+        }
+    }
+}
+
+#[test]
+fn replayed_old_register_never_moves_the_eid_back_after_the_registrant_changed() {
+    for kind in [Nonces::Increasing, Nonces::Random, Nonces::Constant] {
+        let mut ms = MapServer::new(config());
+        let mut peer = Peer::new(kind);
+        let x = xtr_id(1, 1);
+        let old = refresh_for(&mut ms, &mut peer, "192.0.2.17", x, t(0), 60);
+        // The same xTR now registers the host at another locator.
+        let moved_at = t(61 * 60);
+        let acts = dg(
+            &mut ms,
+            ETR1,
+            &host_reg(peer.next(), "192.0.2.21", x),
+            moved_at,
+        );
+        assert!(!sends(&acts).is_empty(), "{kind:?}: the change is accepted");
+        assert_eq!(held(&ms, moved_at), Some(vec![ip("192.0.2.21")]));
+        // Every old message, replayed: refused, counted, nothing changes.
+        let before = ms.counters().clone();
+        for (i, m) in old.iter().enumerate() {
+            let acts = dg(&mut ms, ETR1, m, moved_at + Duration::from_secs(1));
+            assert!(acts.is_empty(), "{kind:?}: replay {i} answered");
+        }
+        assert_eq!(
+            held(&ms, moved_at + Duration::from_secs(1)),
+            Some(vec![ip("192.0.2.21")]),
+            "{kind:?}"
+        );
+        let c = ms.counters();
+        assert_eq!(
+            c.rejected_replayed_nonce - before.rejected_replayed_nonce,
+            old.len() as u64,
+            "{kind:?}"
+        );
+        assert_eq!(c.registrations_changed, before.registrations_changed);
+        assert_eq!(
+            c.tx_map_notify_unsolicited,
+            before.tx_map_notify_unsolicited
+        );
+    }
+}
+
+#[test]
+fn replayed_old_register_never_takes_a_moved_host_back_from_the_new_site() {
+    for kind in [Nonces::Increasing, Nonces::Random, Nonces::Constant] {
+        let mut ms = MapServer::new(config());
+        let mut peer = Peer::new(kind);
+        let old = refresh_for(&mut ms, &mut peer, "192.0.2.17", xtr_id(1, 1), t(0), 60);
+        // The host moves to an xTR of another site.
+        let moved_at = t(61 * 60);
+        let mut other = Peer::new(Nonces::Increasing);
+        dg(
+            &mut ms,
+            ETR2,
+            &host_reg(other.next(), "192.0.2.33", xtr_id(2, 2)),
+            moved_at,
+        );
+        assert_eq!(held(&ms, moved_at), Some(vec![ip("192.0.2.33")]));
+        for m in &old {
+            assert!(dg(&mut ms, ETR1, m, moved_at + Duration::from_secs(2)).is_empty());
+        }
+        assert_eq!(
+            held(&ms, moved_at + Duration::from_secs(2)),
+            Some(vec![ip("192.0.2.33")]),
+            "{kind:?}"
+        );
+        assert_eq!(ms.counters().rejected_replayed_nonce, old.len() as u64);
+        // A genuine new registration by the first xTR (the host came back) is accepted at once,
+        // except from a constant-nonce peer, whose return is byte for byte an old message.
+        let back = host_reg(peer.next(), "192.0.2.17", xtr_id(1, 1));
+        let now = moved_at + Duration::from_secs(60);
+        let accepted = !dg(&mut ms, ETR1, &back, now).is_empty();
+        assert_eq!(accepted, !matches!(kind, Nonces::Constant), "{kind:?}");
+    }
+}
+
+/// The documented limit: a constant-nonce peer's genuine return to earlier content is refused
+/// while a newer registration holds the EID, and accepted once that one has ended.
+#[test]
+fn constant_nonce_return_waits_for_the_newer_registration_to_end() {
+    let mut ms = MapServer::new(config());
+    let mut peer = Peer::new(Nonces::Constant);
+    let x = xtr_id(1, 1);
+    refresh_for(&mut ms, &mut peer, "192.0.2.17", x, t(0), 3);
+    // Moves to .21 at 240 s (refreshed once), back to .17 from 300 s on, every 60 s.
+    dg(
+        &mut ms,
+        ETR1,
+        &host_reg(peer.next(), "192.0.2.21", x),
+        t(240),
+    );
+    let mut now = t(300);
+    let mut first_accepted = None;
+    while now <= t(900) {
+        ms.on_timer(now);
+        if !dg(&mut ms, ETR1, &host_reg(peer.next(), "192.0.2.17", x), now).is_empty() {
+            first_accepted.get_or_insert(now);
+        }
+        // Never anything but one of the two genuine states, never nothing for long.
+        let h = held(&ms, now);
+        assert!(
+            h == Some(vec![ip("192.0.2.21")]) || h == Some(vec![ip("192.0.2.17")]),
+            "{h:?} at {now:?}"
+        );
+        now += Duration::from_secs(60);
+    }
+    // .21 was registered at 240 s and expires at 420 s; the next refresh of .17 is taken.
+    assert_eq!(first_accepted, Some(t(420)));
+}
+
+// ---- Several ETRs of one site -----------------------------------------------------------
+
+#[test]
+fn two_etrs_of_a_site_are_answered_with_the_union_without_flapping_or_notify_storm() {
+    let mut ms = MapServer::new(config());
+    let site = "198.51.100.0/24";
+    let reg_at = |nonce, rlocs: &[&str], proxy| {
+        let mut r = Reg::new(nonce, vec![record(site, 10, rlocs)], K1);
+        r.proxy = proxy;
+        r.bytes()
+    };
+    // Two ETRs (no xTR-ID, as OOR sends: told apart by source address), different locators, one
+    // locator in common; both refresh every 60 s, interleaved, for 10 minutes.
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        7,
+        false,
+        None,
+    );
+    let mut answers = Vec::new();
+    for i in 0..10u64 {
+        let a = dg(
+            &mut ms,
+            ETR1,
+            &reg_at(10 + i, &["192.0.2.17", "192.0.2.50"], true),
+            t(60 * i),
+        );
+        let b = dg(
+            &mut ms,
+            "192.0.2.18:4342",
+            &reg_at(100 + i, &["192.0.2.18", "192.0.2.50"], true),
+            t(60 * i + 30),
+        );
+        // Each gets its solicited Map-Notify, with the merged record; nothing unsolicited.
+        assert_eq!(sends(&a).len(), 1);
+        assert_eq!(sends(&b).len(), 1);
+        let n = MapNotify::parse(&sends(&b)[0].1).unwrap();
+        assert_eq!(n.records[0].locators.len(), 3);
+        answers.push(one_send(&dg(&mut ms, ETR2, &q, t(60 * i + 45))).1);
+    }
+    assert_eq!(ms.counters().tx_map_notify_unsolicited, 0);
+    assert_eq!(ms.counters().registrations_created, 2);
+    assert_eq!(ms.counters().registrations_changed, 0);
+    // The answer never changed: the union, in a fixed order.
+    assert!(answers[1..].iter().all(|a| a == &answers[0]));
+    let r = reply(&answers[0]);
+    let addrs: Vec<IpAddr> = r.records[0].locators.iter().map(|l| l.address).collect();
+    assert_eq!(
+        addrs,
+        vec![ip("192.0.2.17"), ip("192.0.2.50"), ip("192.0.2.18")]
+    );
+
+    // ETR 2 deregisters (TTL 0): only its own locator goes (.50 is still ETR 1's).
+    let now = t(600);
+    let mut bye = Reg::new(
+        200,
+        vec![record(site, 0, &["192.0.2.18", "192.0.2.50"])],
+        K1,
+    );
+    bye.proxy = true;
+    dg(&mut ms, "192.0.2.18:4342", &bye.bytes(), now);
+    let r = reply(&one_send(&dg(&mut ms, ETR2, &q, now)).1);
+    let addrs: Vec<IpAddr> = r.records[0].locators.iter().map(|l| l.address).collect();
+    assert_eq!(addrs, vec![ip("192.0.2.17"), ip("192.0.2.50")]);
+    assert_eq!(ms.counters().registrations_withdrawn, 1);
+    assert_eq!(ms.counters().tx_map_notify_unsolicited, 0);
+    // ETR 1 expires 180 s after its last refresh (540 s): then nothing is registered.
+    ms.on_timer(t(719));
+    assert!(ms.registration(&eid(site), t(719)).is_some());
+    ms.on_timer(t(720));
+    assert!(ms.registration(&eid(site), t(720)).is_none());
+    assert_eq!(ms.counters().registrations_expired, 1);
+}
+
+#[test]
+fn expiry_of_one_etr_keeps_the_other_and_forwarding_picks_a_live_one() {
+    let mut ms = MapServer::new(config());
+    let site = "198.51.100.0/24";
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record(site, 10, &["192.0.2.17"])], K1).bytes(),
+        t(0),
+    );
+    dg(
+        &mut ms,
+        "192.0.2.18:4342",
+        &Reg::new(1, vec![record(site, 10, &["192.0.2.18"])], K1).bytes(),
+        t(100),
+    );
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        7,
+        false,
+        None,
+    );
+    // Not proxied: forwarded to the registrant heard last.
+    assert_eq!(
+        one_send(&dg(&mut ms, ETR2, &q, t(101))).0,
+        sa("192.0.2.18:4342")
+    );
+    // ETR 2 stops refreshing and expires at 280 s; ETR 1, refreshed at 150 s, stays.
+    dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(2, vec![record(site, 10, &["192.0.2.17"])], K1).bytes(),
+        t(150),
+    );
+    assert_eq!(
+        one_send(&dg(&mut ms, ETR2, &q, t(151))).0,
+        sa("192.0.2.17:4342")
+    );
+    ms.on_timer(t(280));
+    let r = ms.registration(&eid(site), t(280)).unwrap();
+    assert_eq!(r.registrants.len(), 1);
+    assert_eq!(r.record.locators.len(), 1);
+    assert_eq!(r.record.locators[0].address, ip("192.0.2.17"));
+    assert_eq!(
+        one_send(&dg(&mut ms, ETR2, &q, t(281))).0,
+        sa("192.0.2.17:4342")
+    );
+}
+
+// ---- Instance-ids, host bits, unknown LCAFs ----------------------------------------------
+
+/// A Map-Register for 198.51.100.0/24 in instance-id `iid` built byte by byte as an
+/// independent xTR sends it (LCAF AFI 16387, type 2, IID mask-length 32), HMAC-SHA-256.
+fn independent_iid_register(iid: u32, nonce: u64) -> Vec<u8> {
+    let mut v = vec![0x30, 0, 0x01, 1];
+    v.extend_from_slice(&nonce.to_be_bytes());
+    v.extend_from_slice(&[0, 2, 0, 32]);
+    v.extend_from_slice(&[0; 32]);
+    // Record: TTL 1440, 1 locator, mask 24, A bit, map-version 0.
+    v.extend_from_slice(&[0, 0, 0x05, 0xa0, 1, 24, 0x10, 0, 0, 0]);
+    v.extend_from_slice(&[0x40, 0x03, 0, 0, 2, 32, 0, 10]);
+    v.extend_from_slice(&iid.to_be_bytes());
+    v.extend_from_slice(&[0, 1, 198, 51, 100, 0]);
+    // Locator 192.0.2.17, priority 1 weight 100, L and R bits.
+    v.extend_from_slice(&[1, 100, 255, 0, 0, 5, 0, 1, 192, 0, 2, 17]);
+    auth::sign(&mut v, K1).unwrap();
+    v
+}
+
+#[test]
+fn site_prefix_in_an_instance_accepts_an_independent_xtrs_registration() {
+    let role = crate::config::MapServerRole {
+        enabled: true,
+        sites: vec![crate::config::Site {
+            name: "site1".into(),
+            key: "site1-secret".into(),
+            key_algorithm: crate::config::KeyAlgorithm::HmacSha256,
+            eid_prefixes: vec![crate::config::SitePrefix {
+                prefix: "198.51.100.0/24".parse().unwrap(),
+                instance_id: 100,
+                accept_more_specifics: false,
+            }],
+        }],
+        replay_protection: Default::default(),
+    };
+    let mut ms = MapServer::new(MapServerConfig::from_role(&role).unwrap());
+    let (to, payload) = one_send(&dg(&mut ms, ETR1, &independent_iid_register(100, 1), t(0)));
+    assert_eq!(to, sa(ETR1));
+    let n = MapNotify::parse(&payload).unwrap();
+    assert_eq!(n.records[0].eid.instance_id, Some(100));
+    // Our own encoding of the echoed EID: the same IID mask-length 32.
+    let at = payload.len() - 12 - 18;
+    assert_eq!(&payload[at..at + 6], &[0x40, 0x03, 0, 0, 2, 32]);
+    let mut e = eid("198.51.100.7/32");
+    e.instance_id = Some(100);
+    assert!(ms.lookup(&e, t(1)).is_some());
+    // The same prefix in another instance (or in none) belongs to no site.
+    assert!(dg(&mut ms, ETR1, &independent_iid_register(101, 2), t(0)).is_empty());
+    assert_eq!(ms.counters().rejected_unknown_eid, 1);
+    assert!(ms.lookup(&eid("198.51.100.7/32"), t(1)).is_none());
+}
+
+#[test]
+fn host_bits_of_a_registered_prefix_are_cleared_and_counted() {
+    let mut ms = MapServer::new(config());
+    let mut rec = record("198.51.100.0/24", 10, &["192.0.2.17"]);
+    rec.eid.prefix = IpPrefix::new_unmasked(ip("198.51.100.77"), 24).unwrap();
+    let (_, payload) = one_send(&dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![rec], K1).bytes(),
+        t(0),
+    ));
+    assert_eq!(ms.counters().records_host_bits_masked, 1);
+    assert!(ms.lookup(&eid("198.51.100.9/32"), t(1)).is_some());
+    let r = ms.registration(&eid("198.51.100.0/24"), t(1)).unwrap();
+    assert_eq!(r.record.eid, eid("198.51.100.0/24"));
+    assert_eq!(
+        MapNotify::parse(&payload).unwrap().records[0].eid,
+        eid("198.51.100.0/24")
+    );
+}
+
+#[test]
+fn a_record_in_an_unknown_lcaf_is_skipped_and_the_others_registered() {
+    let mut ms = MapServer::new(config());
+    let m = MapRegister {
+        want_map_notify: true,
+        nonce: 1,
+        auth: Auth::zeroed(Algorithm::HmacSha256),
+        records: vec![record("198.51.100.0/24", 10, &["192.0.2.17"])],
+        ..MapRegister::default()
+    };
+    let mut v = m.to_vec().unwrap();
+    // A second record whose EID is a geo-coordinates LCAF (type 5), 1 locator.
+    v[3] = 2;
+    v.extend_from_slice(&[0, 0, 0, 10, 1, 32, 0x10, 0, 0, 0]);
+    v.extend_from_slice(&[0x40, 0x03, 0, 0, 5, 0, 0, 4, 1, 2, 3, 4]);
+    v.extend_from_slice(&[1, 100, 255, 0, 0, 5, 0, 1, 192, 0, 2, 17]);
+    auth::sign(&mut v, K1).unwrap();
+    assert_eq!(sends(&dg(&mut ms, ETR1, &v, t(0))).len(), 1);
+    assert_eq!(ms.counters().records_skipped, 1);
+    assert_eq!(ms.counters().rejected_malformed, 0);
+    assert!(ms.registration(&eid("198.51.100.0/24"), t(1)).is_some());
 }
