@@ -1022,8 +1022,14 @@ interfaces:
         assert_eq!(c.interfaces[0].mobility.as_deref(), Some("vm-mobility"));
         assert_eq!(c.interfaces[1].role, InterfaceRole::Rloc);
         assert!(!c.map_server.enabled);
-        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 2);
+        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 3);
         assert!(c.map_server.sites[0].eid_prefixes[0].accept_more_specifics);
+        assert_eq!(c.map_server.sites[0].eid_prefixes[0].instance_id, 0);
+        assert_eq!(c.map_server.sites[0].eid_prefixes[2].instance_id, 100);
+        assert_eq!(
+            c.map_server.replay_protection,
+            ReplayProtection::FreshChanges
+        );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9400".parse().unwrap()));
         assert_eq!(c.miss_event_interval.0, Duration::from_secs(1));
     }
@@ -1352,6 +1358,27 @@ interfaces:
             "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k }}\n    - {{ name: s, key: j }}\n"
         );
         assert_rejects(&y, "map-server.sites[1]: site 's' defined twice");
+        // The same prefix in two instances is two prefixes; twice in one instance is refused.
+        let site = |iids: &str| {
+            format!(
+                "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k, eid-prefixes: [{iids}] }}\n"
+            )
+        };
+        let two = site("{ prefix: 10.0.0.0/8 }, { prefix: 10.0.0.0/8, instance-id: 100 }");
+        let c = Config::from_yaml_str(&two).unwrap();
+        assert_eq!(c.map_server.sites[0].eid_prefixes[1].instance_id, 100);
+        assert_eq!(
+            c.map_server.replay_protection,
+            ReplayProtection::FreshChanges
+        );
+        assert_rejects(
+            &site("{ prefix: 10.0.0.0/8, instance-id: 7 }, { prefix: 10.0.0.0/8, instance-id: 7 }"),
+            "duplicate prefix 10.0.0.0/8 in instance-id 7",
+        );
+        assert_rejects(
+            &site("{ prefix: 10.0.0.0/8, instance-id: 16777216 }"),
+            "instance-id 16777216 out of range",
+        );
     }
 
     #[test]

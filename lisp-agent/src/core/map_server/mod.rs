@@ -470,7 +470,7 @@ impl MapServer {
         let site_id = reg.xtr.map(|x| x.site_id);
         let changes = plans
             .iter()
-            .any(|p| self.plan_changes(p, site, site_id, id, reg.proxy_reply, now));
+            .any(|p| self.plan_changes(p, site, site_id, id, from, reg.proxy_reply, now));
         let contested = plans.iter().any(|p| {
             let k = match p {
                 Plan::Withdraw(k, _) | Plan::Upsert(k, ..) => k,
@@ -573,13 +573,17 @@ impl MapServer {
         Ok(())
     }
 
-    /// Would `plan` by registrant `id` change state (anything beyond extending its expiry)?
+    /// Would `plan` by registrant `id`, sent from `from`, change state (anything beyond
+    /// extending its expiry)? The source address counts as state: Map-Requests are forwarded
+    /// there, so a captured refresh replayed from elsewhere must not pass as a refresh.
+    #[allow(clippy::too_many_arguments)]
     fn plan_changes(
         &self,
         plan: &Plan,
         site: usize,
         site_id: Option<u64>,
         id: RegistrantId,
+        from: SocketAddr,
         proxy: bool,
         now: Timestamp,
     ) -> bool {
@@ -597,7 +601,10 @@ impl MapServer {
                     return true;
                 }
                 !r.registrant(id).is_some_and(|x| {
-                    x.expires > now && x.record == *record && x.proxy_reply == proxy
+                    x.expires > now
+                        && x.record == *record
+                        && x.proxy_reply == proxy
+                        && x.etr == from
                 })
             }
         }
@@ -673,7 +680,9 @@ impl MapServer {
         let locators = entry.record.locators.len();
         match reg.registrant(id).cloned() {
             Some(old) => {
-                let refresh = old.record == entry.record && old.proxy_reply == entry.proxy_reply;
+                let refresh = old.record == entry.record
+                    && old.proxy_reply == entry.proxy_reply
+                    && old.etr == entry.etr;
                 reg.put(Registrant {
                     registered_at: old.registered_at,
                     ..entry

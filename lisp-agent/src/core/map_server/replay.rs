@@ -8,9 +8,10 @@
 //!
 //! # The rule: what a replay could change decides, not the nonce
 //! * A Map-Register whose content equals the registrant's live registration (same records,
-//!   same P bit: a **refresh**) only extends expiry. It is accepted whatever its nonce: a
-//!   captured refresh replayed can only keep alive what its owner registered and never
-//!   withdrew.
+//!   same P bit, from the same source address and port: a **refresh**) only extends expiry. It
+//!   is accepted whatever its nonce: a captured refresh replayed can only keep alive what its
+//!   owner registered and never withdrew. (The source counts because non-proxied Map-Requests
+//!   are forwarded to it: replayed from elsewhere, a refresh is a change.)
 //! * A Map-Register that **changes** state (new prefix, other locators, withdrawal, a prefix
 //!   taken over from another site) must be fresh:
 //!   - its authentication data must not be one already accepted from this registrant (the
@@ -33,7 +34,9 @@
 //! replay). The peer keeps sending it as its refresh, so once the newer registration ends
 //! (withdrawn, or expired after 180 s) the return is accepted: a genuine return is delayed by
 //! at most one registration lifetime, and a replay can never move an EID back while a newer
-//! registration holds it. A replay can re-create a mapping that nobody holds any more (and
+//! registration holds it. The same holds when such a peer's source address or port changes
+//! (a restart on another port, say): its refreshes are refused until its old registration has
+//! expired, then accepted. A replay can re-create a mapping that nobody holds any more (and
 //! keep it alive by replaying it), which is what any constant-nonce peer exposes.
 //!
 //! Another limit: a peer classified as increasing that restarts its counter below the last

@@ -1085,6 +1085,14 @@ fn config_from_yaml_section() {
     };
     let c = MapServerConfig::from_role(&role).unwrap();
     assert_eq!(c.nonce_check, NonceCheck::Increasing);
+    let by_default = crate::config::MapServerRole {
+        replay_protection: Default::default(),
+        ..role.clone()
+    };
+    assert_eq!(
+        MapServerConfig::from_role(&by_default).unwrap().nonce_check,
+        NonceCheck::FreshChanges
+    );
     let random_nonce_peers = crate::config::MapServerRole {
         replay_protection: crate::config::ReplayProtection::NoRepeat,
         ..role.clone()
@@ -1727,4 +1735,31 @@ fn a_record_in_an_unknown_lcaf_is_skipped_and_the_others_registered() {
     assert_eq!(ms.counters().records_skipped, 1);
     assert_eq!(ms.counters().rejected_malformed, 0);
     assert!(ms.registration(&eid("198.51.100.0/24"), t(1)).is_some());
+}
+
+#[test]
+fn a_refresh_replayed_from_another_address_is_refused_and_forwarding_stays_put() {
+    for kind in [Nonces::Increasing, Nonces::Random, Nonces::Constant] {
+        let mut ms = MapServer::new(config());
+        let mut peer = Peer::new(kind);
+        let sent = refresh_for(&mut ms, &mut peer, "192.0.2.17", xtr_id(1, 1), t(0), 2);
+        // The newest Map-Register, byte for byte, from an attacker's address.
+        let now = t(130);
+        assert!(dg(&mut ms, "192.0.2.178:4342", sent.last().unwrap(), now).is_empty());
+        assert_eq!(ms.counters().rejected_replayed_nonce, 1, "{kind:?}");
+        let r = ms.registration(&eid(HOST), now).unwrap();
+        assert_eq!(r.etr, sa(ETR1), "{kind:?}");
+        let q = ecm(
+            "203.0.113.10",
+            "198.51.100.10",
+            &["192.0.2.33"],
+            7,
+            false,
+            None,
+        );
+        assert_eq!(
+            one_send(&dg(&mut ms, ETR2, &q, now)).0,
+            sa("192.0.2.17:4342")
+        );
+    }
 }
