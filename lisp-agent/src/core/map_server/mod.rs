@@ -17,8 +17,8 @@
 //!   an expiry of 180 s, or of the record TTL when the T bit is set (locator `L`/`p` bits
 //!   cleared: they describe the sender, not us). Answers carry the union of the registrants'
 //!   locators. A record TTL of 0 withdraws that registrant's registration only. A registration
-//!   from another registering site (another configured site, or for a host prefix another
-//!   Site-ID) takes the prefix over. Each outcome is logged (created, changed, withdrawn,
+//!   from another registering site (another configured site, or another Site-ID in the xTR-ID
+//!   trailer) takes the prefix over. Each outcome is logged (created, changed, withdrawn,
 //!   taken over, expired at info; refreshed at debug).
 //! * **M bit** → Map-Notify with the same nonce and the merged records, signed with the site key
 //!   and the same algorithm / data length as the Map-Register, sent to the Map-Register's source
@@ -93,10 +93,13 @@ pub const NEGATIVE_TTL_NON_LISP: u32 = 15;
 /// At most one log line per refusal reason in this time.
 const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Does a registration from `site` / `site_id` take `k` over from its current registrants?
-/// Across configured sites always; for host prefixes (moving hosts) also across Site-IDs.
-fn takes_over(r: &Registration, k: &Key, site: usize, site_id: Option<u64>) -> bool {
-    !r.registrants.is_empty() && (r.site != site || (k.is_host() && r.site_id != site_id))
+/// Does a registration from `site` / `site_id` take a prefix over from its current
+/// registrants? Across configured sites, and across Site-IDs (xTR-ID trailer) when both sides
+/// send one: the xTRs of one site share a Site-ID, so another one is another site (the host
+/// moved). A registrant without the trailer joins whichever site holds the prefix.
+fn takes_over(r: &Registration, site: usize, site_id: Option<u64>) -> bool {
+    !r.registrants.is_empty()
+        && (r.site != site || matches!((r.site_id, site_id), (Some(a), Some(b)) if a != b))
 }
 
 /// Who subscribed: RFC 9437 identifies a subscriber by its xTR-ID; without one, by ITR-RLOC.
@@ -597,7 +600,7 @@ impl MapServer {
                 let Some(r) = self.regs.get(k) else {
                     return true;
                 };
-                if takes_over(r, k, site, site_id) {
+                if takes_over(r, site, site_id) {
                     return true;
                 }
                 !r.registrant(id).is_some_and(|x| {
@@ -655,12 +658,11 @@ impl MapServer {
         let before = self.before(&k);
         let id = entry.id;
         let name = self.cfg.sites[site].name.clone();
-        let reg_site_id = if k.is_host() { site_id } else { None };
         let reg = self
             .regs
             .entry(k)
-            .or_insert_with(|| Registration::new(site, reg_site_id, &entry));
-        if takes_over(reg, &k, site, site_id) {
+            .or_insert_with(|| Registration::new(site, site_id, &entry));
+        if takes_over(reg, site, site_id) {
             // Another registering site holds the prefix (the host moved): the newest wins.
             let from_site = reg.site;
             for old in reg.take_all() {
@@ -674,7 +676,10 @@ impl MapServer {
                 );
             }
             reg.site = site;
-            reg.site_id = reg_site_id;
+            reg.site_id = site_id;
+        }
+        if reg.site_id.is_none() {
+            reg.site_id = site_id;
         }
         let expires = entry.expires;
         let locators = entry.record.locators.len();

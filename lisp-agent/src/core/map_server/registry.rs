@@ -8,10 +8,12 @@
 //! answer nor the Map-Notifies flap; a withdrawal or expiry removes only that registrant's
 //! locators.
 //!
-//! Mobility: a prefix is held by one *registering site* at a time — the configured site, and
-//! for host prefixes (/32, /128: moving hosts) also the Site-ID of the xTR-ID trailer. A
+//! Mobility: a prefix is held by one *registering site* at a time — the configured site and,
+//! when registrants send the xTR-ID trailer, its Site-ID (the xTRs of one site share it). A
 //! registration from another registering site takes the prefix over: the previous registrants
-//! are dropped (the newest site wins) and the map-server notifies their locators.
+//! are dropped (the newest site wins, e.g. a host /32 that moved) and the map-server notifies
+//! their locators. Two xTRs of one site configured with different Site-IDs would take a shared
+//! prefix from each other at every refresh: that is a misconfiguration.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -59,8 +61,7 @@ pub struct Registrant {
 pub struct Registration {
     /// Index into [`MapServerConfig::sites`](super::MapServerConfig::sites).
     pub site: usize,
-    /// Site-ID (xTR-ID trailer) of the registering site of a host prefix; `None` for other
-    /// prefixes and for registrants without the trailer.
+    /// Site-ID (xTR-ID trailer) of the registering site; `None` while no registrant sent one.
     pub site_id: Option<u64>,
     /// The registrant heard from most recently: where a Map-Request is forwarded.
     pub etr: SocketAddr,
