@@ -1708,3 +1708,142 @@ fn a_refresh_replayed_from_another_address_is_refused_and_forwarding_stays_put()
         );
     }
 }
+
+#[test]
+fn publications_carry_the_union_and_refreshes_of_either_etr_publish_nothing() {
+    let mut ms = MapServer::new(config());
+    let sub = xtr_id(2, 2).unwrap();
+    let q = ecm(
+        "203.0.113.10",
+        "198.51.100.10",
+        &["192.0.2.33"],
+        100,
+        true,
+        Some(sub),
+    );
+    dg(&mut ms, ETR2, &q, t(0));
+    let site = "198.51.100.0/24";
+    let publications = |acts: &[Action]| -> Vec<MapNotify> {
+        sends(acts)
+            .into_iter()
+            .filter(|(to, _)| *to == sa("192.0.2.33:4342"))
+            .map(|(_, p)| MapNotify::parse(&p).unwrap())
+            .collect()
+    };
+    let addrs = |n: &MapNotify| -> Vec<IpAddr> {
+        n.records[0].locators.iter().map(|l| l.address).collect()
+    };
+    let a = dg(
+        &mut ms,
+        ETR1,
+        &Reg::new(1, vec![record(site, 10, &["192.0.2.17"])], K1).bytes(),
+        t(1),
+    );
+    assert_eq!(addrs(&publications(&a)[0]), vec![ip("192.0.2.17")]);
+    let b = dg(
+        &mut ms,
+        "192.0.2.18:4342",
+        &Reg::new(1, vec![record(site, 10, &["192.0.2.18"])], K1).bytes(),
+        t(2),
+    );
+    assert_eq!(
+        addrs(&publications(&b)[0]),
+        vec![ip("192.0.2.17"), ip("192.0.2.18")]
+    );
+    for i in 0..5u64 {
+        let a = dg(
+            &mut ms,
+            ETR1,
+            &Reg::new(2 + i, vec![record(site, 10, &["192.0.2.17"])], K1).bytes(),
+            t(60 * (i + 1)),
+        );
+        let b = dg(
+            &mut ms,
+            "192.0.2.18:4342",
+            &Reg::new(2 + i, vec![record(site, 10, &["192.0.2.18"])], K1).bytes(),
+            t(60 * (i + 1) + 1),
+        );
+        assert!(publications(&a).is_empty() && publications(&b).is_empty());
+    }
+    // ETR 2 withdraws: the subscriber gets ETR 1's locators, not a removal.
+    let w = dg(
+        &mut ms,
+        "192.0.2.18:4342",
+        &Reg::new(9, vec![record(site, 0, &["192.0.2.18"])], K1).bytes(),
+        t(400),
+    );
+    let p = publications(&w);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].records[0].ttl, 10);
+    assert_eq!(addrs(&p[0]), vec![ip("192.0.2.17")]);
+}
+
+#[test]
+fn registrants_with_replay_history_are_bounded() {
+    let mut ms = MapServer::new(MapServerConfig {
+        max_registrants: 2,
+        ..config()
+    });
+    let site = "198.51.100.0/24";
+    for (i, from) in ["192.0.2.17:4342", "192.0.2.18:4342"].iter().enumerate() {
+        let r = Reg::new(1, vec![record(site, 10, &[&from[..10]])], K1);
+        assert_eq!(sends(&dg(&mut ms, from, &r.bytes(), t(i as u64))).len(), 1);
+    }
+    let third = Reg::new(1, vec![record(site, 10, &["192.0.2.19"])], K1);
+    assert!(dg(&mut ms, "192.0.2.19:4342", &third.bytes(), t(3)).is_empty());
+    assert_eq!(ms.counters().rejected_table_full, 1);
+    // The known ones keep refreshing.
+    let again = Reg::new(2, vec![record(site, 10, &["192.0.2.17"])], K1);
+    assert_eq!(sends(&dg(&mut ms, ETR1, &again.bytes(), t(60))).len(), 1);
+    assert_eq!(
+        ms.registration(&eid(site), t(60))
+            .unwrap()
+            .registrants
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn a_registrant_without_xtr_id_joins_the_site_holding_the_prefix() {
+    let mut ms = MapServer::new(config());
+    let mut a = Reg::new(1, vec![record(HOST, 10, &["192.0.2.17"])], K1);
+    a.xtr = xtr_id(1, 7);
+    dg(&mut ms, ETR1, &a.bytes(), t(0));
+    // An ETR that sends no trailer (OOR does not) is merged, not taken for another site...
+    let b = Reg::new(1, vec![record(HOST, 10, &["192.0.2.18"])], K1);
+    let acts = dg(&mut ms, "192.0.2.18:4342", &b.bytes(), t(1));
+    assert_eq!(sends(&acts).len(), 1);
+    assert_eq!(
+        held(&ms, t(1)),
+        Some(vec![ip("192.0.2.17"), ip("192.0.2.18")])
+    );
+    // ...and an xTR of the same Site-ID too; one of another Site-ID takes the host.
+    let mut c = Reg::new(1, vec![record(HOST, 10, &["192.0.2.19"])], K1);
+    c.xtr = xtr_id(3, 7);
+    dg(&mut ms, "192.0.2.19:4342", &c.bytes(), t(2));
+    assert_eq!(
+        ms.registration(&eid(HOST), t(2)).unwrap().registrants.len(),
+        3
+    );
+    let mut d = Reg::new(1, vec![record(HOST, 10, &["192.0.2.20"])], K1);
+    d.xtr = xtr_id(4, 8);
+    let acts = dg(&mut ms, "192.0.2.20:4342", &d.bytes(), t(3));
+    assert_eq!(held(&ms, t(3)), Some(vec![ip("192.0.2.20")]));
+    assert_eq!(ms.counters().registrations_displaced, 3);
+    // Each previous locator is told, once.
+    let mut told: Vec<SocketAddr> = sends(&acts)
+        .into_iter()
+        .map(|(to, _)| to)
+        .filter(|to| *to != sa("192.0.2.20:4342"))
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        vec![
+            sa("192.0.2.17:4342"),
+            sa("192.0.2.18:4342"),
+            sa("192.0.2.19:4342")
+        ]
+    );
+}
