@@ -64,6 +64,8 @@ pub struct Counters {
     /// Records / locators of Map-Registers left out: encoded in an LCAF type we do not know.
     pub records_skipped: u64,
     pub locators_skipped: u64,
+    /// Replay histories of long-silent registrants dropped to make room for new ones.
+    pub registrants_forgotten: u64,
     pub notify_acked: u64,
     pub notify_given_up: u64,
     pub subscriptions_added: u64,
@@ -161,6 +163,7 @@ impl Counters {
             ("records_host_bits_masked", self.records_host_bits_masked),
             ("records_skipped", self.records_skipped),
             ("locators_skipped", self.locators_skipped),
+            ("registrants_forgotten", self.registrants_forgotten),
             ("notify_acked", self.notify_acked),
             ("notify_given_up", self.notify_given_up),
             ("subscriptions_added", self.subscriptions_added),

@@ -325,6 +325,7 @@ impl MapServer {
             let site = reg.site;
             if reg.remove(id).is_some() {
                 self.reg_count -= 1;
+                self.release(site, id);
                 self.counters.registrations_expired += 1;
                 log::info!(
                     "map-server: site {}: {id}: registration of {key} expired",
@@ -482,6 +483,7 @@ impl MapServer {
         });
         let rkey = (site, id);
         let digest = replay::digest(&reg.auth.data);
+        let mut forget = None;
         match self.cfg.nonce_check {
             NonceCheck::FreshChanges => match self.history.get(&rkey) {
                 Some(h) if changes => {
@@ -490,7 +492,7 @@ impl MapServer {
                 }
                 Some(_) => {}
                 None if self.history.len() >= self.cfg.max_registrants => {
-                    return Err(Reject::TableFull);
+                    forget = Some(self.forgettable(now).ok_or(Reject::TableFull)?);
                 }
                 None => {}
             },
@@ -514,10 +516,14 @@ impl MapServer {
         // Accepted: from here on, state changes.
         match self.cfg.nonce_check {
             NonceCheck::FreshChanges => {
+                if let Some(k) = forget {
+                    self.history.remove(&k);
+                    self.counters.registrants_forgotten += 1;
+                }
                 self.history
                     .entry(rkey)
                     .or_default()
-                    .commit(reg.nonce, digest);
+                    .commit(reg.nonce, digest, now);
             }
             NonceCheck::Increasing | NonceCheck::NoRepeat => self.replay_commit(rkey, reg.nonce),
         }
@@ -634,6 +640,7 @@ impl MapServer {
         };
         self.expiries.remove(&(old.expires, k, id));
         self.reg_count -= 1;
+        self.release(site, id);
         self.counters.registrations_withdrawn += 1;
         log::info!(
             "map-server: site {}: {id}: withdrew {k}",
@@ -668,6 +675,9 @@ impl MapServer {
             for old in reg.take_all() {
                 self.expiries.remove(&(old.expires, k, old.id));
                 self.reg_count -= 1;
+                if let Some(h) = self.history.get_mut(&(from_site, old.id)) {
+                    h.held = h.held.saturating_sub(1);
+                }
                 self.counters.registrations_displaced += 1;
                 log::info!(
                     "map-server: site {name}: {id} took {k} over from {} of site {}",
@@ -704,12 +714,32 @@ impl MapServer {
             None => {
                 reg.put(entry);
                 self.reg_count += 1;
+                if let Some(h) = self.history.get_mut(&(site, id)) {
+                    h.held += 1;
+                }
                 self.counters.registrations_created += 1;
                 log::info!("map-server: site {name}: {id}: registered {k} ({locators} locators)");
             }
         }
         self.expiries.insert((expires, k, id));
         self.settle(&k, before, true, local_addr, now, out);
+    }
+
+    /// Registrant `id` of `site` no longer holds one of its registrations.
+    fn release(&mut self, site: usize, id: RegistrantId) {
+        if let Some(h) = self.history.get_mut(&(site, id)) {
+            h.held = h.held.saturating_sub(1);
+        }
+    }
+
+    /// The registrant table is full: the longest-silent registrant that may be forgotten
+    /// ([`PeerHistory::forgettable`]) to make room, if any. Linear, but only run when full.
+    fn forgettable(&self, now: Timestamp) -> Option<ReplayKey> {
+        self.history
+            .iter()
+            .filter(|(_, h)| h.forgettable(now))
+            .min_by_key(|(_, h)| h.last_heard)
+            .map(|(k, _)| *k)
     }
 
     /// The merged state of `k` before a change.

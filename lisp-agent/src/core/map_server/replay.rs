@@ -24,7 +24,11 @@
 //!     classification is never undone, so a replay cannot turn the check off.
 //!
 //! Only authenticated messages create history, so it is bounded by the registrants that know a
-//! site key, and the number of registrants is bounded by the map-server's configuration.
+//! site key, and the number of registrants is bounded by the map-server's configuration
+//! (`max_registrants`). When that table is full, a registrant that holds no registration and
+//! has been silent for [`FORGET_AFTER`] (a day) is forgotten to make room (counted); a replay
+//! of its older messages could then register again what it registered back then. With no
+//! such registrant, a new one is refused (counted as table full) rather than any history lost.
 //!
 //! # The honest limit: constant-nonce peers
 //! For a peer that always sends the same nonce, a genuine return to byte-identical content (an
@@ -44,6 +48,9 @@
 //! (lisp-agent's xTR starts from a clock-derived base so that restarts keep increasing).
 
 use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use crate::core::time::Timestamp;
 
 /// Accepted authentication data remembered per registrant: about 17 h of refreshes at one a
 /// minute for a random-nonce peer.
@@ -63,9 +70,16 @@ pub fn digest(auth_data: &[u8]) -> Digest {
     d
 }
 
+/// When the registrant table is full, one that has held no registration and sent nothing for
+/// this long may be forgotten to make room (see [`PeerHistory::forgettable`]).
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// What we know of one registrant's Map-Registers.
 #[derive(Clone, Debug, Default)]
 pub struct PeerHistory {
+    /// Registrations (prefixes) it holds now.
+    pub held: u32,
+    pub last_heard: Timestamp,
     accepted: u32,
     first_nonce: u64,
     max_nonce: u64,
@@ -101,7 +115,8 @@ impl PeerHistory {
     }
 
     /// Record an accepted Map-Register (refresh or change).
-    pub fn commit(&mut self, nonce: u64, digest: Digest) {
+    pub fn commit(&mut self, nonce: u64, digest: Digest, now: Timestamp) {
+        self.last_heard = now;
         if self.accepted == 0 {
             self.first_nonce = nonce;
             self.max_nonce = nonce;
@@ -128,6 +143,13 @@ impl PeerHistory {
         }
     }
 
+    /// May this history be dropped to make room? Only a registrant that holds nothing and has
+    /// been silent for [`FORGET_AFTER`]: a replay of its messages could otherwise register again
+    /// what it registered before (the price of bounded memory, paid only when full).
+    pub fn forgettable(&self, now: Timestamp) -> bool {
+        self.held == 0 && now.saturating_duration_since(self.last_heard) >= FORGET_AFTER
+    }
+
     /// Classified as increasing its nonces (never undone).
     pub fn is_increasing(&self) -> bool {
         self.increasing
@@ -151,23 +173,23 @@ mod tests {
     fn increasing_needs_sixteen_rising_nonces_and_stays() {
         let mut p = PeerHistory::default();
         for n in 1..INCREASING_AFTER as u64 {
-            p.commit(n, d(n));
+            p.commit(n, d(n), Timestamp::ZERO);
             assert!(!p.is_increasing());
         }
-        p.commit(100, d(100));
+        p.commit(100, d(100), Timestamp::ZERO);
         assert!(p.is_increasing());
         assert_eq!(p.check_change(100, &d(999), true), Err(Stale::OldNonce));
         assert_eq!(p.check_change(101, &d(999), true), Ok(()));
         // A replayed refresh (lower nonce) is recorded but does not undo the classification.
-        p.commit(3, d(3));
+        p.commit(3, d(3), Timestamp::ZERO);
         assert!(p.is_increasing());
         // One fall while learning and the peer is never classified.
         let mut q = PeerHistory::default();
         for n in [5u64, 6, 4] {
-            q.commit(n, d(n));
+            q.commit(n, d(n), Timestamp::ZERO);
         }
         for n in 10..40 {
-            q.commit(n, d(n));
+            q.commit(n, d(n), Timestamp::ZERO);
         }
         assert!(!q.is_increasing());
         assert_eq!(q.check_change(1, &d(1), true), Ok(()));
@@ -176,13 +198,13 @@ mod tests {
     #[test]
     fn seen_digest_is_stale_except_uncontested_for_a_constant_peer() {
         let mut p = PeerHistory::default();
-        p.commit(7, d(1));
+        p.commit(7, d(1), Timestamp::ZERO);
         assert_eq!(p.check_change(9, &d(1), false), Err(Stale::SeenBefore));
-        p.commit(7, d(1));
+        p.commit(7, d(1), Timestamp::ZERO);
         assert!(p.is_constant());
         assert_eq!(p.check_change(7, &d(1), true), Err(Stale::SeenBefore));
         assert_eq!(p.check_change(7, &d(1), false), Ok(()));
-        p.commit(8, d(2));
+        p.commit(8, d(2), Timestamp::ZERO);
         assert!(!p.is_constant());
         assert_eq!(p.check_change(7, &d(1), false), Err(Stale::SeenBefore));
     }
@@ -192,7 +214,7 @@ mod tests {
         let mut p = PeerHistory::default();
         for i in 0..(HISTORY as u64 + 10) {
             // Falling nonces: never classified increasing, only the history decides.
-            p.commit(u64::MAX - i, d(i));
+            p.commit(u64::MAX - i, d(i), Timestamp::ZERO);
         }
         assert_eq!(p.recent.len(), HISTORY);
         assert_eq!(p.seen.len(), HISTORY);

@@ -1802,6 +1802,21 @@ fn registrants_with_replay_history_are_bounded() {
             .len(),
         2
     );
+    // Once one of them holds nothing and has been silent for a day, it can make room.
+    let bye = Reg::new(3, vec![record(site, 0, &["192.0.2.18"])], K1);
+    dg(&mut ms, "192.0.2.18:4342", &bye.bytes(), t(61));
+    let later = t(61) + replay::FORGET_AFTER;
+    let early = Timestamp::from_millis(later.as_millis() - 1000);
+    ms.on_timer(early);
+    let refresh = Reg::new(4, vec![record(site, 10, &["192.0.2.17"])], K1);
+    dg(&mut ms, ETR1, &refresh.bytes(), early);
+    assert!(dg(&mut ms, "192.0.2.19:4342", &third.bytes(), early).is_empty());
+    assert_eq!(
+        sends(&dg(&mut ms, "192.0.2.19:4342", &third.bytes(), later)).len(),
+        1
+    );
+    assert_eq!(ms.counters().registrants_forgotten, 1);
+    assert_eq!(ms.counters().rejected_table_full, 2);
 }
 
 #[test]
