@@ -32,8 +32,8 @@
 //!
 //! # The honest limit: constant-nonce peers
 //! For a peer that always sends the same nonce, a genuine return to byte-identical content (an
-//! EID that moved away and came back, with the same locators) *is* a replay: the bytes are the
-//! same. Such a message is accepted only while no live registration holds any of its
+//! EID that moved away and came back, with the same locators; a second identical withdrawal)
+//! *is* a replay: the bytes are the same. Such a message is accepted only while no live registration holds any of its
 //! EID-prefixes (nothing newer to overwrite); while one does it is refused (counted as a
 //! replay). The peer keeps sending it as its refresh, so once the newer registration ends
 //! (withdrawn, or expired after 180 s) the return is accepted: a genuine return is delayed by
