@@ -115,7 +115,10 @@ impl Default for MapServerConfig {
 pub enum MapServerConfigError {
     #[error("site '{site}': prefix {prefix} is not a valid EID-prefix")]
     BadPrefix { site: String, prefix: String },
-    #[error("prefix {prefix} is configured in sites '{first}' and '{second}'")]
+    #[error(
+        "prefix {prefix} is configured in sites '{first}' and '{second}' (a prefix may be shared \
+         only with accept-more-specifics in every site)"
+    )]
     DuplicatePrefix {
         prefix: String,
         first: String,
@@ -125,13 +128,17 @@ pub enum MapServerConfigError {
 
 impl MapServerConfig {
     /// The same prefix in two sites would make the owner of a registration ambiguous.
+    /// Except for a prefix every one of whose sites accepts more-specifics: a shared
+    /// dynamic-EID prefix, whose hosts each site registers with its own key.
     pub fn check(&self) -> Result<(), MapServerConfigError> {
         let mut seen = std::collections::HashMap::new();
         for s in &self.sites {
             for p in &s.prefixes {
                 let key = super::sites::Key::from(&p.eid);
-                if let Some(first) = seen.insert(key, s.name.clone())
+                if let Some((first, first_ams)) =
+                    seen.insert(key, (s.name.clone(), p.accept_more_specifics))
                     && first != s.name
+                    && !(first_ams && p.accept_more_specifics)
                 {
                     return Err(MapServerConfigError::DuplicatePrefix {
                         prefix: p.eid.to_string(),

@@ -6,8 +6,9 @@
 //!
 //! # Map-Server
 //! * **Map-Register**: every record must lie in one configured site (exactly a site prefix, or
-//!   inside one that accepts more-specifics; site prefixes carry an instance-id, 0 by default);
-//!   the HMAC is verified in constant time with that site's key and algorithm; a Map-Register
+//!   inside one that accepts more-specifics; site prefixes carry an instance-id, 0 by default;
+//!   a prefix shared by several sites, all accepting more-specifics, belongs to the site whose
+//!   key verifies); the HMAC is verified in constant time with that site's key and algorithm; a Map-Register
 //!   that would change state must be fresh ([`replay`]: refreshes are accepted whatever their
 //!   nonce, so that random-nonce (OOR) and constant-nonce (lispers.net) peers stay registered).
 //!   Any failure drops the whole message, counts the reason, logs it (at most a line a second
@@ -159,6 +160,8 @@ struct RegisterCtx {
 
 /// The merged state of a prefix before a change: to find out what the change did.
 struct Before {
+    /// The site holding it: its key signs what its previous registrants are told.
+    site: usize,
     record: Option<Record>,
     /// Each previous registrant's xTR-ID and locators: who to tell that a locator left.
     owners: Vec<(Option<XtrId>, Vec<IpAddr>)>,
@@ -410,32 +413,56 @@ impl MapServer {
         if reg.records.is_empty() {
             return Err(Reject::NoRecords);
         }
-        let mut site = None;
+        // The sites every record may belong to (several only for a shared prefix).
+        let mut candidates: Option<Vec<usize>> = None;
         for rec in &reg.records {
             let k = Key::from(&rec.eid);
             ctx.prefix = Some(k);
-            let m = self.sites.longest_covering(&k).ok_or(Reject::UnknownEid)?;
-            if m.prefix != k && !m.accept_more_specifics {
+            let (p, owners) = self.sites.longest(&k).ok_or(Reject::UnknownEid)?;
+            let here: Vec<usize> = owners
+                .iter()
+                .filter(|(_, ams)| p == k || *ams)
+                .map(|(s, _)| *s)
+                .collect();
+            if here.is_empty() {
                 return Err(Reject::MoreSpecificRefused);
             }
-            match site {
-                None => site = Some(m.site),
-                Some(s) if s != m.site => return Err(Reject::MixedSites),
-                Some(_) => {}
+            let both: Vec<usize> = match candidates {
+                None => here,
+                Some(c) => c.into_iter().filter(|s| here.contains(s)).collect(),
+            };
+            if both.is_empty() {
+                return Err(Reject::MixedSites);
             }
-            ctx.site = site;
+            ctx.site = both.first().copied();
+            candidates = Some(both);
         }
-        let site = site.ok_or(Reject::NoRecords)?;
+        let candidates = candidates.ok_or(Reject::NoRecords)?;
         let id = match &reg.xtr {
             Some(x) => RegistrantId::Xtr(x.xtr_id),
             None => RegistrantId::Etr(from.ip()),
         };
         ctx.registrant = Some(id);
-        let sc = &self.cfg.sites[site];
-        if reg.auth.algorithm() != Some(sc.algorithm) {
+        // The site whose key the message verifies with (each check in constant time); only a
+        // site configured for the message's algorithm is tried, which prevents a downgrade.
+        let mut right_algorithm = false;
+        let mut site = None;
+        for s in candidates {
+            let sc = &self.cfg.sites[s];
+            if reg.auth.algorithm() != Some(sc.algorithm) {
+                continue;
+            }
+            right_algorithm = true;
+            if auth::verify(bytes, &sc.key).is_ok() {
+                site = Some(s);
+                break;
+            }
+        }
+        if !right_algorithm {
             return Err(Reject::WrongAlgorithm);
         }
-        auth::verify(bytes, &sc.key).map_err(|_| Reject::AuthFailed)?;
+        let site = site.ok_or(Reject::AuthFailed)?;
+        ctx.site = Some(site);
 
         // Authenticated: decide what each record would do, before changing anything.
         let plans: Vec<Plan> = reg
@@ -746,10 +773,12 @@ impl MapServer {
     fn before(&self, k: &Key) -> Before {
         match self.regs.get(k) {
             None => Before {
+                site: 0,
                 record: None,
                 owners: Vec::new(),
             },
             Some(r) => Before {
+                site: r.site,
                 record: Some(r.record.clone()),
                 owners: r
                     .registrants
@@ -777,7 +806,7 @@ impl MapServer {
                 self.regs.remove(k);
                 None
             }
-            Some(r) => Some((r.record.clone(), r.site)),
+            Some(r) => Some(r.record.clone()),
             None => None,
         };
         if before.record.is_none() && after.is_some() {
@@ -792,7 +821,7 @@ impl MapServer {
                 let gone = withdrawn_record(old);
                 self.notify_subscribers(k, &gone, now, out);
             }
-            (old, Some((record, site))) => {
+            (old, Some(record)) => {
                 if old.as_ref().is_some_and(|o| o.locators == record.locators) {
                     return;
                 }
@@ -804,11 +833,13 @@ impl MapServer {
                                 continue;
                             }
                             told.push(*a);
-                            // Tell the previous locator that the mapping moved away from it.
+                            // Tell the previous locator that the mapping moved away from it,
+                            // with the key of the site it registered in (the new holder may be
+                            // another site, with another key).
                             let notify = MapNotify {
                                 rtr: false,
                                 nonce: self.fresh_nonce(),
-                                auth: Auth::zeroed(self.cfg.sites[site].algorithm),
+                                auth: Auth::zeroed(self.cfg.sites[before.site].algorithm),
                                 records: vec![record.clone()],
                                 xtr: *xtr,
                                 ..MapNotify::default()
@@ -817,7 +848,7 @@ impl MapServer {
                                 local_addr,
                                 SocketAddr::new(*a, CONTROL_PORT),
                                 &notify,
-                                site,
+                                before.site,
                                 now,
                                 out,
                             );

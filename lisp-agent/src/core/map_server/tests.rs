@@ -1875,3 +1875,78 @@ fn a_registrant_without_xtr_id_joins_the_site_holding_the_prefix() {
         ]
     );
 }
+
+/// Two data centres, each its own site and key, sharing a dynamic-EID prefix.
+fn shared_prefix_config() -> MapServerConfig {
+    MapServerConfig {
+        sites: vec![
+            site(
+                "dc1",
+                K1,
+                Algorithm::HmacSha256,
+                &[("198.51.100.0/24", true)],
+            ),
+            site(
+                "dc2",
+                K2,
+                Algorithm::HmacSha256,
+                &[("198.51.100.0/24", true)],
+            ),
+        ],
+        ..MapServerConfig::default()
+    }
+}
+
+#[test]
+fn a_prefix_shared_by_sites_only_with_accept_more_specifics_everywhere() {
+    assert_eq!(shared_prefix_config().check(), Ok(()));
+    let mut one_exact = shared_prefix_config();
+    one_exact.sites[1].prefixes[0].accept_more_specifics = false;
+    assert!(matches!(
+        one_exact.check(),
+        Err(MapServerConfigError::DuplicatePrefix { .. })
+    ));
+}
+
+#[test]
+fn host_moving_to_another_configured_site_is_taken_over_and_the_old_site_told_with_its_key() {
+    let mut ms = MapServer::new(shared_prefix_config());
+    let first = Reg::new(1, vec![record(HOST, 10, &["192.0.2.17"])], K1);
+    assert_eq!(sends(&dg(&mut ms, ETR1, &first.bytes(), t(0))).len(), 1);
+    assert_eq!(ms.registration(&eid(HOST), t(0)).unwrap().site, 0);
+    // A key of neither site: refused.
+    let stranger = Reg::new(1, vec![record(HOST, 10, &["192.0.2.66"])], b"nobody");
+    assert!(dg(&mut ms, "192.0.2.66:4342", &stranger.bytes(), t(1)).is_empty());
+    assert_eq!(ms.counters().rejected_auth_failed, 1);
+    // The host moves to DC2, whose xTR registers it with DC2's key.
+    let moved = Reg::new(1, vec![record(HOST, 10, &["192.0.2.33"])], K2);
+    let acts = dg(&mut ms, ETR2, &moved.bytes(), t(10));
+    let r = ms.registration(&eid(HOST), t(10)).unwrap();
+    assert_eq!(r.site, 1);
+    assert_eq!(held(&ms, t(10)), Some(vec![ip("192.0.2.33")]));
+    assert_eq!(ms.counters().registrations_displaced, 1);
+    let s = sends(&acts);
+    assert_eq!(s.len(), 2, "{acts:?}");
+    // DC1's xTR is told with DC1's key (the only one it has), DC2's answered with DC2's.
+    assert_eq!(s[0].0, sa("192.0.2.17:4342"));
+    auth::verify(&s[0].1, K1).unwrap();
+    assert_eq!(
+        MapNotify::parse(&s[0].1).unwrap().records[0].locators[0].address,
+        ip("192.0.2.33")
+    );
+    assert_eq!(s[1].0, sa(ETR2));
+    auth::verify(&s[1].1, K2).unwrap();
+    // DC1's old Map-Register, replayed, does not take the host back.
+    assert!(dg(&mut ms, ETR1, &first.bytes(), t(20)).is_empty());
+    assert_eq!(ms.counters().rejected_replayed_nonce, 1);
+    assert_eq!(held(&ms, t(20)), Some(vec![ip("192.0.2.33")]));
+    // Both sites refresh their own hosts without disturbing each other.
+    let other_host = Reg::new(2, vec![record("198.51.100.11/32", 10, &["192.0.2.17"])], K1);
+    assert_eq!(
+        sends(&dg(&mut ms, ETR1, &other_host.bytes(), t(30))).len(),
+        1
+    );
+    let refresh = Reg::new(2, vec![record(HOST, 10, &["192.0.2.33"])], K2);
+    assert_eq!(sends(&dg(&mut ms, ETR2, &refresh.bytes(), t(60))).len(), 1);
+    assert_eq!(ms.counters().tx_map_notify_unsolicited, 1);
+}
