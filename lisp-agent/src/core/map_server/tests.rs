@@ -1950,3 +1950,113 @@ fn host_moving_to_another_configured_site_is_taken_over_and_the_old_site_told_wi
     assert_eq!(sends(&dg(&mut ms, ETR2, &refresh.bytes(), t(60))).len(), 1);
     assert_eq!(ms.counters().tx_map_notify_unsolicited, 1);
 }
+
+// ---- Log lines ---------------------------------------------------------------------------
+
+/// Captures log records per thread (each test runs on its own thread), so that tests running in
+/// parallel see only their own lines.
+mod capture {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static LINES: RefCell<Option<Vec<(log::Level, String)>>> = const { RefCell::new(None) };
+    }
+
+    struct Capture;
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, r: &log::Record) {
+            LINES.with(|l| {
+                if let Some(v) = l.borrow_mut().as_mut() {
+                    v.push((r.level(), r.args().to_string()));
+                }
+            });
+        }
+        fn flush(&self) {}
+    }
+
+    static LOGGER: Capture = Capture;
+
+    /// The log lines `f` produced on this thread.
+    pub fn lines(f: impl FnOnce()) -> Vec<(log::Level, String)> {
+        // Only this test module installs a logger; a second call finds it installed.
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(log::LevelFilter::Debug);
+        LINES.with(|l| *l.borrow_mut() = Some(Vec::new()));
+        f();
+        LINES.with(|l| l.borrow_mut().take().unwrap_or_default())
+    }
+}
+
+#[test]
+fn every_registration_outcome_is_logged_with_site_registrant_and_prefix() {
+    use log::Level::{Debug, Info, Warn};
+    let mut ms = MapServer::new(config());
+    let site = "198.51.100.0/24";
+    let lines = capture::lines(|| {
+        let r = |n, ttl, rloc| Reg::new(n, vec![record(site, ttl, &[rloc])], K1).bytes();
+        dg(&mut ms, ETR1, &r(1, 10, "192.0.2.17"), t(0));
+        dg(&mut ms, ETR1, &r(2, 10, "192.0.2.17"), t(60));
+        dg(&mut ms, ETR1, &r(3, 10, "192.0.2.21"), t(61));
+        // The first Map-Register again: a replay (it would move the EID back).
+        dg(&mut ms, ETR1, &r(1, 10, "192.0.2.17"), t(62));
+        dg(&mut ms, ETR1, &r(4, 0, "192.0.2.21"), t(63));
+        // Wrong key, three times within a second: one line, then one saying how many followed.
+        let bad = Reg::new(5, vec![record(site, 10, &["192.0.2.17"])], K2).bytes();
+        for ms_ in [64_000, 64_300, 64_600, 65_100] {
+            dg(&mut ms, ETR1, &bad, Timestamp::from_millis(ms_));
+        }
+        dg(&mut ms, ETR1, &r(6, 10, "192.0.2.17"), t(66));
+        ms.on_timer(t(66 + 180));
+    });
+    let p = "[0]198.51.100.0/24";
+    let who = "etr 192.0.2.17";
+    let want: Vec<(log::Level, String)> = vec![
+        (
+            Info,
+            format!("map-server: site site1: {who}: registered {p} (1 locators)"),
+        ),
+        (
+            Debug,
+            format!("map-server: site site1: {who}: refreshed {p}"),
+        ),
+        (
+            Info,
+            format!("map-server: site site1: {who}: changed {p} (1 locators)"),
+        ),
+        (
+            Warn,
+            format!(
+                "map-server: refused Map-Register from {ETR1}, site site1, {who}, prefix {p}: \
+                 replay of an earlier Map-Register"
+            ),
+        ),
+        (Info, format!("map-server: site site1: {who}: withdrew {p}")),
+        (
+            Warn,
+            format!(
+                "map-server: refused Map-Register from {ETR1}, site site1, {who}, prefix {p}: \
+                 authentication failed (wrong key?)"
+            ),
+        ),
+        (
+            Warn,
+            format!(
+                "map-server: refused Map-Register from {ETR1}, site site1, {who}, prefix {p}: \
+                 authentication failed (wrong key?) (2 more refused for this reason since)"
+            ),
+        ),
+        (
+            Info,
+            format!("map-server: site site1: {who}: registered {p} (1 locators)"),
+        ),
+        (
+            Info,
+            format!("map-server: site site1: {who}: registration of {p} expired"),
+        ),
+    ];
+    assert_eq!(lines, want);
+}
