@@ -1144,12 +1144,14 @@ mod stateful {
 
     #[derive(Clone, Debug)]
     enum Op {
-        /// Register host `eid` of site 1 with locator `rloc` (TTL 0 = withdraw), from ETR `etr`.
+        /// Register host `eid` of site 1 with locator `rloc` (TTL 0 = withdraw), from ETR `etr`,
+        /// with an xTR-ID trailer of Site-ID `sid` unless it is 0 (takeovers across Site-IDs).
         Register {
             eid: u8,
             rloc: u8,
             etr: u8,
             withdraw: bool,
+            sid: u8,
         },
         Advance(u16),
         Timer,
@@ -1159,8 +1161,8 @@ mod stateful {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u8..6, 0u8..3, 0u8..3, proptest::bool::weighted(0.1))
-                .prop_map(|(eid, rloc, etr, withdraw)| Op::Register { eid, rloc, etr, withdraw }),
+            4 => (0u8..6, 0u8..3, 0u8..3, proptest::bool::weighted(0.1), 0u8..3)
+                .prop_map(|(eid, rloc, etr, withdraw, sid)| Op::Register { eid, rloc, etr, withdraw, sid }),
             2 => (0u16..400).prop_map(Op::Advance),
             2 => Just(Op::Timer),
             2 => (0u8..8).prop_map(Op::Request),
@@ -1180,12 +1182,13 @@ mod stateful {
             let mut sent_nonces: Vec<u64> = Vec::new();
             for op in ops {
                 match op {
-                    Op::Register { eid: e, rloc, etr, withdraw } => {
+                    Op::Register { eid: e, rloc, etr, withdraw, sid } => {
                         let ttl = if withdraw { 0 } else { 10 };
                         let host = format!("198.51.100.{}/32", e + 1);
                         let loc = format!("192.0.2.{}", 17 + rloc);
                         nonces[usize::from(etr)] += 1;
-                        let reg = Reg::new(nonces[usize::from(etr)], vec![record(&host, ttl, &[&loc])], K1);
+                        let mut reg = Reg::new(nonces[usize::from(etr)], vec![record(&host, ttl, &[&loc])], K1);
+                        reg.xtr = (sid > 0).then(|| XtrId { xtr_id: [etr; 16], site_id: u64::from(sid) });
                         let from = format!("192.0.2.{}:4342", 40 + etr);
                         let acts = dg(&mut ms, &from, &reg.bytes(), now);
                         for (to, p) in sends(&acts) {
