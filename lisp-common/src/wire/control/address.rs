@@ -135,7 +135,7 @@ impl Address {
         let _flags = r.u8()?;
         let lcaf_type = r.u8()?;
         // The IID mask-length only matters for IID ranges, which LISP xTRs do not send: any
-        // value is accepted (peers send 32 or 0) and ignored.
+        // value is accepted (32 from most peers, 0 from our older versions) and ignored.
         let _iid_mask_len = r.u8()?;
         let length = usize::from(r.u16()?);
         let body = r.bytes(length)?;
@@ -171,8 +171,10 @@ impl Address {
             w.u8(0)?;
             w.u8(0)?;
             w.u8(LCAF_TYPE_INSTANCE_ID)?;
-            // IID mask-length: 32, the whole instance-id, as OOR, lispers.net and IOS send it
-            // (RFC 8060 §4.1 leaves ranges to it; 0 would read as "every instance").
+            // IID mask-length: 32, the whole instance-id is significant (RFC 8060 §4.1 uses the
+            // field for ranges of instance-ids). Independent implementations send 32
+            // (OpenDaylight's LISP mapping service and pylisp by default); 0 could read as
+            // "any instance".
             w.u8(IID_MASK_LEN)?;
             let plain = Address {
                 instance_id: None,
