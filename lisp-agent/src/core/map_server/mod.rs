@@ -8,9 +8,10 @@
 //! * **Map-Register**: every record must lie in one configured site (exactly a site prefix, or
 //!   inside one that accepts more-specifics; site prefixes carry an instance-id, 0 by default;
 //!   a prefix shared by several sites, all accepting more-specifics, belongs to the site whose
-//!   key verifies); the HMAC is verified in constant time with that site's key and algorithm; a Map-Register
-//!   that would change state must be fresh ([`replay`]: refreshes are accepted whatever their
-//!   nonce, so that random-nonce (OOR) and constant-nonce (lispers.net) peers stay registered).
+//!   key verifies); the HMAC is verified in constant time with that site's key and algorithm;
+//!   a Map-Register that would change state must be fresh ([`replay`]: refreshes are accepted
+//!   whatever their nonce, so that random-nonce (OOR) and constant-nonce (lispers.net) peers
+//!   stay registered).
 //!   Any failure drops the whole message, counts the reason, logs it (at most a line a second
 //!   per reason) and changes nothing. Records or locators in an LCAF type we do not know are
 //!   left out (counted); host bits below a record's mask are cleared (counted, warned).
@@ -26,8 +27,9 @@
 //!   address *and port* (OOR answers an ephemeral source port there, capture 12).
 //! * **RLOC change**: when a prefix's merged locator set loses a locator through a registration
 //!   (a registrant changed its set, or another site took the prefix over), that locator gets
-//!   an unsolicited Map-Notify (random nonce, new record) at port 4342, retransmitted after 1 s, 2 s, 4 s... until a Map-Notify-Ack with that nonce verifies with
-//!   the site key, or [`MapServerConfig::notify_max_sends`] sends.
+//!   an unsolicited Map-Notify (random nonce, new record) at port 4342, signed with the key of
+//!   the site it registered in, retransmitted after 1 s, 2 s, 4 s... until a Map-Notify-Ack
+//!   with that nonce verifies with that key, or [`MapServerConfig::notify_max_sends`] sends.
 //!
 //! # Map-Resolver
 //! An ECM-wrapped Map-Request for EID `e` (its first EID record; others are ignored):
@@ -465,23 +467,21 @@ impl MapServer {
         ctx.site = Some(site);
 
         // Authenticated: decide what each record would do, before changing anything.
+        // Host bits below the mask are cleared (tcpdump's lisp_ipv6.pcap registers
+        // 2001:db8:85a3::8a2e:370:7334/80): the prefix means its network, and a key with host
+        // bits would never match a lookup. Counted and warned about once accepted.
+        let masked: Vec<Eid> = reg
+            .records
+            .iter()
+            .filter(|r| r.eid.prefix.has_host_bits())
+            .map(|r| r.eid)
+            .collect();
         let plans: Vec<Plan> = reg
             .records
             .iter()
             .map(|rec| {
                 let mut stored = rec.clone();
-                // Host bits below the mask are cleared (tcpdump's lisp_ipv6.pcap registers
-                // 2001:db8:85a3::8a2e:370:7334/80): the prefix means its network, and a key
-                // with host bits would never match a lookup.
-                if stored.eid.prefix.has_host_bits() {
-                    stored.eid.prefix = stored.eid.prefix.network();
-                    self.counters.records_host_bits_masked += 1;
-                    log::warn!(
-                        "map-server: site {}: {id}: host bits of {} cleared",
-                        self.cfg.sites[site].name,
-                        rec.eid
-                    );
-                }
+                stored.eid.prefix = stored.eid.prefix.network();
                 let k = Key::from(&stored.eid);
                 if rec.ttl == 0 {
                     return Plan::Withdraw(k, stored);
@@ -541,6 +541,13 @@ impl MapServer {
         }
 
         // Accepted: from here on, state changes.
+        for e in masked {
+            self.counters.records_host_bits_masked += 1;
+            log::warn!(
+                "map-server: site {}: {id}: host bits of {e} cleared",
+                self.cfg.sites[site].name
+            );
+        }
         match self.cfg.nonce_check {
             NonceCheck::FreshChanges => {
                 if let Some(k) = forget {
