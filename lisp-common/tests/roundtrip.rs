@@ -121,6 +121,7 @@ fn map_request() -> impl Strategy<Value = MapRequest> {
                 eids,
                 map_reply,
                 xtr,
+                skipped: Default::default(),
             },
         )
 }
@@ -252,10 +253,15 @@ fn message() -> impl Strategy<Value = Message> {
 /// The message as re-emitting it gives it back: skipped records and locators are gone.
 fn without_skipped(mut m: Message) -> Message {
     match &mut m {
+        Message::MapRequest(x) => x.skipped = Default::default(),
+        Message::Ecm(e) => {
+            if let Message::MapRequest(x) = &mut *e.message {
+                x.skipped = Default::default();
+            }
+        }
         Message::MapReply(x) => x.skipped = Default::default(),
         Message::MapRegister(x) => x.skipped = Default::default(),
         Message::MapNotify(x) | Message::MapNotifyAck(x) => x.skipped = Default::default(),
-        _ => {}
     }
     m
 }

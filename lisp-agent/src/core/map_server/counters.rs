@@ -61,7 +61,8 @@ pub struct Counters {
     pub registrations_displaced: u64,
     /// Registered prefixes whose host bits were cleared.
     pub records_host_bits_masked: u64,
-    /// Records / locators of Map-Registers left out: encoded in an LCAF type we do not know.
+    /// Records / locators (ITR-RLOCs included) of Map-Registers and Map-Requests left out:
+    /// encoded in an LCAF type we do not know.
     pub records_skipped: u64,
     pub locators_skipped: u64,
     /// Replay histories of long-silent registrants dropped to make room for new ones.

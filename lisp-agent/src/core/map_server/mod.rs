@@ -958,6 +958,8 @@ impl MapServer {
         let Message::MapRequest(req) = &*ecm.message else {
             return Err(Reject::BadMapRequest);
         };
+        self.counters.records_skipped += u64::from(req.skipped.records);
+        self.counters.locators_skipped += u64::from(req.skipped.locators);
         let eid = *req.eids.first().ok_or(Reject::BadMapRequest)?;
         let k = Key::from(&eid);
         // The codec always yields at least one ITR-RLOC (IRC + 1).

@@ -2063,3 +2063,55 @@ fn every_registration_outcome_is_logged_with_site_registrant_and_prefix() {
     ];
     assert_eq!(lines, want);
 }
+
+#[test]
+fn an_itr_rloc_in_an_unknown_lcaf_is_skipped_and_the_reply_goes_to_a_plain_one() {
+    let mut ms = MapServer::new(config());
+    let mut p = Reg::new(1, vec![record("203.0.113.0/24", 10, &["192.0.2.33"])], K2);
+    p.proxy = true;
+    dg(&mut ms, ETR2, &p.bytes(), t(0));
+    // A Map-Request whose first ITR-RLOC is a security-key LCAF (type 11, as lispers.net sends
+    // with lisp-crypto), then a plain IPv4 one.
+    let mut v = vec![0x10, 0, 1, 1];
+    v.extend_from_slice(&0x77u64.to_be_bytes());
+    v.extend_from_slice(&[0, 1, 198, 51, 100, 10]);
+    v.extend_from_slice(&[0x40, 0x03, 0, 0, 11, 0, 0, 4, 1, 2, 3, 4]);
+    v.extend_from_slice(&[0, 1, 192, 0, 2, 17]);
+    v.extend_from_slice(&[0, 32, 0, 1, 203, 0, 113, 10]);
+    let req = MapRequest::parse(&v).unwrap();
+    assert_eq!(req.itr_rlocs, vec![ip("192.0.2.17")]);
+    let e = Ecm::new(
+        ip("198.51.100.10"),
+        ip("203.0.113.10"),
+        Message::MapRequest(req),
+    )
+    .unwrap();
+    // Our ECM encoder re-emits the request without the LCAF: splice the peer's bytes back in.
+    let mut bytes = e.to_vec().unwrap();
+    let inner = 4 + e.ip.header_len() + 8;
+    bytes.truncate(inner);
+    bytes.extend_from_slice(&v);
+    let udp = 4 + e.ip.header_len();
+    let udp_len = (8 + v.len()) as u16;
+    bytes[udp + 4..udp + 6].copy_from_slice(&udp_len.to_be_bytes());
+    let ip_len = (e.ip.header_len() + 8 + v.len()) as u16;
+    bytes[4 + 2..4 + 4].copy_from_slice(&ip_len.to_be_bytes());
+    bytes[4 + 10..4 + 12].copy_from_slice(&[0, 0]);
+    let ck = lisp_common::wire::control::ecm::ipv4_header_checksum(&bytes[4..4 + 20]);
+    bytes[4 + 10..4 + 12].copy_from_slice(&ck.to_be_bytes());
+    bytes[udp + 6..udp + 8].copy_from_slice(&[0, 0]);
+    let c = udp_checksum(ip("198.51.100.10"), ip("203.0.113.10"), &bytes[udp..]);
+    bytes[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+    let (to, payload) = one_send(&dg(&mut ms, ETR1, &bytes, t(1)));
+    assert_eq!(to, sa("192.0.2.17:4342"));
+    assert_eq!(reply(&payload).nonce, 0x77);
+    assert_eq!(ms.counters().locators_skipped, 1);
+    // With no plain ITR-RLOC left there is nowhere to answer: malformed.
+    let mut only_lcaf = v.clone();
+    only_lcaf[2] = 0;
+    only_lcaf.drain(30..36);
+    assert_eq!(
+        MapRequest::parse(&only_lcaf),
+        Err(lisp_common::wire::control::Error::RecordCount)
+    );
+}

@@ -135,7 +135,7 @@ pub struct Counters {
     pub miss_resolving: u64,
     /// Resolutions abandoned after 10 unanswered Map-Requests.
     pub resolve_gave_up: u64,
-    /// Records / locators of received Map-Replies and Map-Notifies left out because they are
+    /// Records / locators (ITR-RLOCs included) of received messages left out because they are
     /// encoded in an LCAF type we do not know (the rest of the message is used).
     pub skipped_records: u64,
     pub skipped_locators: u64,
@@ -162,6 +162,11 @@ impl Counters {
         let s = match msg {
             Message::MapReply(m) => m.skipped,
             Message::MapNotify(m) => m.skipped,
+            Message::MapRequest(m) => m.skipped,
+            Message::Ecm(e) => match &*e.message {
+                Message::MapRequest(m) => m.skipped,
+                _ => return,
+            },
             _ => return,
         };
         self.skipped_records += u64::from(s.records);

@@ -209,20 +209,6 @@ fn parse_plain(afi: u16, r: &mut Reader<'_>) -> Result<Option<IpAddr>, Error> {
     }
 }
 
-/// A plain IP address (locators, ITR-RLOCs): AFI 1 or 2, nothing else.
-pub(crate) fn parse_ip(r: &mut Reader<'_>) -> Result<IpAddr, Error> {
-    let afi = r.u16()?;
-    match afi {
-        AFI_IPV4 | AFI_IPV6 => Ok(parse_plain(afi, r)?.ok_or(Error::BadAfi(afi))?),
-        AFI_LCAF => {
-            // Report the LCAF type if we can read it, so the error says what was sent.
-            let t = r.bytes(3).map(|b| b[2]).unwrap_or(0);
-            Err(Error::BadLcaf(t))
-        }
-        other => Err(Error::BadAfi(other)),
-    }
-}
-
 /// A locator address: a plain IP, or `None` for an LCAF (any type: we only encapsulate to plain
 /// addresses) that was consumed by its length so that the locator can be skipped.
 pub(crate) fn parse_ip_or_skip(r: &mut Reader<'_>) -> Result<Option<IpAddr>, Error> {
@@ -247,17 +233,8 @@ pub(crate) fn emit_ip(w: &mut Writer<'_>, ip: &IpAddr) -> Result<(), Error> {
     Address::ip(*ip).emit(w)
 }
 
-/// An EID-prefix after its mask length: the address must carry an IP.
-pub(crate) fn parse_eid(r: &mut Reader<'_>, mask_len: u8) -> Result<Eid, Error> {
-    let a = Address::parse(r)?;
-    let ip = a.ip.ok_or(Error::BadAfi(AFI_NONE))?;
-    Ok(Eid {
-        instance_id: a.instance_id,
-        prefix: IpPrefix::new_unmasked(ip, mask_len)?,
-    })
-}
-
-/// As [`parse_eid`], `None` for an EID in an LCAF we do not know (consumed).
+/// An EID-prefix after its mask length (the address must carry an IP), or `None` for an EID
+/// in an LCAF we do not know (consumed whole, so that its holder can be skipped).
 pub(crate) fn parse_eid_or_skip(r: &mut Reader<'_>, mask_len: u8) -> Result<Option<Eid>, Error> {
     let a = match Address::parse_any(r)? {
         Parsed::Known(a) => a,
