@@ -252,17 +252,7 @@ fn message() -> impl Strategy<Value = Message> {
 
 /// The message as re-emitting it gives it back: skipped records and locators are gone.
 fn without_skipped(mut m: Message) -> Message {
-    match &mut m {
-        Message::MapRequest(x) => x.skipped = Default::default(),
-        Message::Ecm(e) => {
-            if let Message::MapRequest(x) = &mut *e.message {
-                x.skipped = Default::default();
-            }
-        }
-        Message::MapReply(x) => x.skipped = Default::default(),
-        Message::MapRegister(x) => x.skipped = Default::default(),
-        Message::MapNotify(x) | Message::MapNotifyAck(x) => x.skipped = Default::default(),
-    }
+    m.clear_skipped();
     m
 }
 

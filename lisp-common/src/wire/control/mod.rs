@@ -175,6 +175,18 @@ impl Message {
         }
     }
 
+    /// Forget what the parse left out ([`Skipped`]): the value re-encoding and parsing again
+    /// gives back, for comparisons.
+    pub fn clear_skipped(&mut self) {
+        match self {
+            Message::MapRequest(m) => m.skipped = Skipped::default(),
+            Message::MapReply(m) => m.skipped = Skipped::default(),
+            Message::MapRegister(m) => m.skipped = Skipped::default(),
+            Message::MapNotify(m) | Message::MapNotifyAck(m) => m.skipped = Skipped::default(),
+            Message::Ecm(e) => e.message.clear_skipped(),
+        }
+    }
+
     /// Bytes needed by [`Message::emit`].
     pub fn buffer_len(&self) -> usize {
         match self {
