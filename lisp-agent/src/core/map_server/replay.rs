@@ -36,9 +36,12 @@
 //! *is* a replay: the bytes are the same. Such a message is accepted only while no live registration holds any of its
 //! EID-prefixes (nothing newer to overwrite); while one does it is refused (counted as a
 //! replay). The peer keeps sending it as its refresh, so once the newer registration ends
-//! (withdrawn, or expired after 180 s) the return is accepted: a genuine return is delayed by
-//! at most one registration lifetime, and a replay can never move an EID back while a newer
-//! registration holds it. The same holds when such a peer's source address or port changes
+//! (withdrawn, or expired 180 s after its last refresh) the return is accepted at the peer's
+//! next Map-Register: a genuine return is delayed by at most a registration lifetime plus a
+//! refresh interval (when the newer registration was the peer's own, the EID is unregistered
+//! for up to that last interval), and a replay can never move an EID back while a newer
+//! registration holds it. When the newer registration belongs to another xTR that keeps
+//! refreshing it (it still believes it has the host), the return waits until that xTR stops. The same holds when such a peer's source address or port changes
 //! (a restart on another port, say): its refreshes are refused until its old registration has
 //! expired, then accepted. A replay can re-create a mapping that nobody holds any more (and
 //! keep it alive by replaying it), which is what any constant-nonce peer exposes.
