@@ -110,10 +110,14 @@ impl MapRequest {
         let mut eids = Vec::with_capacity(usize::from(record_count));
         let mut notify_requested = false;
         for _ in 0..record_count {
-            notify_requested |= r.u8()? & N != 0;
+            let n = r.u8()? & N != 0;
             let mask_len = r.u8()?;
             match parse_eid_or_skip(&mut r, mask_len)? {
-                Some(e) => eids.push(e),
+                Some(e) => {
+                    eids.push(e);
+                    notify_requested |= n;
+                }
+                // A subscription to what we cannot read is no subscription.
                 None => skipped.records += 1,
             }
         }
@@ -179,5 +183,33 @@ impl MapRequest {
 
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
         emit_to_vec(self.buffer_len(), |b| self.emit(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// A Map-Request for one EID in a geo-coordinates LCAF (type 5), N bit set, one ITR-RLOC.
+    fn request_for_unknown_lcaf() -> alloc::vec::Vec<u8> {
+        let mut v = vec![0x10, 0, 0, 1];
+        v.extend_from_slice(&7u64.to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&[0, 1, 192, 0, 2, 17]);
+        v.extend_from_slice(&[0x80, 32, 0x40, 0x03, 0, 0, 5, 0, 0, 4, 1, 2, 3, 4]);
+        v
+    }
+
+    #[test]
+    fn an_unknown_lcaf_eid_record_is_skipped_and_its_n_bit_with_it() {
+        let m = MapRequest::parse(&request_for_unknown_lcaf()).unwrap();
+        assert!(m.eids.is_empty());
+        assert_eq!(m.skipped.records, 1);
+        // Re-encoding has no record to carry N on: it must not be claimed (found by fuzzing).
+        assert!(!m.notify_requested);
+        let mut again = MapRequest::parse(&m.to_vec().unwrap()).unwrap();
+        again.skipped = m.skipped;
+        assert_eq!(again, m);
     }
 }
