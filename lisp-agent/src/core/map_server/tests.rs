@@ -2115,3 +2115,69 @@ fn an_itr_rloc_in_an_unknown_lcaf_is_skipped_and_the_reply_goes_to_a_plain_one()
         Err(lisp_common::wire::control::Error::RecordCount)
     );
 }
+
+// ---- On the simulation harness, with lisp-agent's own xTRs -------------------------------
+
+/// Two of our xTRs serve one multihomed site (the same /24, each its own RLOC), with
+/// proxy-reply; a third resolves an EID of it. For 10 minutes of refreshes: both stay
+/// registered, the map-server sends nothing but the solicited Map-Notifies, and the third
+/// xTR's map-cache holds both RLOCs.
+#[test]
+fn sim_two_of_our_xtrs_of_one_site_are_resolved_to_both_rlocs_without_notify_storm() {
+    use crate::core::node::NodeConfig;
+    use crate::core::sim::Sim;
+    use crate::core::sim::build::{map_server, xtr};
+    use crate::core::xtr::RegistrationState;
+    use lisp_common::wire::control::msg_type;
+
+    const KEY: &[u8] = b"site-secret";
+    let mut sim = Sim::new(1);
+    let ms = sim.add_node(
+        "ms",
+        NodeConfig::map_server(map_server(KEY, &["198.51.100.0/22"])),
+        &["192.0.2.1"],
+    );
+    let proxied = |rloc: &str, eids: &[&str]| {
+        let mut c = xtr(rloc, eids, &["192.0.2.1"], KEY);
+        c.map_servers[0].proxy_reply = true;
+        NodeConfig::xtr(c)
+    };
+    let a1 = sim.add_node("a1", proxied("192.0.2.11", &["198.51.100.0/24"]), &[]);
+    let a2 = sim.add_node("a2", proxied("192.0.2.12", &["198.51.100.0/24"]), &[]);
+    let c = sim.add_node("c", proxied("192.0.2.13", &["198.51.101.0/24"]), &[]);
+    // Past the Map-Notifies answering the refreshes sent at 600 s.
+    sim.run_until(Timestamp::from_millis(600_500));
+    for x in [a1, a2] {
+        let r = sim.node(x).xtr().registrations(sim.now());
+        assert_eq!(r[0].state, RegistrationState::Registered, "{}", sim.name(x));
+    }
+    let from_ms: Vec<u8> = sim
+        .trace()
+        .iter()
+        .filter(|s| s.from_node == ms)
+        .map(|s| s.payload[0] >> 4)
+        .collect();
+    let registers = sim
+        .trace()
+        .iter()
+        .filter(|s| s.from_node != ms && s.payload[0] >> 4 == msg_type::MAP_REGISTER)
+        .count();
+    // One solicited Map-Notify per Map-Register (3 xTRs, every 60 s), nothing unsolicited.
+    assert_eq!(registers, 3 * 11);
+    assert_eq!(from_ms.len(), registers);
+    assert!(from_ms.iter().all(|t| *t == msg_type::MAP_NOTIFY));
+    let counters = sim.node(ms).map_server().unwrap().counters().clone();
+    assert_eq!(counters.tx_map_notify_unsolicited, 0);
+    assert_eq!(counters.registrations_changed, 0);
+
+    sim.miss(c, 0, "198.51.101.7", "198.51.100.9");
+    assert!(sim.run_until_quiet(Duration::from_secs(2)));
+    let (prefix, data) = sim.lookup(c, 0, "198.51.100.9").expect("resolved");
+    assert_eq!(prefix.to_string(), "[0]198.51.100.0/24");
+    let crate::core::action::MapCacheData::Positive(locs) = data else {
+        panic!("{data:?}")
+    };
+    let mut rlocs: Vec<IpAddr> = locs.iter().map(|l| l.addr).collect();
+    rlocs.sort();
+    assert_eq!(rlocs, vec![ip("192.0.2.11"), ip("192.0.2.12")]);
+}
