@@ -289,6 +289,30 @@ fn dynamic_eids(text: &str, origin: &str) -> Option<u64> {
     lab::series(text, &format!("lisp_dynamic_eids{{origin=\"{origin}\"}}"))
 }
 
+/// The agents render their metrics twice a second: a value read right after the event may be
+/// the previous one.
+const METRICS_REFRESH: Duration = Duration::from_millis(600);
+
+/// Waits until `pick` of `ns`'s metrics equals `want`, then reads once more after a refresh so
+/// that an overshoot shows; asserts the value then.
+fn assert_metric(t: &Topology, ns: &str, what: &str, pick: impl Fn(&str) -> u64, want: u64) {
+    Topology::wait_for(SLOW, || Ok(pick(&metrics(t, ns)) == want)).unwrap();
+    std::thread::sleep(METRICS_REFRESH);
+    let m = metrics(t, ns);
+    assert_eq!(pick(&m), want, "{ns}: {what}\n{m}");
+}
+
+/// Waits until `pick` of `ns`'s metrics exceeds `floor`; the value then.
+fn wait_metric_above(t: &Topology, ns: &str, pick: impl Fn(&str) -> u64, floor: u64) -> u64 {
+    let mut v = 0;
+    Topology::wait_for(SLOW, || {
+        v = pick(&metrics(t, ns));
+        Ok(v > floor)
+    })
+    .unwrap();
+    v
+}
+
 /// Waits until `cond` holds for `ns`'s host routes to both VM addresses (Some = present).
 fn wait_host_routes(t: &Topology, ns: &str, present: bool) -> bool {
     Topology::wait_for(SLOW, || {
@@ -415,7 +439,7 @@ fn move_and_check(
         );
     }
     let converged = streams.fwd4.now();
-    let smr = mobility_total(&metrics(t, old_x), "smr_sent");
+    let smr = wait_metric_above(t, old_x, |m| mobility_total(m, "smr_sent"), smr_before);
     assert!(
         smr > smr_before,
         "{mode:?}: {old_x} sent no SMR ({smr_before} -> {smr})"
@@ -563,10 +587,22 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
             t.proc(a.ms).log_text()
         );
     }
-    let ma = metrics(&t, mob::XA);
     // Known local dynamic EIDs raise no more events: exactly one detection per address.
-    assert_eq!(mobility_total(&ma, "detected"), 2, "{ma}");
-    assert_eq!(dynamic_eids(&ma, "local"), Some(2), "{ma}");
+    assert_metric(
+        &t,
+        mob::XA,
+        "detected",
+        |m| mobility_total(m, "detected"),
+        2,
+    );
+    assert_metric(
+        &t,
+        mob::XA,
+        "local EIDs",
+        |m| dynamic_eids(m, "local").unwrap_or(99),
+        2,
+    );
+    let ma = metrics(&t, mob::XA);
     assert!(mobility_total(&ma, "group_notify_sent") >= 2, "{ma}");
     if multihomed {
         let xa2 = a.xtr(mob::XA2);
@@ -578,8 +614,14 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
                 t.proc(xa2).log_text()
             );
         }
+        assert_metric(
+            &t,
+            mob::XA2,
+            "site EIDs",
+            |m| dynamic_eids(m, "site").unwrap_or(99),
+            2,
+        );
         let m2 = metrics(&t, mob::XA2);
-        assert_eq!(dynamic_eids(&m2, "site"), Some(2), "{m2}");
         assert!(mobility_total(&m2, "group_notify_received") >= 2, "{m2}");
     }
     for s in [&streams.fwd4, &streams.fwd6] {
@@ -723,9 +765,14 @@ fn mobility(mode: Mode, multihomed: bool, flood: bool) {
             log_from(&mut t, a.ms, from_ms)
         );
     }
-    let ma = metrics(&t, mob::XA);
-    assert_eq!(dynamic_eids(&ma, "local"), Some(0), "{ma}");
-    assert_eq!(mobility_total(&ma, "expired"), 2, "{ma}");
+    assert_metric(
+        &t,
+        mob::XA,
+        "local EIDs",
+        |m| dynamic_eids(m, "local").unwrap_or(99),
+        0,
+    );
+    assert_metric(&t, mob::XA, "expired", |m| mobility_total(m, "expired"), 2);
     for (ns, h) in a
         .xtrs
         .iter()
@@ -801,6 +848,7 @@ fn bad_group_input(t: &mut Topology, a: &mob::Agents) {
     mob::send_spoofed_v4(t, "198.51.100.200").unwrap();
     let want = before + datagrams.len() as u64;
     let counted = Topology::wait_for(SLOW, || Ok(refused(t) >= want)).unwrap();
+    std::thread::sleep(METRICS_REFRESH);
     let mb = metrics(t, mob::XB);
     assert!(
         counted && refused(t) == want,
