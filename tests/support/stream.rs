@@ -73,6 +73,9 @@ impl Stream {
                         recv_n.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(_) => {}
+                    // A signal handler ran (xtask catches SIGINT/SIGTERM): a socket with a
+                    // receive timeout returns EINTR even with SA_RESTART.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     // Timeout: stop only once asked to and nothing more is in flight.
                     Err(e)
                         if matches!(
