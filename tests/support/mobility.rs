@@ -437,15 +437,35 @@ pub fn build(t: &mut Topology, opts: Options) -> Result<MobilityLab> {
     bridge(t, HV)?;
     t.veth(VM, VM_IF, VM_MAC, HV, "vnet0", "02:00:00:00:99:02", 1500)?;
     t.ip(HV, &["link", "set", "vnet0", "master", "br0"])?;
-    t.veth(
+    // Fixed ifindexes, different from each other and from anything the namespaces number on
+    // their own: the kernel's linkwatch treats a carrier change of a veth whose ifindex equals
+    // its peer's as not urgent and batches it for up to a second, so a re-plug would take up
+    // to a second of the lab's own making.
+    t.ip(
         HV,
-        HV_UPLINK,
-        "02:00:00:00:99:03",
-        LAN_A,
-        VM_PORT,
-        "02:00:00:00:99:01",
-        1500,
+        &[
+            "link",
+            "add",
+            HV_UPLINK,
+            "index",
+            "200",
+            "address",
+            "02:00:00:00:99:03",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            VM_PORT,
+            "index",
+            "100",
+            "address",
+            "02:00:00:00:99:01",
+            "netns",
+            &t.ns(LAN_A),
+        ],
     )?;
+    t.ip(HV, &["link", "set", HV_UPLINK, "up"])?;
+    t.ip(LAN_A, &["link", "set", VM_PORT, "up"])?;
     t.ip(HV, &["link", "set", HV_UPLINK, "master", "br0"])?;
     t.ip(LAN_A, &["link", "set", VM_PORT, "master", "br0"])?;
     t.exec(VM, &["ethtool", "-K", VM_IF, "tx", "off"])?;
