@@ -528,13 +528,27 @@ fn check_loss(
     }
 }
 
+// The agent tests are ignored on this branch: they need the mobility core and shell, which
+// were not on main at its last merge. Remove the `ignore`s once both are (see the ME report).
+
 #[test]
+#[ignore = "needs mobility-core and mobility-shell merged (MC/MS), see the ME report"]
 fn extended_subnet_move_and_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mobility(Mode::ExtendedSubnet, false, false);
+}
+
+/// Extended-subnet mode with site A multihomed: xTR A2 learns the VM from the group, follows it
+/// away and back, and the flapping ends consistent.
+#[test]
+#[ignore = "needs mobility-core and mobility-shell merged, and multihomed locators accepted by the config (MC), see the ME report"]
+fn multihomed_site_extended_subnet() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mobility(Mode::ExtendedSubnet, true, false);
 }
 
 #[test]
+#[ignore = "needs mobility-core and mobility-shell merged (MC/MS), see the ME report"]
 fn across_subnet_move_with_spoofed_flood() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mobility(Mode::AcrossSubnet, false, true);
@@ -880,6 +894,7 @@ fn bad_group_input(t: &mut Topology, a: &mob::Agents) {
 /// Every configuration the mobility lab generates is one the agent accepts (no root needed):
 /// both modes, the multihomed site, with and without pubsub, the map-server and remote ITR.
 #[test]
+#[ignore = "needs pubsub (`subscribe`, xtr branch) and multihomed locators accepted by the config (MC), see the ME report"]
 fn generated_configs_are_valid() {
     use lisp_agent::config::Config;
     for mode in [Mode::ExtendedSubnet, Mode::AcrossSubnet] {
