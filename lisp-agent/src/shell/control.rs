@@ -11,9 +11,7 @@
 //! interface's address) would be the wrong source. A `from` that is not local is warned about
 //! once and then left to the kernel.
 
-use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -31,6 +29,7 @@ use crate::core::action::{Action, CONTROL_PORT, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
 use crate::core::map_server::MapServer;
 use crate::core::map_server::config::MapServerConfig;
+use crate::core::nonce::NonceSeed;
 use crate::core::time::{Timestamp, earliest};
 use crate::core::xtr::{RegistrationState, Xtr, XtrConfig};
 use crate::dataplane::MapCacheWriter;
@@ -87,21 +86,26 @@ impl Clock {
 /// Runs until the event channel closes (the agent is stopping).
 pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     let clock = Clock(tokio::time::Instant::now());
-    // Entropy and wall-clock time enter the core only as these two numbers.
-    let seed = RandomState::new().hash_one(std::process::id());
+    // Entropy and wall-clock time enter the core only as these values. The nonce generators'
+    // keys come from the OS: whoever knows them predicts every nonce.
+    let mut xtr_key = [0u8; 32];
+    let mut ms_seed = [0u8; 8];
+    getrandom::fill(&mut xtr_key)
+        .and_then(|()| getrandom::fill(&mut ms_seed))
+        .map_err(|e| anyhow::anyhow!("reading OS entropy for nonces: {e}"))?;
     let nonce_base = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
         .unwrap_or(1);
     let mut xtr = Xtr::new(
-        XtrConfig::from_config(&ctx.config, seed, nonce_base),
+        XtrConfig::from_config(&ctx.config, NonceSeed(xtr_key), nonce_base),
         clock.now(),
     );
     let mut ms = if ctx.config.map_server.enabled {
         let mut c = MapServerConfig::from_role(&ctx.config.map_server)
             .context("map-server configuration")?;
         // Nonces of unsolicited Map-Notifies must not repeat across restarts.
-        c.nonce_seed = seed ^ nonce_base.rotate_left(32);
+        c.nonce_seed = u64::from_le_bytes(ms_seed);
         Some(MapServer::new(c))
     } else {
         None

@@ -27,7 +27,7 @@ use lisp_common::wire::control::{Eid, IpPrefix, Locator as WireLocator, Message,
 
 use super::action::{Action, EidPrefix, Event, MapCacheData};
 use super::map_cache::Locator;
-use super::nonce::NonceSource;
+use super::nonce::{NonceSeed, NonceSource};
 use super::prefix_lengths::LengthSet;
 use super::time::{Timestamp, earliest};
 use crate::config::Config;
@@ -115,8 +115,8 @@ pub struct XtrConfig {
     pub record_ttl_min: u32,
     /// xTR-ID/Site-ID sent in Map-Registers (I bit); `None` sends no trailer.
     pub xtr_id: Option<XtrId>,
-    /// Seed of the Map-Request nonce generator.
-    pub nonce_seed: u64,
+    /// Key of the nonce generator (Map-Request and SMR nonces): 32 random bytes from the shell.
+    pub nonce_seed: NonceSeed,
     /// First Map-Register nonce; later ones count up from it. Map-servers drop a Map-Register
     /// whose nonce is not above the last one they accepted from this xTR, so across restarts
     /// the shell passes something that grows with wall-clock time.
@@ -135,7 +135,7 @@ impl Default for XtrConfig {
             register_interval: DEFAULT_REGISTER_INTERVAL,
             record_ttl_min: DEFAULT_RECORD_TTL_MIN,
             xtr_id: None,
-            nonce_seed: 0,
+            nonce_seed: NonceSeed::default(),
             register_nonce_base: 1,
         }
     }
@@ -144,7 +144,11 @@ impl Default for XtrConfig {
 impl XtrConfig {
     /// From the validated YAML config. `nonce_seed` and `register_nonce_base` come from the
     /// shell (entropy and wall-clock time, which the core does not read).
-    pub fn from_config(c: &Config, nonce_seed: u64, register_nonce_base: u64) -> Self {
+    pub fn from_config(
+        c: &Config,
+        nonce_seed: impl Into<NonceSeed>,
+        register_nonce_base: u64,
+    ) -> Self {
         let locators: Vec<IpAddr> = c
             .locators
             .ipv4
@@ -210,7 +214,7 @@ impl XtrConfig {
                 xtr_id: id,
                 site_id: 0,
             }),
-            nonce_seed,
+            nonce_seed: nonce_seed.into(),
             register_nonce_base,
         }
     }

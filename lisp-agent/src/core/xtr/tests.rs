@@ -73,7 +73,7 @@ fn cfg() -> XtrConfig {
         map_resolvers: vec![MS1, MS2],
         eid_space: vec![pfx("203.0.113.0/24")],
         register_nonce_base: 1000,
-        nonce_seed: 42,
+        nonce_seed: 42.into(),
         ..XtrConfig::default()
     }
 }
@@ -1102,7 +1102,7 @@ fn config_from_the_example_yaml() {
         }
     );
     assert_eq!(x.register_interval, Duration::from_secs(60));
-    assert_eq!((x.nonce_seed, x.register_nonce_base), (1, 2));
+    assert_eq!((x.nonce_seed, x.register_nonce_base), (1.into(), 2));
     assert!(x.xtr_id.is_some());
     // The key is not printed.
     assert!(!format!("{:?}", x.map_servers[0]).contains("site1-secret"));
