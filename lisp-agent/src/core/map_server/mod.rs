@@ -237,7 +237,7 @@ impl MapServer {
         match event {
             Event::Datagram { from, to, bytes } => self.handle_datagram(*from, *to, bytes, now),
             Event::Timer => self.on_timer(now),
-            Event::Miss { .. } => Vec::new(),
+            Event::Miss { .. } | Event::DataForAbsentEid { .. } => Vec::new(),
         }
     }
 

@@ -198,7 +198,7 @@ impl Xtr {
             {
                 self.counters.reject(Reject::NotifyDuplicate);
             } else {
-                self.unsolicited_notify(from, bytes, n, out);
+                self.unsolicited_notify(now, from, bytes, n, out);
             }
             return;
         };
@@ -218,12 +218,14 @@ impl Xtr {
         r.next_send = (r.round_start + interval).max(now);
     }
 
-    /// A Map-Notify we did not ask for (RFC 9301 §5.7: e.g. after our RLOCs changed at the
-    /// map-server): if it comes from a configured map-server and verifies with its key, it is
-    /// acknowledged with a Map-Notify-Ack (same body, type 5) so that the map-server stops
-    /// retransmitting. Anything else is dropped.
+    /// A Map-Notify we did not ask for (RFC 9301 §5.7: e.g. after an EID moved; RFC 9437: a
+    /// publication): if it comes from a configured map-server and verifies with its key, its
+    /// records update the map-cache (`notify`), and it is acknowledged with a Map-Notify-Ack
+    /// (same body, type 5) so that the map-server stops retransmitting. Anything else is
+    /// dropped.
     fn unsolicited_notify(
         &mut self,
+        now: Timestamp,
         from: SocketAddr,
         bytes: &[u8],
         n: &MapNotify,
@@ -241,6 +243,13 @@ impl Xtr {
         };
         if auth::verify(bytes, &key).is_err() {
             self.counters.reject(Reject::NotifyBadAuth);
+            return;
+        }
+        if n.auth.algorithm().is_none() {
+            self.counters.reject(Reject::NotifyBadAuth);
+            return;
+        }
+        if !self.apply_notify_records(now, n, out) {
             return;
         }
         let mut ack = n.clone();
