@@ -160,6 +160,8 @@ pub struct Counters {
     pub sent_probe_reply: u64,
     pub sent_map_notify_ack: u64,
     pub rx_map_notify: u64,
+    /// Unsolicited Map-Notifies received again (a retransmission): acknowledged, not applied.
+    pub rx_map_notify_repeated: u64,
     pub rx_map_reply: u64,
     pub rx_map_request: u64,
     pub rx_probe: u64,
@@ -197,7 +199,7 @@ impl Counters {
     }
 
     /// Every message counter with its name (for metrics).
-    pub fn messages(&self) -> [(&'static str, u64); 21] {
+    pub fn messages(&self) -> [(&'static str, u64); 22] {
         [
             ("sent_map_register", self.sent_map_register),
             ("sent_map_request", self.sent_map_request),
@@ -208,6 +210,7 @@ impl Counters {
             ("sent_probe_reply", self.sent_probe_reply),
             ("sent_map_notify_ack", self.sent_map_notify_ack),
             ("rx_map_notify", self.rx_map_notify),
+            ("rx_map_notify_repeated", self.rx_map_notify_repeated),
             ("rx_map_reply", self.rx_map_reply),
             ("rx_map_request", self.rx_map_request),
             ("rx_probe", self.rx_probe),

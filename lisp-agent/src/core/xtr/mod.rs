@@ -20,7 +20,7 @@ mod resolve;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -343,6 +343,8 @@ pub struct Xtr {
     cache_lengths: LengthSet,
     smr_invoked_last: HashMap<EidPrefix, Timestamp>,
     smr_sent_last: HashMap<IpAddr, Timestamp>,
+    /// (map-server, nonce) of the last unsolicited Map-Notifies applied, oldest first.
+    notify_seen: VecDeque<(IpAddr, u64)>,
     last_prune: Timestamp,
 }
 
@@ -376,6 +378,7 @@ impl Xtr {
             cache_lengths: LengthSet::default(),
             smr_invoked_last: HashMap::new(),
             smr_sent_last: HashMap::new(),
+            notify_seen: VecDeque::with_capacity(register::NOTIFY_SEEN),
             last_prune: now,
         }
     }

@@ -1662,6 +1662,22 @@ fn records_of_an_unsolicited_map_notify_update_the_map_cache() {
 }
 
 #[test]
+fn a_retransmitted_notify_is_acked_again_but_does_not_undo_a_later_one() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let old = unsolicited(1, vec![record("203.0.113.0/24", 60, &["192.0.2.51"])], None);
+    let new = unsolicited(2, vec![record("203.0.113.0/24", 60, &["192.0.2.52"])], None);
+    rx(&mut x, secs(1), MS2, &old);
+    rx(&mut x, secs(2), MS2, &new);
+    // Our ack of the first was lost: the map-server sends it again.
+    let a = rx(&mut x, secs(3), MS2, &old);
+    assert!(acked(&a, 1));
+    assert!(installs(&a).is_empty());
+    assert_eq!(x.counters().rx_map_notify_repeated, 1);
+    let (_, m) = x.cached().next().unwrap();
+    assert!(matches!(m.data, MapCacheData::Positive(l) if l[0].addr == ip("192.0.2.52")));
+}
+
+#[test]
 fn a_notify_record_answers_a_pending_resolution() {
     let mut x = Xtr::new(cfg(), t(0));
     miss_request(&mut x, t(0), ip("203.0.113.20"));
