@@ -8,6 +8,12 @@
 //! map-resolver, and the resolver that last answered is the first one tried for new requests,
 //! so that a dead resolver costs one second once, not on every miss.
 //!
+//! Bounded: at most `limits.max_pending` resolutions (live or held down) and
+//! `limits.max_cache` learnt entries. A full pending table first drops a held-down resolution
+//! (it only suppresses misses) and otherwise refuses the miss, never a live resolution, so a
+//! scan of the EID space costs at most `max_pending` Map-Requests per second and a real
+//! destination gets room at the latest when the scan's resolutions give up.
+//!
 //! Static map-cache entries (config `map-cache`) sit beside the learnt ones and take part in the
 //! longest-prefix match like the data plane's, but resolution never touches them: a Map-Reply
 //! record with exactly a static prefix is not installed (installing it would overwrite the
