@@ -910,7 +910,7 @@ mod prop {
 
 // ---- OOR captures ------------------------------------------------------------------------
 
-// The OOR 1.3.0 captures of shared/captures/oor, read with the pcap reader of lisp-common's
+// The OOR 1.3.0 captures of testdata/captures/oor, read with the pcap reader of lisp-common's
 // tests (one reader for both crates; both sit at the workspace root, so its path to the
 // captures holds here too).
 #[path = "../../../../lisp-common/tests/support/mod.rs"]
