@@ -1784,7 +1784,7 @@ mod properties {
                 1 => negative_reply(unrelated, "203.0.113.0/24", 10, WireAction::NativelyForward),
                 2 => notify_for(&register, b"not-the-key"),
                 3 => Message::MapRequest(request(7, "198.51.100.10/32", false)).to_vec().unwrap(),
-                _ => smr("203.0.113.0/24"),
+                _ => smr("203.0.113.0", "198.51.100.0/24"),
             };
             for (pos, xor) in &flips {
                 let i = pos % bytes.len();
