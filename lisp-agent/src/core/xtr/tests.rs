@@ -996,71 +996,97 @@ fn oor_lab_xtr(rloc: &str, ours: &str, theirs: &str, their_rloc: &str) -> Xtr {
     x
 }
 
+/// The capture's two families: (xTR 1's prefix, xTR 2's prefix, its network address, a host of
+/// xTR 1's prefix, the SMR's frame, the SMR-invoked request's frame).
+const OOR_SMR_CASES: [(&str, &str, &str, &str, usize, usize); 2] = [
+    (
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "203.0.113.0",
+        "198.51.100.10",
+        1,
+        3,
+    ),
+    (
+        "2001:db8:1::/48",
+        "2001:db8:2::/48",
+        "2001:db8:2::",
+        "2001:db8:1::10",
+        2,
+        4,
+    ),
+];
+
 #[test]
 fn our_smr_has_the_bytes_of_oors() {
-    // OOR's xTR 2 after the RLOC change; traffic from 198.51.100.10 for its EID arrives. In the
-    // capture OOR names its whole prefix (203.0.113.0) as the changed EID.
-    let mut x = oor_lab_xtr(
-        "192.0.2.34",
-        "203.0.113.0/24",
-        "198.51.100.0/24",
-        "192.0.2.17",
-    );
-    let a = x.handle_event(
-        secs(10),
-        Event::DataForAbsentEid {
-            instance_id: 0,
-            itr_rloc: ip("192.0.2.17"),
-            src_eid: ip("198.51.100.10"),
-            dst_eid: ip("203.0.113.0"),
-        },
-    );
-    let s = sends(&a);
-    assert_eq!(s.len(), 1);
-    assert_eq!(s[0].0, sa(ip("192.0.2.17")), "straight to the ITR, not ECM");
-    let oor = oor_frame(OOR_SMR, 1);
-    let mut ours = s[0].1.clone();
-    // The one difference: OOR sends nonce 0, we a random one (a nonce costs nothing and lets
-    // nobody guess our generator's output from SMRs).
-    assert_ne!(ours[4..12], [0; 8]);
-    ours[4..12].fill(0);
-    assert_eq!(ours, oor);
+    for (site1, site2, site2_addr, host1, smr_frame, _) in OOR_SMR_CASES {
+        // OOR's xTR 2 after the RLOC change; traffic from a host of site 1 for its EID arrives.
+        // In the capture OOR names its whole prefix (its network address) as the changed EID.
+        let mut x = oor_lab_xtr("192.0.2.34", site2, site1, "192.0.2.17");
+        let a = x.handle_event(
+            secs(10),
+            Event::DataForAbsentEid {
+                instance_id: 0,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip(host1),
+                dst_eid: ip(site2_addr),
+            },
+        );
+        let s = sends(&a);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, sa(ip("192.0.2.17")), "straight to the ITR, not ECM");
+        let oor = oor_frame(OOR_SMR, smr_frame);
+        let mut ours = s[0].1.clone();
+        // The one difference: OOR sends nonce 0, we a random one (a nonce costs nothing and
+        // lets nobody guess our generator's output from SMRs).
+        assert_ne!(ours[4..12], [0; 8]);
+        ours[4..12].fill(0);
+        assert_eq!(ours, oor, "frame {smr_frame}");
+    }
 }
 
 #[test]
 fn oors_smr_gets_our_smr_invoked_request_in_oors_shape() {
-    let mut x = oor_lab_xtr(
-        "192.0.2.17",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "192.0.2.33",
-    );
-    let a = rx(&mut x, secs(10), ip("192.0.2.34"), &oor_frame(OOR_SMR, 1));
-    let s = sends(&a);
-    assert_eq!(s.len(), 1);
-    assert_eq!(s[0].0, sa(ip("192.0.2.1")), "through the map-resolver");
-    let oor = oor_frame(OOR_SMR, 3);
-    let (ecm, _) = parse_ecm(&s[0].1);
-    let (oor_ecm, _) = parse_ecm(&oor);
-    assert_eq!(
-        (ecm.ip.src(), ecm.ip.dst(), ecm.src_port, ecm.dst_port),
-        (
-            oor_ecm.ip.src(),
-            oor_ecm.ip.dst(),
-            oor_ecm.src_port,
-            oor_ecm.dst_port
-        )
-    );
-    // The Map-Requests, byte for byte: behind the ECM header (4), inner IPv4 (20) and UDP (8).
-    let mut ours = s[0].1[32..].to_vec();
-    let theirs = &oor[32..];
-    // Two intended differences: the random nonce, and the record asks for the EID that changed
-    // as a host (/32), where OOR asks for its cached prefix again (/24): so that a host that
-    // moved out of a cached prefix is learnt on its own.
-    ours[4..12].copy_from_slice(&theirs[4..12]);
-    assert_eq!(ours[25], 32);
-    ours[25] = 24;
-    assert_eq!(ours, theirs);
+    for (site1, site2, _, _, smr_frame, request_frame) in OOR_SMR_CASES {
+        let mut x = oor_lab_xtr("192.0.2.17", site1, site2, "192.0.2.33");
+        let a = rx(
+            &mut x,
+            secs(10),
+            ip("192.0.2.34"),
+            &oor_frame(OOR_SMR, smr_frame),
+        );
+        let s = sends(&a);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, sa(ip("192.0.2.1")), "through the map-resolver");
+        let oor = oor_frame(OOR_SMR, request_frame);
+        let (ecm, _) = parse_ecm(&s[0].1);
+        let (oor_ecm, _) = parse_ecm(&oor);
+        assert_eq!(
+            (ecm.ip.src(), ecm.ip.dst(), ecm.src_port, ecm.dst_port),
+            (
+                oor_ecm.ip.src(),
+                oor_ecm.ip.dst(),
+                oor_ecm.src_port,
+                oor_ecm.dst_port
+            )
+        );
+        // The Map-Requests, byte for byte: behind the ECM header (4), the inner IP header (20
+        // or 40) and UDP (8).
+        let inner = 4 + if ecm.ip.src().is_ipv4() { 20 } else { 40 } + 8;
+        let mut ours = s[0].1[inner..].to_vec();
+        let theirs = &oor[inner..];
+        // Two intended differences: the random nonce, and the record asks for the EID that
+        // changed as a host (/32, /128), where OOR asks for its cached prefix again: so that a
+        // host that moved out of a cached prefix is learnt on its own. The record (reserved,
+        // prefix length, AFI, address) ends the message.
+        let host_len = if ecm.ip.src().is_ipv4() { 32 } else { 128 };
+        let addr_len = if ecm.ip.src().is_ipv4() { 4 } else { 16 };
+        let len_at = ours.len() - addr_len - 3;
+        ours[4..12].copy_from_slice(&theirs[4..12]);
+        assert_eq!(ours[len_at], host_len);
+        ours[len_at] = pfx(site2).len;
+        assert_eq!(ours, theirs, "frame {request_frame}");
+    }
 }
 
 #[test]
