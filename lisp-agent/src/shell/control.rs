@@ -25,13 +25,13 @@ use tokio::sync::mpsc;
 use super::udp_source::SourceSender;
 use super::{DataplaneEvent, Stats};
 use crate::config::Config;
+use crate::config::lower::{self, Seeds};
 use crate::core::action::{Action, CONTROL_PORT, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
 use crate::core::map_server::MapServer;
-use crate::core::map_server::config::MapServerConfig;
 use crate::core::nonce::NonceSeed;
 use crate::core::time::{Timestamp, earliest};
-use crate::core::xtr::{RegistrationState, Xtr, XtrConfig};
+use crate::core::xtr::{RegistrationState, Xtr};
 use crate::dataplane::MapCacheWriter;
 
 /// What the control plane gets from the shell.
@@ -89,27 +89,25 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     // Entropy and wall-clock time enter the core only as these values. The nonce generators'
     // keys come from the OS: whoever knows them predicts every nonce.
     let mut xtr_key = [0u8; 32];
-    let mut ms_seed = [0u8; 8];
+    let mut ms_key = [0u8; 32];
     getrandom::fill(&mut xtr_key)
-        .and_then(|()| getrandom::fill(&mut ms_seed))
+        .and_then(|()| getrandom::fill(&mut ms_key))
         .map_err(|e| anyhow::anyhow!("reading OS entropy for nonces: {e}"))?;
     let nonce_base = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
         .unwrap_or(1);
-    let mut xtr = Xtr::new(
-        XtrConfig::from_config(&ctx.config, NonceSeed(xtr_key), nonce_base),
-        clock.now(),
-    );
-    let mut ms = if ctx.config.map_server.enabled {
-        let mut c = MapServerConfig::from_role(&ctx.config.map_server)
-            .context("map-server configuration")?;
-        // Nonces of unsolicited Map-Notifies must not repeat across restarts.
-        c.nonce_seed = u64::from_le_bytes(ms_seed);
-        Some(MapServer::new(c))
-    } else {
-        None
-    };
+    let node = lower::node_config(
+        &ctx.config,
+        Seeds {
+            nonce_seed: NonceSeed(xtr_key),
+            map_server_nonce_seed: NonceSeed(ms_key),
+            register_nonce_base: nonce_base,
+        },
+    )
+    .context("map-server configuration")?;
+    let mut xtr = Xtr::new(node.xtr, clock.now());
+    let mut ms = node.map_server.map(MapServer::new);
     let sock = bind_control_socket(CONTROL_PORT).await?;
     let local = sock.local_addr()?;
     let sock_is_v6 = local.is_ipv6();
@@ -325,7 +323,7 @@ async fn carry_out(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::xtr::MapServerPeer;
+    use crate::core::xtr::{MapServerPeer, XtrConfig};
     use lisp_common::wire::control::auth::Algorithm;
 
     #[test]

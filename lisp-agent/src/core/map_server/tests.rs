@@ -1057,49 +1057,6 @@ fn oor_capture_12_ephemeral_port() {
 }
 
 #[test]
-fn config_from_yaml_section() {
-    let role = crate::config::MapServerRole {
-        enabled: true,
-        sites: vec![crate::config::Site {
-            name: "site1".into(),
-            key: "site1-secret".into(),
-            key_algorithm: crate::config::KeyAlgorithm::HmacSha1,
-            eid_prefixes: vec![crate::config::SitePrefix {
-                prefix: "198.51.100.0/24".parse().unwrap(),
-                accept_more_specifics: true,
-            }],
-        }],
-        replay_protection: crate::config::ReplayProtection::IncreasingNonce,
-    };
-    let c = MapServerConfig::from_role(&role).unwrap();
-    assert_eq!(c.nonce_check, NonceCheck::Increasing);
-    let random_nonce_peers = crate::config::MapServerRole {
-        replay_protection: crate::config::ReplayProtection::NoRepeat,
-        ..role.clone()
-    };
-    assert_eq!(
-        MapServerConfig::from_role(&random_nonce_peers)
-            .unwrap()
-            .nonce_check,
-        NonceCheck::NoRepeat
-    );
-    assert_eq!(c.sites[0].algorithm, Algorithm::HmacSha1);
-    assert_eq!(c.sites[0].key, b"site1-secret");
-    assert_eq!(c.sites[0].prefixes[0].eid, eid("198.51.100.0/24"));
-    assert_eq!(c.registration_lifetime, Duration::from_secs(180));
-    assert!(!format!("{:?}", c.sites[0]).contains("secret"));
-    let mut dup = role.clone();
-    dup.sites.push(crate::config::Site {
-        name: "site2".into(),
-        ..role.sites[0].clone()
-    });
-    assert!(matches!(
-        MapServerConfig::from_role(&dup),
-        Err(MapServerConfigError::DuplicatePrefix { .. })
-    ));
-}
-
-#[test]
 fn instance_id_zero_lcaf_is_the_default_instance_and_others_are_separate() {
     let mut ms = MapServer::new(config());
     let mut rec = record("198.51.100.0/24", 10, &["192.0.2.17"]);

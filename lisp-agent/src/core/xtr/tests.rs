@@ -1720,54 +1720,6 @@ fn a_notify_record_answers_a_pending_resolution() {
     assert_eq!(x.counters().sent_map_request, 1);
 }
 
-// ------------------------------------------------------------------------------- config
-
-#[test]
-fn config_from_the_example_yaml() {
-    let c = crate::config::Config::from_yaml_str(include_str!(
-        "../../../../deploy/lisp-agent.example.yaml"
-    ))
-    .unwrap();
-    let x = XtrConfig::from_config(&c, 1, 2);
-    assert_eq!(x.locators, vec![ip("192.0.2.17"), ip("2001:db8:ff:11::1")]);
-    assert_eq!(x.database_mappings.len(), 2);
-    assert_eq!(x.database_mappings[0].eid, pfx("198.51.100.0/24"));
-    assert_eq!(x.database_mappings[1].locators[1].priority, 2);
-    assert_eq!(x.map_servers.len(), 1);
-    assert_eq!(x.map_servers[0].algorithm, Algorithm::HmacSha256);
-    assert_eq!(x.map_servers[0].key, b"site1-secret");
-    assert_eq!(x.map_resolvers, vec![ip("192.0.2.1")]);
-    assert_eq!(x.eid_space.len(), 2);
-    assert_eq!(x.static_map_cache.len(), 2);
-    assert_eq!(x.static_map_cache[0].eid, pfx("203.0.113.0/24"));
-    let MapCacheData::Positive(l) = &x.static_map_cache[0].data else {
-        panic!("{:?}", x.static_map_cache[0])
-    };
-    assert_eq!(l.len(), 3);
-    assert_eq!(
-        (l[2].addr, l[2].priority, l[2].weight),
-        (ip("2001:db8:ff:12::1"), 2, 100)
-    );
-    assert_eq!(
-        x.static_map_cache[1],
-        StaticMapping {
-            eid: pfx("203.0.113.128/25"),
-            data: MapCacheData::Negative(Negative::Drop),
-        }
-    );
-    assert_eq!(x.register_interval, Duration::from_secs(60));
-    assert_eq!((x.nonce_seed, x.register_nonce_base), (1.into(), 2));
-    assert!(x.xtr_id.is_some());
-    assert!(x.subscribe);
-    // Off unless asked for.
-    let off =
-        include_str!("../../../../deploy/lisp-agent.example.yaml").replace("subscribe: true\n", "");
-    let c = crate::config::Config::from_yaml_str(&off).unwrap();
-    assert!(!XtrConfig::from_config(&c, 1, 2).subscribe);
-    // The key is not printed.
-    assert!(!format!("{:?}", x.map_servers[0]).contains("site1-secret"));
-}
-
 // ------------------------------------------------------------------------------- properties
 
 mod properties {
