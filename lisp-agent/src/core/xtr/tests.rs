@@ -1796,11 +1796,12 @@ mod properties {
     }
 }
 
-// ------------------------------------------------------------------------------- pubsub
+// ------------------------------------------------------------------------------- with a map-server
 
-/// RFC 9437 against our own map-server core as the publisher, under a simulated clock: the ITR
-/// resolves once, the ETR's RLOC changes, and the ITR learns it from the publication alone.
-mod pubsub {
+/// xTRs and our own map-server core on a simulated network and clock: RFC 9437 (the ITR
+/// resolves once, the ETR's RLOC changes, the ITR learns it from the publication alone), and a
+/// host moving out of a site's /24 (SMR from the old ETR, the ITR learns the /32).
+mod mapping_system {
     use super::*;
     use crate::core::map_server::{MapServer, MapServerConfig, SiteConfig, SitePrefix};
 
@@ -2044,5 +2045,89 @@ mod pubsub {
             assert_eq!(req.notify_requested, subscribe);
             assert_eq!(req.xtr, if subscribe { id } else { None });
         }
+    }
+
+    const ETR_C: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 49));
+
+    #[test]
+    fn a_host_moved_out_of_a_cached_prefix_is_learnt_as_a_host_after_the_old_etrs_smr() {
+        let ms = MapServer::new(MapServerConfig {
+            sites: vec![
+                site("a", b"ka", "198.51.100.0/24"),
+                site("b", b"kb", "203.0.113.0/24"),
+            ],
+            ..MapServerConfig::default()
+        });
+        let mut net = Net {
+            nodes: vec![
+                (MS, Role::Ms(Box::new(ms))),
+                (
+                    ITR_A,
+                    Role::Xtr(Box::new(Xtr::new(
+                        xtr_cfg(ITR_A, "198.51.100.0/24", b"ka", 0xa, false),
+                        t(0),
+                    ))),
+                ),
+                (
+                    ETR_B,
+                    Role::Xtr(Box::new(Xtr::new(
+                        xtr_cfg(ETR_B, "203.0.113.0/24", b"kb", 0xb, false),
+                        t(0),
+                    ))),
+                ),
+            ],
+            now: t(0),
+            cache_actions: Vec::new(),
+        };
+        net.advance(secs(1));
+        let moving = ip("203.0.113.7");
+        net.event(
+            ITR_A,
+            Event::Miss {
+                instance_id: 0,
+                src: HOST,
+                dst: moving,
+            },
+        );
+        // The host moves behind C, which registers it as a /32 of site b.
+        net.advance(secs(30));
+        net.nodes.push((
+            ETR_C,
+            Role::Xtr(Box::new(Xtr::new(
+                xtr_cfg(ETR_C, "203.0.113.7/32", b"kb", 0xc, false),
+                net.now,
+            ))),
+        ));
+        net.advance(secs(31));
+        assert!(
+            net.ms()
+                .lookup(&Eid::new(None, IpPrefix::new(moving, 32).unwrap()), net.now)
+                .is_some()
+        );
+        // A still sends its traffic to B, whose data plane no longer finds the host.
+        net.event(
+            ETR_B,
+            Event::DataForAbsentEid {
+                instance_id: 0,
+                itr_rloc: ITR_A,
+                src_eid: HOST,
+                dst_eid: moving,
+            },
+        );
+        net.advance(secs(32));
+        let eid24 = pfx("203.0.113.0/24");
+        assert_eq!(
+            a_installs(&net),
+            vec![
+                (secs(1), eid24, vec![ETR_B]),
+                (secs(31), pfx("203.0.113.7/32"), vec![ETR_C]),
+            ]
+        );
+        let a = net.xtr(ITR_A);
+        assert_eq!((a.counters().rx_smr, a.counters().sent_smr_invoked), (1, 1));
+        assert_eq!(net.xtr(ETR_B).counters().sent_smr, 1);
+        // The /24 keeps serving the hosts that stayed.
+        let cached: Vec<EidPrefix> = a.cached().map(|(p, _)| *p).collect();
+        assert_eq!(cached, vec![eid24, pfx("203.0.113.7/32")]);
     }
 }
