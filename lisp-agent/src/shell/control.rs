@@ -238,6 +238,11 @@ pub fn render_metrics(xtr: &Xtr, ms: Option<&MapServer>, now: Timestamp) -> Stri
     s.push_str("# HELP lisp_xtr_map_cache_entries Map-cache entries learnt from Map-Replies.\n");
     s.push_str("# TYPE lisp_xtr_map_cache_entries gauge\n");
     let _ = writeln!(s, "lisp_xtr_map_cache_entries {}", xtr.cached().count());
+    s.push_str("# HELP lisp_xtr_table_entries Entries of the xTR's bounded tables.\n");
+    s.push_str("# TYPE lisp_xtr_table_entries gauge\n");
+    for (name, n) in xtr.table_sizes().named() {
+        let _ = writeln!(s, "lisp_xtr_table_entries{{table=\"{name}\"}} {n}");
+    }
     if let Some(m) = ms {
         s.push_str("# HELP lisp_map_server_total Map-server messages and events.\n");
         s.push_str("# TYPE lisp_map_server_total counter\n");
@@ -336,10 +341,16 @@ mod tests {
                 algorithm: Algorithm::HmacSha256,
                 proxy_reply: false,
             }],
+            map_resolvers: vec!["192.0.2.1".parse().unwrap()],
             ..XtrConfig::default()
         };
         let mut x = Xtr::new(cfg, Timestamp::ZERO);
         x.handle_timer(Timestamp::ZERO);
+        let (src, dst) = (
+            "198.51.100.1".parse().unwrap(),
+            "203.0.113.1".parse().unwrap(),
+        );
+        x.handle_miss(Timestamp::ZERO, 0, src, dst);
         let from: SocketAddr = "192.0.2.1:4342".parse().unwrap();
         x.handle_datagram(Timestamp::ZERO, from, from, b"junk");
         let t = render_metrics(&x, None, Timestamp::ZERO);
@@ -356,6 +367,14 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("lisp_xtr_map_cache_entries 0\n"));
+        assert!(
+            t.contains("lisp_xtr_table_entries{table=\"pending\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lisp_xtr_table_entries{table=\"cache\"} 0\n"),
+            "{t}"
+        );
         assert!(!t.contains("lisp_map_server_total"));
     }
 

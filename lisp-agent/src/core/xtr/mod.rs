@@ -167,6 +167,21 @@ pub struct TableSizes {
     pub smr_sent_last: usize,
 }
 
+impl TableSizes {
+    /// Every table with a stable snake_case name (a metrics label).
+    pub fn named(&self) -> [(&'static str, usize); 7] {
+        [
+            ("pending", self.pending),
+            ("pending_timers", self.pending_timers),
+            ("request_nonces", self.request_nonces),
+            ("cache", self.cache),
+            ("cache_timers", self.cache_timers),
+            ("smr_invoked_last", self.smr_invoked_last),
+            ("smr_sent_last", self.smr_sent_last),
+        ]
+    }
+}
+
 impl Default for XtrConfig {
     fn default() -> Self {
         XtrConfig {
