@@ -1,6 +1,7 @@
-//! The ETR side (RFC 9301 §6.1.5, §6.3, §6.6): authoritative Map-Replies for our own EIDs,
-//! RLOC-probe replies, and SMRs — received (re-resolve through the mapping system) and sent
-//! (for mobility: tell an ITR its mapping of one of our EIDs is stale).
+//! The ETR side (RFC 9301 §5.4, §6.1, §7.1): authoritative Map-Replies for our own EIDs,
+//! RLOC-probe replies, and SMRs — received (re-resolve the changed EID through the mapping
+//! system) and sent (data arrived for an EID we no longer hold: tell that ITR its mapping is
+//! stale).
 
 use std::net::{IpAddr, SocketAddr};
 
