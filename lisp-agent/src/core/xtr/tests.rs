@@ -1793,6 +1793,23 @@ mod properties {
             rx(&mut x, t(1), MS1, &n);
             prop_assert_eq!(x.registrations(t(1))[0].state, RegistrationState::Registering);
         }
+
+        /// No single-bit corruption of a genuine unsolicited Map-Notify (a publication, say)
+        /// reaches the map-cache or is acknowledged; the genuine one does both.
+        #[test]
+        fn corrupted_unsolicited_notify_never_touches_the_cache(bit in 0usize..(8 * 200)) {
+            let mut x = Xtr::new(cfg(), t(0));
+            let good = unsolicited(7, vec![record("203.0.113.0/24", 60, &["192.0.2.51"])], None);
+            let mut n = good.clone();
+            let bit = bit % (8 * n.len());
+            n[bit / 8] ^= 1 << (bit % 8);
+            let a = rx(&mut x, t(1), MS2, &n);
+            prop_assert!(a.is_empty(), "{:?}", a);
+            prop_assert_eq!(x.cached().count(), 0);
+            let a = rx(&mut x, t(2), MS2, &good);
+            prop_assert_eq!(installs(&a).len(), 1);
+            prop_assert!(acked(&a, 7));
+        }
     }
 }
 
