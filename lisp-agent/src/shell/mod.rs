@@ -9,6 +9,7 @@ pub mod control;
 pub mod events;
 pub mod metrics;
 pub mod neighbour;
+pub mod udp_dest;
 pub mod udp_source;
 
 use std::sync::atomic::AtomicU64;
