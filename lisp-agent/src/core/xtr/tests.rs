@@ -1815,336 +1815,149 @@ mod properties {
 
 // ------------------------------------------------------------------------------- with a map-server
 
-/// xTRs and our own map-server core on a simulated network and clock: RFC 9437 (the ITR
-/// resolves once, the ETR's RLOC changes, the ITR learns it from the publication alone), and a
-/// host moving out of a site's /24 (SMR from the old ETR, the ITR learns the /32).
+/// xTRs and our own map-server core in the shared simulation harness (`core::sim`): RFC 9437
+/// (the ITR resolves once, the ETR's RLOC changes, the ITR learns it from the publication
+/// alone), and a host moving out of a site's /24 (SMR from the old ETR, the ITR learns the /32).
 mod mapping_system {
     use super::*;
-    use crate::core::map_server::{MapServer, MapServerConfig, SiteConfig, SitePrefix};
+    use crate::core::node::NodeConfig;
+    use crate::core::sim::build::{map_server, xtr};
+    use crate::core::sim::{DataOutcome, NodeId, Sim};
 
-    const MS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-    const ITR_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 17));
-    const ETR_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 33));
-    const ETR_B_MOVED: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 34));
+    const KEY: &[u8] = b"the-sites-key";
+    const MS: &str = "192.0.2.1";
+    const HOST_A: &str = "198.51.100.10";
 
-    enum Role {
-        Ms(Box<MapServer>),
-        Xtr(Box<Xtr>),
-    }
-
-    /// Nodes by address; datagrams to an address nobody has are lost.
-    struct Net {
-        nodes: Vec<(IpAddr, Role)>,
-        now: Timestamp,
-        /// Map-cache changes each node asked its data plane for, with the time.
-        cache_actions: Vec<(IpAddr, Timestamp, Action)>,
-    }
-
-    impl Net {
-        fn run(&mut self, origin: IpAddr, actions: Vec<Action>) {
-            let mut queue: std::collections::VecDeque<(IpAddr, Action)> =
-                actions.into_iter().map(|a| (origin, a)).collect();
-            while let Some((node, a)) = queue.pop_front() {
-                let Action::Send { from, to, payload } = a else {
-                    self.cache_actions.push((node, self.now, a));
-                    continue;
-                };
-                let src = SocketAddr::new(from.unwrap_or(node), CONTROL_PORT);
-                let now = self.now;
-                let Some((addr, role)) = self.nodes.iter_mut().find(|(n, _)| *n == to.ip()) else {
-                    continue;
-                };
-                let out = match role {
-                    Role::Ms(m) => m.handle_datagram(src, to, &payload, now),
-                    Role::Xtr(x) => x.handle_datagram(now, src, to, &payload),
-                };
-                let addr = *addr;
-                queue.extend(out.into_iter().map(|a| (addr, a)));
-            }
-        }
-
-        fn event(&mut self, node: IpAddr, ev: Event) {
-            let now = self.now;
-            let Some((_, Role::Xtr(x))) = self.nodes.iter_mut().find(|(n, _)| *n == node) else {
-                panic!("no xTR at {node}")
-            };
-            let out = x.handle_event(now, ev);
-            self.run(node, out);
-        }
-
-        /// Every timer of every node up to `until`, in time order.
-        fn advance(&mut self, until: Timestamp) {
-            loop {
-                let next = self
-                    .nodes
-                    .iter()
-                    .filter_map(|(a, r)| {
-                        let d = match r {
-                            Role::Ms(m) => m.next_deadline(),
-                            Role::Xtr(x) => x.next_deadline(),
-                        };
-                        d.map(|d| (d, *a))
-                    })
-                    .min();
-                let Some((d, node)) = next.filter(|(d, _)| *d <= until) else {
-                    break;
-                };
-                self.now = self.now.max(d);
-                let now = self.now;
-                let Some((_, role)) = self.nodes.iter_mut().find(|(n, _)| *n == node) else {
-                    unreachable!()
-                };
-                let out = match role {
-                    Role::Ms(m) => m.on_timer(now),
-                    Role::Xtr(x) => x.handle_timer(now),
-                };
-                self.run(node, out);
-            }
-            self.now = until;
-        }
-
-        fn xtr(&self, node: IpAddr) -> &Xtr {
-            match self.nodes.iter().find(|(n, _)| *n == node) {
-                Some((_, Role::Xtr(x))) => x,
-                _ => panic!("no xTR at {node}"),
-            }
-        }
-
-        fn ms(&self) -> &MapServer {
-            match self.nodes.iter().find(|(n, _)| *n == MS) {
-                Some((_, Role::Ms(m))) => m,
-                _ => panic!("no map-server"),
-            }
-        }
-    }
-
-    fn site(name: &str, key: &[u8], prefix: &str) -> SiteConfig {
-        let p = pfx(prefix);
-        SiteConfig {
-            name: name.into(),
-            key: key.to_vec(),
-            algorithm: Algorithm::HmacSha256,
-            prefixes: vec![SitePrefix {
-                eid: Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap()),
-                accept_more_specifics: true,
-            }],
-        }
-    }
-
-    fn xtr_cfg(rloc: IpAddr, eid: &str, key: &[u8], id: u8, subscribe: bool) -> XtrConfig {
-        XtrConfig {
-            locators: vec![rloc],
-            database_mappings: vec![DatabaseMapping {
-                eid: pfx(eid),
-                locators: vec![Locator {
-                    addr: rloc,
-                    priority: 1,
-                    weight: 100,
-                }],
-            }],
-            map_servers: vec![MapServerPeer {
-                address: MS,
-                key: key.to_vec(),
-                algorithm: Algorithm::HmacSha256,
-                proxy_reply: true,
-            }],
-            map_resolvers: vec![MS],
-            xtr_id: Some(XtrId {
-                xtr_id: [id; 16],
-                site_id: 0,
-            }),
-            subscribe,
-            nonce_seed: u64::from(id).into(),
-            ..XtrConfig::default()
-        }
-    }
-
-    /// ITR A resolves 203.0.113.10 at 1 s; at 100 s ETR B comes back on a new RLOC (.33 → .34)
-    /// and re-registers. Returns the network at 110 s.
-    fn rloc_change(subscribe: bool) -> Net {
-        let ms = MapServer::new(MapServerConfig {
-            sites: vec![
-                site("a", b"ka", "198.51.100.0/24"),
-                site("b", b"kb", "203.0.113.0/24"),
-            ],
-            ..MapServerConfig::default()
-        });
-        let a = Xtr::new(
-            xtr_cfg(ITR_A, "198.51.100.0/24", b"ka", 0xa, subscribe),
-            t(0),
+    /// A map-server for both sites, ITR A (198.51.100.0/24 at .17, `subscribe` as given) and
+    /// ETR B (203.0.113.0/24 at .33), registered; A has resolved 203.0.113.10 once.
+    fn two_sites(subscribe: bool) -> (Sim, NodeId, NodeId) {
+        let mut sim = Sim::new(1);
+        let ms = map_server(KEY, &["198.51.100.0/24", "203.0.113.0/24"]);
+        sim.add_node("ms", NodeConfig::map_server(ms), &[MS]);
+        let mut ca = xtr("192.0.2.17", &["198.51.100.0/24"], &[MS], KEY);
+        ca.subscribe = subscribe;
+        let a = sim.add_node("a", NodeConfig::xtr(ca), &[]);
+        let cb = xtr("192.0.2.33", &["203.0.113.0/24"], &[MS], KEY);
+        let b = sim.add_node("b", NodeConfig::xtr(cb), &[]);
+        sim.run_for(Duration::from_secs(2));
+        assert_eq!(
+            sim.send_data(a, 0, HOST_A, "203.0.113.10"),
+            DataOutcome::Miss
         );
-        let b = Xtr::new(xtr_cfg(ETR_B, "203.0.113.0/24", b"kb", 0xb, false), t(0));
-        let mut net = Net {
-            nodes: vec![
-                (MS, Role::Ms(Box::new(ms))),
-                (ITR_A, Role::Xtr(Box::new(a))),
-                (ETR_B, Role::Xtr(Box::new(b))),
-            ],
-            now: t(0),
-            cache_actions: Vec::new(),
-        };
-        net.advance(secs(1));
-        net.event(
-            ITR_A,
-            Event::Miss {
-                instance_id: 0,
-                src: HOST,
-                dst: ip("203.0.113.10"),
-            },
+        assert!(sim.run_until_quiet(Duration::from_secs(5)));
+        assert_eq!(
+            sim.send_data(a, 0, HOST_A, "203.0.113.10"),
+            DataOutcome::Encapsulated {
+                rloc: ip("192.0.2.33"),
+                etr: Some(b),
+                owned: true
+            }
         );
-        net.advance(secs(100));
-        // Same xTR, new RLOC (a restart: its Map-Register nonces start higher).
-        let mut c = xtr_cfg(ETR_B_MOVED, "203.0.113.0/24", b"kb", 0xb, false);
+        (sim, a, b)
+    }
+
+    /// B comes back on a new RLOC (.33 → .34): same xTR-ID, Map-Register nonces higher (a
+    /// restart), and re-registers. Returns the new node.
+    fn etr_moves_to_a_new_rloc(sim: &mut Sim, b: NodeId) -> NodeId {
+        let old = sim.node(b).xtr().config().clone();
+        sim.set_down(b, true);
+        let mut c = xtr("192.0.2.34", &["203.0.113.0/24"], &[MS], KEY);
+        c.xtr_id = old.xtr_id;
         c.register_nonce_base = 1 << 40;
-        net.nodes.retain(|(n, _)| *n != ETR_B);
-        net.nodes
-            .push((ETR_B_MOVED, Role::Xtr(Box::new(Xtr::new(c, net.now)))));
-        net.advance(secs(110));
-        net
+        let b2 = sim.add_node("b-moved", NodeConfig::xtr(c), &[]);
+        sim.run_for(Duration::from_secs(2));
+        b2
     }
 
-    fn a_installs(net: &Net) -> Vec<(Timestamp, EidPrefix, Vec<IpAddr>)> {
-        net.cache_actions
-            .iter()
-            .filter(|(n, _, _)| *n == ITR_A)
-            .flat_map(|(_, at, a)| {
-                installs(std::slice::from_ref(a))
-                    .into_iter()
-                    .map(move |(e, l)| (*at, e, l))
-            })
-            .collect()
+    fn rloc_of(sim: &Sim, a: NodeId, dst: &str) -> Vec<IpAddr> {
+        match sim.lookup(a, 0, dst) {
+            Some((_, MapCacheData::Positive(l))) => l.iter().map(|l| l.addr).collect(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn a_subscribed_itr_learns_a_changed_rloc_set_without_traffic() {
-        let net = rloc_change(true);
-        let eid = pfx("203.0.113.0/24");
-        assert_eq!(
-            a_installs(&net),
-            vec![
-                (secs(1), eid, vec![ETR_B]),
-                (secs(100), eid, vec![ETR_B_MOVED]),
-            ]
-        );
-        let a = net.xtr(ITR_A);
+        let (mut sim, a, b) = two_sites(true);
+        let b2 = etr_moves_to_a_new_rloc(&mut sim, b);
+        assert_eq!(rloc_of(&sim, a, "203.0.113.10"), vec![ip("192.0.2.34")]);
+        let x = sim.node(a).xtr();
         // One Map-Request in all (the miss); the change came as a publication, acknowledged
         // (the map-server has nothing left to retransmit to A).
-        assert_eq!(a.counters().sent_map_request, 1);
-        assert_eq!(a.counters().notify_cache_updated, 1);
-        assert_eq!(a.counters().sent_map_notify_ack, 1);
-        assert_eq!(net.ms().subscription_count(), 1);
-        let (_, m) = a.cached().next().unwrap();
+        assert_eq!(x.counters().sent_map_request, 1);
+        assert_eq!(x.counters().notify_cache_updated, 1);
+        assert_eq!(x.counters().sent_map_notify_ack, 1);
+        let ms = sim.node(0).map_server().unwrap();
+        assert_eq!(ms.subscription_count(), 1);
         assert_eq!(
-            m.data,
-            &MapCacheData::Positive(vec![Locator {
-                addr: ETR_B_MOVED,
-                priority: 1,
-                weight: 100
-            }])
+            sim.send_data(a, 0, HOST_A, "203.0.113.10"),
+            DataOutcome::Encapsulated {
+                rloc: ip("192.0.2.34"),
+                etr: Some(b2),
+                owned: true
+            }
         );
     }
 
     #[test]
     fn without_subscription_the_itr_keeps_the_old_rloc_set() {
-        let net = rloc_change(false);
-        let eid = pfx("203.0.113.0/24");
-        assert_eq!(a_installs(&net), vec![(secs(1), eid, vec![ETR_B])]);
-        assert_eq!(net.ms().subscription_count(), 0);
+        let (mut sim, a, b) = two_sites(false);
+        etr_moves_to_a_new_rloc(&mut sim, b);
+        assert_eq!(rloc_of(&sim, a, "203.0.113.10"), vec![ip("192.0.2.33")]);
+        assert_eq!(sim.node(0).map_server().unwrap().subscription_count(), 0);
     }
 
     #[test]
     fn map_requests_subscribe_with_the_n_bit_and_the_xtr_id_only_when_configured() {
         for subscribe in [false, true] {
-            let c = xtr_cfg(ITR_A, "198.51.100.0/24", b"ka", 0xa, subscribe);
+            let mut c = xtr("192.0.2.17", &["198.51.100.0/24"], &[MS], KEY);
+            c.subscribe = subscribe;
             let id = c.xtr_id;
             let mut x = Xtr::new(c, t(0));
-            let req = miss_request(&mut x, t(0), ip("203.0.113.10"));
+            let s = sends(&x.handle_miss(t(0), 0, ip(HOST_A), ip("203.0.113.10")));
+            let req = parse_ecm(&s[0].1).1;
             assert_eq!(req.notify_requested, subscribe);
             assert_eq!(req.xtr, if subscribe { id } else { None });
         }
     }
 
-    const ETR_C: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 49));
-
     #[test]
     fn a_host_moved_out_of_a_cached_prefix_is_learnt_as_a_host_after_the_old_etrs_smr() {
-        let ms = MapServer::new(MapServerConfig {
-            sites: vec![
-                site("a", b"ka", "198.51.100.0/24"),
-                site("b", b"kb", "203.0.113.0/24"),
-            ],
-            ..MapServerConfig::default()
-        });
-        let mut net = Net {
-            nodes: vec![
-                (MS, Role::Ms(Box::new(ms))),
-                (
-                    ITR_A,
-                    Role::Xtr(Box::new(Xtr::new(
-                        xtr_cfg(ITR_A, "198.51.100.0/24", b"ka", 0xa, false),
-                        t(0),
-                    ))),
-                ),
-                (
-                    ETR_B,
-                    Role::Xtr(Box::new(Xtr::new(
-                        xtr_cfg(ETR_B, "203.0.113.0/24", b"kb", 0xb, false),
-                        t(0),
-                    ))),
-                ),
-            ],
-            now: t(0),
-            cache_actions: Vec::new(),
-        };
-        net.advance(secs(1));
-        let moving = ip("203.0.113.7");
-        net.event(
-            ITR_A,
-            Event::Miss {
-                instance_id: 0,
-                src: HOST,
-                dst: moving,
-            },
-        );
-        // The host moves behind C, which registers it as a /32 of site b.
-        net.advance(secs(30));
-        net.nodes.push((
-            ETR_C,
-            Role::Xtr(Box::new(Xtr::new(
-                xtr_cfg(ETR_C, "203.0.113.7/32", b"kb", 0xc, false),
-                net.now,
-            ))),
+        let (mut sim, a, b) = two_sites(false);
+        // The host moves behind C, which registers it as a /32 of the site.
+        let moved = "203.0.113.7";
+        let cc = xtr("192.0.2.49", &["203.0.113.7/32"], &[MS], KEY);
+        let c = sim.add_node("c", NodeConfig::xtr(cc), &[]);
+        sim.run_for(Duration::from_secs(2));
+        // A still sends the host's traffic to B, whose data plane no longer finds the host.
+        assert!(matches!(
+            sim.send_data(a, 0, HOST_A, moved),
+            DataOutcome::Encapsulated { etr: Some(e), .. } if e == b
         ));
-        net.advance(secs(31));
-        assert!(
-            net.ms()
-                .lookup(&Eid::new(None, IpPrefix::new(moving, 32).unwrap()), net.now)
-                .is_some()
-        );
-        // A still sends its traffic to B, whose data plane no longer finds the host.
-        net.event(
-            ETR_B,
+        sim.inject(
+            b,
             Event::DataForAbsentEid {
                 instance_id: 0,
-                itr_rloc: ITR_A,
-                src_eid: HOST,
-                dst_eid: moving,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip(HOST_A),
+                dst_eid: ip(moved),
             },
         );
-        net.advance(secs(32));
-        let eid24 = pfx("203.0.113.0/24");
+        assert!(sim.run_until_quiet(Duration::from_secs(5)));
         assert_eq!(
-            a_installs(&net),
-            vec![
-                (secs(1), eid24, vec![ETR_B]),
-                (secs(31), pfx("203.0.113.7/32"), vec![ETR_C]),
-            ]
+            sim.send_data(a, 0, HOST_A, moved),
+            DataOutcome::Encapsulated {
+                rloc: ip("192.0.2.49"),
+                etr: Some(c),
+                owned: true
+            }
         );
-        let a = net.xtr(ITR_A);
-        assert_eq!((a.counters().rx_smr, a.counters().sent_smr_invoked), (1, 1));
-        assert_eq!(net.xtr(ETR_B).counters().sent_smr, 1);
+        let x = sim.node(a).xtr();
+        assert_eq!((x.counters().rx_smr, x.counters().sent_smr_invoked), (1, 1));
+        assert_eq!(sim.node(b).xtr().counters().sent_smr, 1);
         // The /24 keeps serving the hosts that stayed.
-        let cached: Vec<EidPrefix> = a.cached().map(|(p, _)| *p).collect();
-        assert_eq!(cached, vec![eid24, pfx("203.0.113.7/32")]);
+        let cached: Vec<EidPrefix> = sim.map_cache(a).keys().copied().collect();
+        assert_eq!(cached, vec![pfx("203.0.113.0/24"), pfx("203.0.113.7/32")]);
+        assert_eq!(rloc_of(&sim, a, "203.0.113.10"), vec![ip("192.0.2.33")]);
     }
 }
