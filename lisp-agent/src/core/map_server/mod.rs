@@ -239,7 +239,10 @@ impl MapServer {
             // Data-plane events are the xTR's and the node's.
             Event::Miss { .. }
             | Event::NextHopUnresolved { .. }
-            | Event::DataForAbsentEid { .. } => Vec::new(),
+            | Event::DataForAbsentEid { .. }
+            | Event::DynamicEidDetected { .. }
+            | Event::DynamicEidActivity { .. }
+            | Event::GroupDatagram { .. } => Vec::new(),
         }
     }
 

@@ -340,8 +340,11 @@ impl Xtr {
                 dst_eid,
             } => self.handle_data_for_absent_eid(now, instance_id, itr_rloc, src_eid, dst_eid),
             Event::Timer => self.handle_timer(now),
-            // The node's, not the xTR's (`core::next_hop`).
-            Event::NextHopUnresolved { .. } => Vec::new(),
+            // The node's, not the xTR's (`core::next_hop`, `core::mobility`).
+            Event::NextHopUnresolved { .. }
+            | Event::DynamicEidDetected { .. }
+            | Event::DynamicEidActivity { .. }
+            | Event::GroupDatagram { .. } => Vec::new(),
         }
     }
 
