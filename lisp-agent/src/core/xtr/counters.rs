@@ -181,6 +181,10 @@ pub struct Counters {
     pub notify_cache_removed: u64,
     /// Held-down resolutions dropped early to make room in a full pending table.
     pub pending_evicted: u64,
+    /// Records / locators (ITR-RLOCs included) of received messages left out because they are
+    /// encoded in an LCAF type we do not know (the rest of the message is used).
+    pub skipped_records: u64,
+    pub skipped_locators: u64,
     rejected: [u64; Reject::ALL.len()],
 }
 
@@ -198,8 +202,25 @@ impl Counters {
         Reject::ALL.iter().map(|r| (*r, self.rejected(*r)))
     }
 
+    /// Count what the codec left out of a received message (unknown LCAF types).
+    pub(crate) fn count_skipped(&mut self, msg: &lisp_common::wire::control::Message) {
+        use lisp_common::wire::control::Message;
+        let s = match msg {
+            Message::MapReply(m) => m.skipped,
+            Message::MapNotify(m) => m.skipped,
+            Message::MapRequest(m) => m.skipped,
+            Message::Ecm(e) => match &*e.message {
+                Message::MapRequest(m) => m.skipped,
+                _ => return,
+            },
+            _ => return,
+        };
+        self.skipped_records += u64::from(s.records);
+        self.skipped_locators += u64::from(s.locators);
+    }
+
     /// Every message counter with its name (for metrics).
-    pub fn messages(&self) -> [(&'static str, u64); 22] {
+    pub fn messages(&self) -> [(&'static str, u64); 24] {
         [
             ("sent_map_register", self.sent_map_register),
             ("sent_map_request", self.sent_map_request),
@@ -223,6 +244,8 @@ impl Counters {
             ("notify_cache_updated", self.notify_cache_updated),
             ("notify_cache_removed", self.notify_cache_removed),
             ("pending_evicted", self.pending_evicted),
+            ("skipped_records", self.skipped_records),
+            ("skipped_locators", self.skipped_locators),
         ]
     }
 }
