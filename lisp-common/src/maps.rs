@@ -36,6 +36,17 @@ pub const COUNTERS: &str = "COUNTERS";
 pub const EVENTS: &str = "EVENTS";
 /// `LruHashMap<EidKey, u64>`: kernel-internal, last event time per destination (rate limit).
 pub const EVENT_RATE: &str = "EVENT_RATE";
+/// `PerCpuArray<EventBucket>` indexed by event kind: kernel-internal token buckets bounding the
+/// event rate of each kind on each CPU, whatever the number of destinations.
+pub const EVENT_BUCKETS: &str = "EVENT_BUCKETS";
+/// `LpmTrie<EidKey, u8>`: this router's own EID prefixes (database-mappings). The ETR checks a
+/// decapsulated packet's inner destination against it when it (re)fills its next-hop cache; a
+/// destination outside raises [`event_kind::DATA_FOR_ABSENT_EID`] (the agent answers with SMRs).
+pub const LOCAL_EIDS: &str = "LOCAL_EIDS";
+/// `PerfEventArray<SlowPathRecord>`: packets the program cannot encapsulate itself but the agent
+/// can (too big for the path and not to be answered with ICMP): each sample is a
+/// [`SlowPathRecord`] followed by the whole frame.
+pub const SLOW_PATH: &str = "SLOW_PATH";
 
 /// Name of the main XDP program in the object.
 pub const PROG_XDP_LISP: &str = "xdp_lisp";
@@ -136,7 +147,14 @@ pub struct Rloc {
     pub family: u8,
     pub priority: u8,
     pub weight: u8,
-    pub _pad: u8,
+    /// [`rloc_flags`].
+    pub flags: u8,
+}
+
+/// Flags of [`Rloc::flags`].
+pub mod rloc_flags {
+    /// Compute the UDP checksum of IPv6 outer headers towards this RLOC (instead of zero).
+    pub const IPV6_UDP_CHECKSUM: u8 = 0x01;
 }
 
 /// Value of [`MAP_CACHE_HOST`] and [`MAP_CACHE_PREFIX`].
@@ -196,6 +214,12 @@ pub mod settings_flags {
     pub const HAS_RLOC6: u32 = 0x02;
     /// Send the N bit with a random nonce in every encapsulated packet.
     pub const NONCE: u32 = 0x04;
+    /// Compute the UDP checksum of every IPv6 outer header (RFC 6935/6936 allow zero, the
+    /// default; some receivers refuse it). Per RLOC: [`super::rloc_flags::IPV6_UDP_CHECKSUM`].
+    pub const IPV6_UDP_CHECKSUM: u32 = 0x08;
+    /// [`super::LOCAL_EIDS`] holds this router's EID prefixes: the ETR raises
+    /// [`super::event_kind::DATA_FOR_ABSENT_EID`] for inner destinations outside them.
+    pub const CHECK_LOCAL_EIDS: u32 = 0x10;
 }
 
 /// Value of [`SETTINGS`] (index 0): the source locators and global knobs.
@@ -209,6 +233,25 @@ pub struct Settings {
     pub rloc6: [u8; 16],
     /// Minimum interval between two events for the same destination, nanoseconds.
     pub event_interval_ns: u64,
+    /// Token bucket of each event kind on each CPU, in nanoseconds of credit: an event costs
+    /// `event_cost_ns` (1 s / rate), credit accrues with time up to `event_credit_max_ns`
+    /// (cost × burst). 0 = [`DEFAULT_EVENT_COST_NS`] / [`DEFAULT_EVENT_CREDIT_MAX_NS`].
+    pub event_cost_ns: u64,
+    pub event_credit_max_ns: u64,
+}
+
+/// Default event rate per kind and CPU: 1000 events/s ...
+pub const DEFAULT_EVENT_COST_NS: u64 = 1_000_000;
+/// ... with bursts of 100.
+pub const DEFAULT_EVENT_CREDIT_MAX_NS: u64 = 100 * DEFAULT_EVENT_COST_NS;
+
+/// Value of [`EVENT_BUCKETS`]: credit left (ns) at time `stamp` (bpf_ktime_get_ns). All zero
+/// at start: the first event finds a full bucket (the elapsed time since boot tops it up).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EventBucket {
+    pub credit_ns: u64,
+    pub stamp: u64,
 }
 
 // ---------------------------------------------------------------- events
@@ -224,6 +267,13 @@ pub mod event_kind {
     /// address (family, instance-id [`NEXT_HOP_IID`]) and `ifindex` the egress interface; the
     /// agent asks the kernel to resolve and keep it resolved (a managed neighbour entry).
     pub const NEXT_HOP_UNRESOLVED: u8 = 3;
+    /// The ETR decapsulated a packet whose inner destination is none of this router's EIDs
+    /// (outside [`super::LOCAL_EIDS`]): the sending ITR has a stale mapping. `dst` is the inner
+    /// destination (with the packet's instance-id), `src` the inner source, `rloc` the outer
+    /// source (the ITR), `ifindex` the ingress interface. The packet is still delivered.
+    pub const DATA_FOR_ABSENT_EID: u8 = 4;
+    /// Number of kinds, plus one (index 0 unused): size of [`super::EVENT_BUCKETS`].
+    pub const SLOTS: u32 = 5;
 }
 
 /// Instance-id field of the [`EidKey`] of a next-hop event: outside any EID space, so that its
@@ -243,7 +293,31 @@ pub struct MissEvent {
     /// Ingress interface; for a next-hop event, the egress interface.
     pub ifindex: u32,
     pub kind: u8,
-    pub _pad: [u8; 3],
+    /// Family of `rloc` ([`AF_NONE`] when the kind has none).
+    pub rloc_family: u8,
+    pub _pad: [u8; 2],
+    /// For [`event_kind::DATA_FOR_ABSENT_EID`]: the outer source address (the ITR's RLOC).
+    pub rloc: [u8; 16],
+}
+
+/// Record of a [`SLOW_PATH`] sample, followed by the frame (Ethernet header first) as it
+/// arrived. The program has chosen the RLOC and built the LISP header; the agent sends
+/// `lisp_header` + the frame's IP packet in a UDP datagram from the local RLOC of
+/// `rloc_family` to `rloc`, port 4341, and lets the kernel fragment the outer packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SlowPathRecord {
+    /// The RLOC to send to; IPv4 in the first 4 bytes.
+    pub rloc: [u8; 16],
+    pub rloc_family: u8,
+    /// Outer TTL / hop limit and TOS / traffic class, as the fast path would have set them.
+    pub ttl: u8,
+    pub tos: u8,
+    pub _pad: u8,
+    /// Bytes of frame appended to this record.
+    pub frame_len: u32,
+    /// The 8-byte LISP header, as on the wire.
+    pub lisp_header: [u8; 8],
 }
 
 // ---------------------------------------------------------------- counters
@@ -262,7 +336,10 @@ pub enum Counter {
     /// Encapsulated with an IPv6 outer header and redirected.
     EncapIpv6,
     /// To be encapsulated, but no outer next hop (unresolved neighbour, no route, or no local
-    /// RLOC of the chosen RLOC's family): passed to the kernel unencapsulated.
+    /// RLOC of the chosen RLOC's family): dropped. Never passed to the kernel, which would
+    /// route the bare EID packet natively into the underlay. An unresolved neighbour also
+    /// raises [`event_kind::NEXT_HOP_UNRESOLVED`], so only the packets that arrive until the
+    /// agent has had the neighbour resolved are lost.
     EncapNoNextHop,
     /// Decapsulated and redirected.
     Decap,
@@ -279,7 +356,9 @@ pub enum Counter {
     NativelyForward,
     /// Too big for the egress MTU once encapsulated; ICMP sent back to the source.
     TooBigIcmp,
-    /// Too big for the egress MTU once encapsulated; passed to the kernel.
+    /// Too big for the egress MTU once encapsulated; passed to the kernel. No longer used by
+    /// the program (such packets take the slow path, [`Counter::SlowPath`]); kept so that the
+    /// counter indices stay stable.
     TooBigPass,
     /// TTL / hop limit would expire: passed to the kernel (which sends ICMP time exceeded).
     TtlExpired,
@@ -291,16 +370,28 @@ pub enum Counter {
     DropUnknownInstance,
     /// Outer fragment of LISP data: passed to the kernel for reassembly.
     PassFragment,
-    /// Failed to grow or shrink the packet (no headroom): passed untouched, or dropped when
-    /// the packet was already partly rewritten.
+    /// Failed to grow or shrink the packet: dropped (ETR, ICMP error). An ITR without headroom
+    /// hands the packet to the slow path instead ([`Counter::SlowPath`]).
     PassNoHeadroom,
     /// LISP data whose outer header says CE but whose inner packet is Not-ECT: dropped
     /// (RFC 6040 §4.2).
     DropEcn,
+    /// A miss, Send-Map-Request or absent-EID event suppressed because the event kind's token
+    /// bucket on this CPU was empty (many destinations at once, e.g. a scan).
+    EventBucketEmpty,
+    /// To be encapsulated but too big for the path and not to be answered with ICMP (IPv4
+    /// without DF, or no ICMP allowed): handed to the agent, which encapsulates it and lets the
+    /// kernel fragment the outer packet (RFC 9300 §7.1).
+    SlowPath,
+    /// Would have gone to the slow path, but the perf buffer was full: dropped.
+    SlowPathLost,
+    /// To be encapsulated, but the encapsulation cannot happen (outer header would exceed 64 KiB,
+    /// or an inconsistent map-cache entry): dropped, never passed bare into the underlay.
+    DropCannotEncap,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 24] = [
         Counter::PassOther,
         Counter::PassNoMatch,
         Counter::EncapIpv4,
@@ -321,6 +412,10 @@ impl Counter {
         Counter::PassFragment,
         Counter::PassNoHeadroom,
         Counter::DropEcn,
+        Counter::EventBucketEmpty,
+        Counter::SlowPath,
+        Counter::SlowPathLost,
+        Counter::DropCannotEncap,
     ];
     /// Size of [`COUNTERS`].
     pub const SLOTS: u32 = 32;
@@ -347,6 +442,10 @@ impl Counter {
             Counter::PassFragment => "pass_fragment",
             Counter::PassNoHeadroom => "pass_no_headroom",
             Counter::DropEcn => "drop_ecn",
+            Counter::EventBucketEmpty => "event_bucket_empty",
+            Counter::SlowPath => "slow_path",
+            Counter::SlowPathLost => "slow_path_lost",
+            Counter::DropCannotEncap => "drop_cannot_encap",
         }
     }
 }
@@ -360,6 +459,8 @@ mod pod {
     unsafe impl aya::Pod for super::InterfaceConfig {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::MissEvent {}
+    unsafe impl aya::Pod for super::EventBucket {}
+    unsafe impl aya::Pod for super::SlowPathRecord {}
 }
 
 #[cfg(test)]
@@ -377,8 +478,10 @@ mod tests {
             4 + SELECT_SLOTS + 20 * MAX_RLOCS
         );
         assert_eq!(size_of::<InterfaceConfig>(), 8);
-        assert_eq!(size_of::<Settings>(), 4 + 4 + 16 + 8);
-        assert_eq!(size_of::<MissEvent>(), 20 + 16 + 4 + 4);
+        assert_eq!(size_of::<Settings>(), 4 + 4 + 16 + 8 * 3);
+        assert_eq!(size_of::<MissEvent>(), 20 + 16 + 4 + 4 + 16);
+        assert_eq!(size_of::<SlowPathRecord>(), 16 + 4 + 4 + 8);
+        assert_eq!(size_of::<EventBucket>(), 16);
     }
 
     #[test]

@@ -11,20 +11,22 @@
 #![no_main]
 
 mod bench;
+mod checksum;
+mod events;
+mod slow_path;
 
 use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, BPF_FIB_LOOKUP_TBID,
-        bpf_fib_lookup, xdp_action,
+        BPF_F_NO_PREALLOC, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_DIRECT, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_SRC, BPF_FIB_LOOKUP_TBID, bpf_fib_lookup, xdp_action,
     },
     helpers::generated::{
-        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32,
-        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns,
-        bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns,
+        bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
     },
     macros::{map, xdp},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerfEventArray, lpm_trie::Key},
@@ -32,9 +34,9 @@ use aya_ebpf::{
 };
 use lisp_common::{
     maps::{
-        AF_IPV4, AF_IPV6, Counter, EID_KEY_PREFIX_BITS, EidKey, InterfaceConfig, MAX_RLOCS,
-        MapCacheEntry, MissEvent, Rloc, RlocKey, SELECT_SLOTS, Settings, action, entry_flags,
-        NEXT_HOP_IID, event_kind, iface_flags, settings_flags,
+        AF_IPV4, AF_IPV6, Counter, EID_KEY_PREFIX_BITS, EidKey, EventBucket, InterfaceConfig,
+        MAX_RLOCS, MapCacheEntry, MissEvent, NEXT_HOP_IID, Rloc, RlocKey, SELECT_SLOTS, Settings,
+        SlowPathRecord, action, entry_flags, event_kind, iface_flags, rloc_flags, settings_flags,
     },
     wire::{
         LISP_DATA_PORT,
@@ -66,6 +68,13 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS
 static EVENTS: PerfEventArray<MissEvent> = PerfEventArray::new(0);
 #[map(name = "EVENT_RATE")]
 static EVENT_RATE: LruHashMap<EidKey, u64> = LruHashMap::with_max_entries(65536, 0);
+#[map(name = "EVENT_BUCKETS")]
+static EVENT_BUCKETS: PerCpuArray<EventBucket> =
+    PerCpuArray::with_max_entries(event_kind::SLOTS, 0);
+#[map(name = "LOCAL_EIDS")]
+static LOCAL_EIDS: LpmTrie<EidKey, u8> = LpmTrie::with_max_entries(4096, 0);
+#[map(name = "SLOW_PATH")]
+static SLOW_PATH: PerfEventArray<SlowPathRecord> = PerfEventArray::new(0);
 
 /// A resolved next hop towards an RLOC: value of [`NEXT_HOPS`].
 #[repr(C)]
@@ -140,9 +149,18 @@ struct Scratch {
     etr_key: EtrKey,
     /// Key of a LOCAL_RLOCS or NEXT_HOPS lookup.
     rkey: RlocKey,
+    /// Key of a LOCAL_EIDS lookup.
+    ekey: EidKey,
     /// Set by the ITR when the outer FIB lookup found no neighbour (`fib` then holds the next
     /// hop): the event is raised after the ITR's frame is gone, to stay within the BPF stack.
     unresolved: NextHopWanted,
+    /// Set by the ETR when the inner destination is none of our EIDs (`etr_key`, `outer` and
+    /// `inner` then describe it): the event is raised after the ETR's frame is gone.
+    absent_eid: bool,
+    /// Set by the ITR when the IPv6 outer header it wrote wants a computed UDP checksum.
+    udp6_checksum: bool,
+    /// What the slow path needs of a packet the ITR hands it (set with the verdict).
+    slow: SlowPathRecord,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -439,13 +457,26 @@ pub fn xdp_lisp(ctx: XdpContext) -> u32 {
     // SAFETY: per-CPU memory, used by this run only (XDP runs are not preempted on a CPU).
     let s = unsafe { &mut *s };
     s.unresolved = NextHopWanted::No;
+    s.absent_eid = false;
+    s.udp6_checksum = false;
     let (action, counter) = process(&ctx, s);
+    // Each of these runs after the path's own frame is gone, to stay within the BPF stack.
     if s.unresolved != NextHopWanted::No {
-        next_hop_unresolved(&ctx, &s.fib, s.unresolved == NextHopWanted::Ipv6);
+        events::next_hop_unresolved(&ctx, &s.fib, s.unresolved == NextHopWanted::Ipv6);
+    }
+    if s.absent_eid {
+        events::data_for_absent_eid(&ctx, s);
+    }
+    if s.udp6_checksum {
+        checksum::fill_udp6_checksum(&ctx);
     }
     count(counter);
     action
 }
+
+/// Verdict of the ITR for a packet the slow path must encapsulate (`Scratch::slow` filled):
+/// not an XDP action.
+const TO_SLOW_PATH: u32 = u32::MAX - 1;
 
 #[inline(always)]
 fn process(ctx: &XdpContext, s: &mut Scratch) -> (u32, Counter) {
@@ -473,10 +504,13 @@ fn process(ctx: &XdpContext, s: &mut Scratch) -> (u32, Counter) {
         }
     }
     if iface.flags & iface_flags::ITR != 0 {
-        let r = itr(ctx, s, ifindex, iface.instance_id);
-        // Called from here rather than from `itr` so that the two stack frames do not add up.
+        let mut r = itr(ctx, s, ifindex, iface.instance_id);
+        // Called from here rather than from `itr` so that the stack frames do not add up.
         if r.1 == Counter::TooBigIcmp {
-            return too_big(ctx, s, ifindex);
+            r = too_big(ctx, s, ifindex);
+        }
+        if r.0 == TO_SLOW_PATH {
+            return slow_path::hand_over(ctx, &mut s.slow);
         }
         return r;
     }
@@ -538,6 +572,8 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         rkey,
         mtu: mtu_out,
         unresolved,
+        udp6_checksum,
+        slow,
         ..
     } = &mut *s;
     let ip: &Ip = ip;
@@ -546,18 +582,24 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
     let Some(entry) = lookup_map_cache(&key, ip.v6) else {
         let bits = EID_KEY_PREFIX_BITS + if ip.v6 { 128 } else { 32 };
         if EID_SPACE.get(Key::new(bits, key)).is_some() {
-            miss(ctx, &key, ip, ifindex, event_kind::MAP_CACHE_MISS);
+            events::miss(ctx, &key, ip, ifindex, event_kind::MAP_CACHE_MISS);
             return (xdp_action::XDP_DROP, Counter::NegativeDrop);
         }
         return (xdp_action::XDP_PASS, Counter::PassNoMatch);
     };
     // SAFETY: map value pointer valid for the duration of the program run.
     let entry = unsafe { &*entry };
+    // From here on the packet is LISP's: whatever fails, it is encapsulated (here or by the
+    // slow path) or dropped, never passed bare to the kernel, which would route the EID packet
+    // natively into the underlay. (Natively-Forward, below, is the one deliberate exception;
+    // TTL expiry goes to the kernel, which answers with time-exceeded and forwards nothing.)
+    let cannot = (xdp_action::XDP_DROP, Counter::DropCannotEncap);
+    let no_next_hop = (xdp_action::XDP_DROP, Counter::EncapNoNextHop);
     match entry.action {
         action::ENCAPSULATE => {}
         action::NATIVELY_FORWARD => return (xdp_action::XDP_PASS, Counter::NativelyForward),
         action::SEND_MAP_REQUEST => {
-            miss(
+            events::miss(
                 ctx,
                 &key,
                 ip,
@@ -577,16 +619,16 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         // An entry the agent wrote inconsistently: let the kernel decide, and say so (an agent
         // bug, not something a packet can trigger, so the log cannot be flooded from outside).
         aya_log_ebpf::warn!(ctx, "map-cache entry with an RLOC index out of range");
-        return (xdp_action::XDP_PASS, Counter::PassNoMatch);
+        return cannot;
     }
     let rloc = entry.rlocs[slot];
     let Some(st) = settings() else {
-        return (xdp_action::XDP_PASS, Counter::EncapNoNextHop);
+        return no_next_hop;
     };
     let outer_v6 = match rloc.family {
         AF_IPV4 if st.flags & settings_flags::HAS_RLOC4 != 0 => false,
         AF_IPV6 if st.flags & settings_flags::HAS_RLOC6 != 0 => true,
-        _ => return (xdp_action::XDP_PASS, Counter::EncapNoNextHop),
+        _ => return no_next_hop,
     };
     let ovh = if outer_v6 {
         ENCAP_OVERHEAD_IPV6
@@ -595,71 +637,10 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
     };
     let outer_len = ovh + ip.total_len;
     if outer_len > 0xffff {
-        return (xdp_action::XDP_PASS, Counter::TooBigPass);
+        return cannot;
     }
     let sport = 0xc000 | (hash & 0x3fff) as u16;
-
-    // Next hop (and MTU) of the outer packet, before touching anything: from the per-RLOC
-    // cache while it is fresh, else from the kernel FIB (and cached).
-    set_rloc_key(rkey, rloc.family, &rloc.addr);
-    let now = cache_clock();
-    if let Some(c) = NEXT_HOPS.get_ptr(&*rkey)
-        && now.wrapping_sub(unsafe { (*c).stamp }) < NEXT_HOP_TTL_NS
-    {
-        copy_next_hop(nh, c);
-    } else {
-        let r = fib_outer(
-            ctx, fib, ip, st, &rloc, outer_v6, ifindex, hash, sport, outer_len,
-        );
-        if r == BPF_FIB_LKUP_RET_FRAG_NEEDED {
-            let mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
-            *mtu_out = mtu.saturating_sub(ovh as u32);
-            return (xdp_action::XDP_PASS, Counter::TooBigIcmp);
-        }
-        if r == BPF_FIB_LKUP_RET_NO_NEIGH {
-            *unresolved = if outer_v6 {
-                NextHopWanted::Ipv6
-            } else {
-                NextHopWanted::Ipv4
-            };
-        }
-        if r != BPF_FIB_LKUP_RET_SUCCESS {
-            return (xdp_action::XDP_PASS, Counter::EncapNoNextHop);
-        }
-        next_hop_from_fib(nh, fib, now);
-        // By reference: the value stays in the scratch map instead of being copied to the
-        // (scarce) stack.
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        let _ = NEXT_HOPS.insert(&*rkey, &*nh, 0);
-    }
-    if outer_len > nh.mtu as usize {
-        *mtu_out = nh.mtu.saturating_sub(ovh as u32);
-        return (xdp_action::XDP_PASS, Counter::TooBigIcmp);
-    }
-
-    // Everything is decided: grow the head and write the outer headers.
-    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, -(ovh as i32)) } != 0 {
-        return (xdp_action::XDP_PASS, Counter::PassNoHeadroom);
-    }
     let new_ttl = ip.ttl - 1;
-    let inner_off = ETH_LEN + ovh;
-    // Inner TTL / hop limit, as a router does.
-    if ip.v6 {
-        let Some(h) = ptr_at::<[u8; IPV6_LEN]>(ctx, inner_off) else {
-            return undo_head(ctx, ovh);
-        };
-        wr_u8(h as *mut u8, 7, new_ttl);
-    } else {
-        let Some(h) = ptr_at::<[u8; IPV4_LEN]>(ctx, inner_off) else {
-            return undo_head(ctx, ovh);
-        };
-        let h = h as *mut u8;
-        let old = rd_be16(h, 8);
-        let csum = rd_be16(h, 10);
-        let new = old - 0x100;
-        wr_u8(h, 8, new_ttl);
-        wr_be16(h, 10, csum_replace(csum, old, new));
-    }
 
     let flags0 = (if st.flags & settings_flags::NONCE != 0 {
         lisp_flags::N
@@ -681,10 +662,83 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
     } else {
         0
     };
+    // What the slow path needs if this packet ends up there (too big, no headroom).
+    let to_slow = |slow: &mut SlowPathRecord| {
+        slow.rloc = rloc.addr;
+        slow.rloc_family = rloc.family;
+        slow.ttl = new_ttl;
+        slow.tos = ip.tos;
+        slow.lisp_header = lisp_header_bytes(word0, word1);
+    };
+
+    // Next hop (and MTU) of the outer packet, before touching anything: from the per-RLOC
+    // cache while it is fresh, else from the kernel FIB (and cached).
+    set_rloc_key(rkey, rloc.family, &rloc.addr);
+    let now = cache_clock();
+    if let Some(c) = NEXT_HOPS.get_ptr(&*rkey)
+        && now.wrapping_sub(unsafe { (*c).stamp }) < NEXT_HOP_TTL_NS
+    {
+        copy_next_hop(nh, c);
+    } else {
+        let r = fib_outer(
+            ctx, fib, ip, st, &rloc, outer_v6, ifindex, hash, sport, outer_len,
+        );
+        if r == BPF_FIB_LKUP_RET_FRAG_NEEDED {
+            let mtu = unsafe { fib.__bindgen_anon_1.mtu_result } as u32;
+            *mtu_out = mtu.saturating_sub(ovh as u32);
+            to_slow(slow);
+            return (xdp_action::XDP_DROP, Counter::TooBigIcmp);
+        }
+        if r == BPF_FIB_LKUP_RET_NO_NEIGH {
+            *unresolved = if outer_v6 {
+                NextHopWanted::Ipv6
+            } else {
+                NextHopWanted::Ipv4
+            };
+        }
+        if r != BPF_FIB_LKUP_RET_SUCCESS {
+            return no_next_hop;
+        }
+        next_hop_from_fib(nh, fib, now);
+        // By reference: the value stays in the scratch map instead of being copied to the
+        // (scarce) stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = NEXT_HOPS.insert(&*rkey, &*nh, 0);
+    }
+    if outer_len > nh.mtu as usize {
+        *mtu_out = nh.mtu.saturating_sub(ovh as u32);
+        to_slow(slow);
+        return (xdp_action::XDP_DROP, Counter::TooBigIcmp);
+    }
+
+    // Everything is decided: grow the head and write the outer headers.
+    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, -(ovh as i32)) } != 0 {
+        // A driver with too little headroom: the slow path can still encapsulate.
+        to_slow(slow);
+        return (TO_SLOW_PATH, Counter::SlowPath);
+    }
+    let inner_off = ETH_LEN + ovh;
+    // Inner TTL / hop limit, as a router does.
+    if ip.v6 {
+        let Some(h) = ptr_at::<[u8; IPV6_LEN]>(ctx, inner_off) else {
+            return undo_head(ctx, ovh, slow, &to_slow);
+        };
+        wr_u8(h as *mut u8, 7, new_ttl);
+    } else {
+        let Some(h) = ptr_at::<[u8; IPV4_LEN]>(ctx, inner_off) else {
+            return undo_head(ctx, ovh, slow, &to_slow);
+        };
+        let h = h as *mut u8;
+        let old = rd_be16(h, 8);
+        let csum = rd_be16(h, 10);
+        let new = old - 0x100;
+        wr_u8(h, 8, new_ttl);
+        wr_be16(h, 10, csum_replace(csum, old, new));
+    }
 
     let counter = if outer_v6 {
         let Some(p) = ptr_at::<[u8; ETH_LEN + ENCAP_OVERHEAD_IPV6]>(ctx, 0) else {
-            return undo_head(ctx, ovh);
+            return undo_head(ctx, ovh, slow, &to_slow);
         };
         let p = p as *mut u8;
         wr_bytes(p, 0, &nh.dmac);
@@ -703,10 +757,13 @@ fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Count
         wr_bytes(p, o + 8, &st.rloc6);
         wr_bytes(p, o + 24, &rloc.addr);
         write_udp_lisp(p, o + IPV6_LEN, sport, ip.total_len, word0, word1);
+        // Zero unless asked for (globally or for this RLOC): computed once the frame is done.
+        *udp6_checksum = st.flags & settings_flags::IPV6_UDP_CHECKSUM != 0
+            || rloc.flags & rloc_flags::IPV6_UDP_CHECKSUM != 0;
         Counter::EncapIpv6
     } else {
         let Some(p) = ptr_at::<[u8; ETH_LEN + ENCAP_OVERHEAD_IPV4]>(ctx, 0) else {
-            return undo_head(ctx, ovh);
+            return undo_head(ctx, ovh, slow, &to_slow);
         };
         let p = p as *mut u8;
         wr_bytes(p, 0, &nh.dmac);
@@ -804,80 +861,38 @@ fn write_udp_lisp(p: *mut u8, o: usize, sport: u16, inner_len: usize, w0: u32, w
     wr_be32(p, o + 12, w1);
 }
 
+/// The LISP header words as the 8 bytes on the wire.
+#[inline(always)]
+fn lisp_header_bytes(w0: u32, w1: u32) -> [u8; 8] {
+    let a = w0.to_be_bytes();
+    let b = w1.to_be_bytes();
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
 /// Only reachable if the verifier-visible bounds check fails after a successful grow, which the
-/// packet length makes impossible; shrink back so the kernel still sees the original packet.
+/// packet length makes impossible; shrink back and let the slow path encapsulate the original.
 #[inline(always)]
-fn undo_head(ctx: &XdpContext, ovh: usize) -> (u32, Counter) {
-    unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, ovh as i32) };
-    (xdp_action::XDP_PASS, Counter::PassNoHeadroom)
-}
-
-/// The outer FIB lookup found a route but no resolved neighbour: `fib` holds the egress
-/// ifindex and the next-hop address (the gateway, or the RLOC itself when on-link). Tell the
-/// agent, which makes the kernel resolve it; until then packets go to the kernel path.
-#[inline(never)]
-fn next_hop_unresolved(ctx: &XdpContext, fib: &bpf_fib_lookup, v6: bool) {
-    let mut addr = [0u8; 16];
-    let family = if v6 {
-        let w = unsafe { fib.__bindgen_anon_4.ipv6_dst };
-        let mut i = 0;
-        while i < 4 {
-            let b = w[i].to_ne_bytes();
-            addr[i * 4] = b[0];
-            addr[i * 4 + 1] = b[1];
-            addr[i * 4 + 2] = b[2];
-            addr[i * 4 + 3] = b[3];
-            i += 1;
-        }
-        AF_IPV6
-    } else {
-        let b = unsafe { fib.__bindgen_anon_4.ipv4_dst }.to_ne_bytes();
-        addr[..4].copy_from_slice(&b);
-        AF_IPV4
-    };
-    let key = EidKey::new(family, NEXT_HOP_IID, addr);
-    raise_event(ctx, &key, [0; 16], fib.ifindex, event_kind::NEXT_HOP_UNRESOLVED);
-}
-
-/// Raises a miss event for `key`, at most one per destination per interval.
-#[inline(never)]
-fn miss(ctx: &XdpContext, key: &EidKey, ip: &Ip, ifindex: u32, kind: u8) {
-    raise_event(ctx, key, ip.src, ifindex, kind);
-}
-
-/// Sends `kind` for `key` on EVENTS unless one was sent for the same key within the interval.
-#[inline(always)]
-fn raise_event(ctx: &XdpContext, key: &EidKey, src: [u8; 16], ifindex: u32, kind: u8) {
-    let now = unsafe { bpf_ktime_get_ns() };
-    let interval = match settings() {
-        Some(st) if st.event_interval_ns != 0 => st.event_interval_ns,
-        _ => DEFAULT_EVENT_INTERVAL_NS,
-    };
-    if let Some(last) = EVENT_RATE.get_ptr(key) {
-        let last = unsafe { *last };
-        if now.wrapping_sub(last) < interval {
-            count(Counter::MissRateLimited);
-            return;
-        }
+fn undo_head(
+    ctx: &XdpContext,
+    ovh: usize,
+    slow: &mut SlowPathRecord,
+    to_slow: &impl Fn(&mut SlowPathRecord),
+) -> (u32, Counter) {
+    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, ovh as i32) } != 0 {
+        return (xdp_action::XDP_DROP, Counter::PassNoHeadroom);
     }
-    let _ = EVENT_RATE.insert(key, now, 0);
-    let ev = MissEvent {
-        dst: *key,
-        src,
-        ifindex,
-        kind,
-        _pad: [0; 3],
-    };
-    EVENTS.output(ctx, ev, 0);
-    count(Counter::MissEvent);
+    to_slow(slow);
+    (TO_SLOW_PATH, Counter::SlowPath)
 }
 
 // ---------------------------------------------------------------- ICMP too big
 
 /// The encapsulated packet would exceed the egress MTU (`Scratch::mtu` left for the inner
 /// packet): tell the inner source (ICMP fragmentation-needed / Packet Too Big, sent back out the
-/// ingress interface with XDP_TX), or let the kernel handle it when an ICMP error must not or
-/// cannot be sent.
+/// ingress interface with XDP_TX), or, when an ICMP error must not be sent (IPv4 without DF,
+/// an ICMP error, a path MTU below what the inner family guarantees), hand it to the slow path,
+/// which encapsulates it and has the kernel fragment the outer packet (RFC 9300 §7.1).
+/// Never to the kernel as it is: that would leak the bare EID packet into the underlay.
 ///
 /// Addresses and MACs are kept in the scratch map, not in locals: byte arrays in locals are
 /// split into scalars by LLVM and spilled one stack slot per byte.
@@ -892,15 +907,17 @@ fn too_big(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> (u32, Counter) {
         ..
     } = s;
     let ip: &Ip = ip;
-    let pass = (xdp_action::XDP_PASS, Counter::TooBigPass);
+    let slow = (TO_SLOW_PATH, Counter::SlowPath);
+    // Failures below are not expected (bounds the verifier needs to see): dropped, counted.
+    let pass = (xdp_action::XDP_DROP, Counter::DropCannotEncap);
     let Some(st) = settings() else {
         return pass;
     };
     if !ip.df || ip.fragment && !ip.v6 {
-        return pass;
+        return slow;
     }
     if ip.v6 && mtu < IPV6_MIN_MTU || !ip.v6 && mtu < 68 {
-        return pass;
+        return slow;
     }
     // Never an ICMP error about an ICMP error (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)).
     if ip.proto == PROTO_ICMP && !ip.v6 || ip.proto == PROTO_ICMPV6 && ip.v6 {
@@ -916,7 +933,7 @@ fn too_big(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> (u32, Counter) {
             !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)
         };
         if is_error {
-            return pass;
+            return slow;
         }
     }
     let max_quote = if ip.v6 {
@@ -1011,11 +1028,11 @@ fn too_big(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> (u32, Counter) {
     let frame_len = ctx.data_end() - ctx.data();
     let new_len = ETH_LEN + hdrs + quote;
     if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, -(hdrs as i32)) } != 0 {
-        return (xdp_action::XDP_PASS, Counter::PassNoHeadroom);
+        return (xdp_action::XDP_DROP, Counter::PassNoHeadroom);
     }
     let shrink = new_len as i32 - (frame_len + hdrs) as i32;
     if shrink < 0 && unsafe { bpf_xdp_adjust_tail(ctx.as_ptr() as *mut _, shrink) } != 0 {
-        return undo_head(ctx, hdrs);
+        return (xdp_action::XDP_DROP, Counter::PassNoHeadroom);
     }
     if ip.v6 {
         let Some(p) = ptr_at::<[u8; ETH_LEN + IPV6_LEN + ICMP_HDR_LEN]>(ctx, 0) else {
@@ -1112,6 +1129,8 @@ fn etr_decapsulate(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u
         nh,
         rkey,
         etr_key,
+        ekey,
+        absent_eid,
         ..
     } = s;
     let outer: &Ip = outer;
@@ -1204,12 +1223,27 @@ fn etr_decapsulate(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) -> Option<(u
         copy_next_hop(nh, c);
         routed = true;
     } else {
-        // Instance-id → routing table.
+        // Instance-id → routing table. Only configured instances are decapsulated, the
+        // default one (0, no I bit) too: the agent lists each (table 0 = the main table
+        // through the policy rules).
         let tbid = match unsafe { IID_TABLES.get(iid) } {
             Some(t) => *t,
-            None if iid == 0 => 0,
             None => return Some((xdp_action::XDP_DROP, Counter::DropUnknownInstance)),
         };
+        // Is the destination still one of our EIDs? Checked here, when the next-hop cache is
+        // (re)filled, not per packet: the fast path stays one hash lookup. The packet is
+        // delivered either way; the event (raised once this frame is gone) lets the agent
+        // tell the sending ITR with an SMR.
+        if let Some(st) = settings()
+            && st.flags & settings_flags::CHECK_LOCAL_EIDS != 0
+        {
+            let family = if inner_v6 { AF_IPV6 } else { AF_IPV4 };
+            *ekey = EidKey::new(family, iid, inner.dst);
+            let bits = EID_KEY_PREFIX_BITS + if inner_v6 { 128 } else { 32 };
+            if LOCAL_EIDS.get(Key::new(bits, *ekey)).is_none() {
+                *absent_eid = true;
+            }
+        }
         if !ecn_drop {
             let rc = fib_inner(ctx, fib, inner, new_ecn, tbid, ifindex);
             if rc == BPF_FIB_LKUP_RET_SUCCESS {

@@ -172,6 +172,11 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
                     ctx.stats.events_handled.fetch_add(1, Ordering::Relaxed);
                     xtr.handle_miss(clock.now(), m.instance_id, m.src, m.dst)
                 }
+                // For the core's SMR logic (Event::DataForAbsentEid): not handled here yet.
+                Some(DataplaneEvent::DataForAbsentEid(a)) => {
+                    debug!("{a}: no SMR sent (not wired to the core)");
+                    Vec::new()
+                }
                 None => break,
             },
             _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {

@@ -66,10 +66,35 @@ impl fmt::Display for Miss {
     }
 }
 
+/// The ETR delivered a packet for an EID this router does not hold (outside its
+/// database-mappings): the ITR at `itr_rloc` has a stale mapping and should get an SMR.
+/// The core's counterpart is `Event::DataForAbsentEid` with the same fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbsentEid {
+    pub instance_id: u32,
+    /// Outer source address of the packet: the ITR that sent it.
+    pub itr_rloc: IpAddr,
+    pub src_eid: IpAddr,
+    pub dst_eid: IpAddr,
+    /// Interface the packet arrived on.
+    pub ifindex: u32,
+}
+
+impl fmt::Display for AbsentEid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "data for absent EID {} (iid {}) from {} via ITR {}",
+            self.dst_eid, self.instance_id, self.src_eid, self.itr_rloc
+        )
+    }
+}
+
 /// Events the shell hands to the control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataplaneEvent {
     Miss(Miss),
+    DataForAbsentEid(AbsentEid),
 }
 
 const RECORD_LEN: usize = size_of::<MissEvent>();
@@ -97,7 +122,9 @@ pub fn decode_miss(sample: &[u8]) -> Result<MissEvent, EventError> {
         src: arr(20..36),
         ifindex: u32::from_ne_bytes(ifindex),
         kind: sample[40],
-        _pad: [0; 3],
+        rloc_family: sample[41],
+        _pad: [0; 2],
+        rloc: arr(44..60),
     })
 }
 
@@ -140,6 +167,8 @@ pub enum Decoded {
     Miss(Miss),
     /// The next hop towards an RLOC has no resolved neighbour: for the shell itself.
     NextHopUnresolved { ifindex: u32, addr: IpAddr },
+    /// Data for an EID we do not hold: for the control plane (SMR).
+    DataForAbsentEid(AbsentEid),
 }
 
 /// Decodes and interprets one perf sample, whatever its kind.
@@ -153,6 +182,17 @@ pub fn decode_event(
             ifindex: ev.ifindex,
             addr: ip_of(ev.dst.family(), &ev.dst.addr)?,
         });
+    }
+    if ev.kind == event_kind::DATA_FOR_ABSENT_EID {
+        let fam = ev.dst.family();
+        return Ok(Decoded::DataForAbsentEid(AbsentEid {
+            instance_id: ev.dst.instance_id(),
+            // The outer family may differ from the inner one.
+            itr_rloc: ip_of(ev.rloc_family, &ev.rloc)?,
+            src_eid: ip_of(fam, &ev.src)?,
+            dst_eid: ip_of(fam, &ev.dst.addr)?,
+            ifindex: ev.ifindex,
+        }));
     }
     Miss::from_event(&ev, ifname).map(Decoded::Miss)
 }
@@ -180,6 +220,14 @@ pub fn handle_sample(
         Ok(Decoded::NextHopUnresolved { ifindex, addr }) => {
             stats.events_received.fetch_add(1, Ordering::Relaxed);
             resolve_next_hop(ifindex, addr);
+        }
+        Ok(Decoded::DataForAbsentEid(a)) => {
+            stats.events_received.fetch_add(1, Ordering::Relaxed);
+            debug!("{a}");
+            if tx.try_send(DataplaneEvent::DataForAbsentEid(a)).is_err() {
+                stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                debug!("event channel full or closed: event dropped");
+            }
         }
         Err(e) => {
             stats.events_malformed.fetch_add(1, Ordering::Relaxed);
@@ -269,7 +317,9 @@ mod tests {
         v.extend_from_slice(&ev.src);
         v.extend_from_slice(&ev.ifindex.to_ne_bytes());
         v.push(ev.kind);
-        v.extend_from_slice(&[0; 3]);
+        v.push(ev.rloc_family);
+        v.extend_from_slice(&[0; 2]);
+        v.extend_from_slice(&ev.rloc);
         v
     }
 
@@ -285,7 +335,7 @@ mod tests {
             src: v4([198, 51, 100, 10]),
             ifindex: 7,
             kind: event_kind::MAP_CACHE_MISS,
-            _pad: [0; 3],
+            ..Default::default()
         }
     }
 
@@ -316,7 +366,7 @@ mod tests {
             src: [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
             ifindex: 3,
             kind: event_kind::NEGATIVE_SEND_MAP_REQUEST,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let miss = Miss::from_event(&decode_miss(&record(&ev)).unwrap(), |_| None).unwrap();
         assert_eq!(miss.kind, MissKind::NegativeSendMapRequest);
@@ -349,7 +399,7 @@ mod tests {
             src: [0; 16],
             ifindex: 4,
             kind: event_kind::NEXT_HOP_UNRESOLVED,
-            _pad: [0; 3],
+            ..Default::default()
         };
         assert_eq!(
             decode_event(&record(&ev), |_| panic!("no interface name needed")),
@@ -381,8 +431,56 @@ mod tests {
         assert_eq!(stats.events_received.load(Ordering::Relaxed), 2);
         assert_eq!(stats.events_dropped.load(Ordering::Relaxed), 1);
         assert_eq!(stats.events_malformed.load(Ordering::Relaxed), 1);
-        let DataplaneEvent::Miss(m) = rx.try_recv().unwrap();
+        let Ok(DataplaneEvent::Miss(m)) = rx.try_recv() else {
+            panic!("a miss was forwarded");
+        };
         assert_eq!(m.dst, "203.0.113.10".parse::<IpAddr>().unwrap());
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn decodes_data_for_absent_eid_with_the_outer_family() {
+        // IPv4 EIDs inside an IPv6 outer header: the ITR's RLOC is IPv6.
+        let ev = MissEvent {
+            dst: EidKey::new(AF_IPV4, 7, v4([203, 0, 113, 10])),
+            src: v4([198, 51, 100, 10]),
+            ifindex: 5,
+            kind: event_kind::DATA_FOR_ABSENT_EID,
+            rloc_family: AF_IPV6,
+            rloc: [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ],
+            ..Default::default()
+        };
+        let want = AbsentEid {
+            instance_id: 7,
+            itr_rloc: "2001:db8:ff:1::10".parse().unwrap(),
+            src_eid: "198.51.100.10".parse().unwrap(),
+            dst_eid: "203.0.113.10".parse().unwrap(),
+            ifindex: 5,
+        };
+        assert_eq!(
+            decode_event(&record(&ev), |_| None),
+            Ok(Decoded::DataForAbsentEid(want.clone()))
+        );
+        assert_eq!(
+            want.to_string(),
+            "data for absent EID 203.0.113.10 (iid 7) from 198.51.100.10 via ITR 2001:db8:ff:1::10"
+        );
+        let mut bad = ev;
+        bad.rloc_family = 0;
+        assert_eq!(
+            decode_event(&record(&bad), |_| None),
+            Err(EventError::Family(0))
+        );
+        // Forwarded to the control plane like a miss.
+        let stats = Stats::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        handle_sample(&record(&ev), &stats, &tx, |_| None);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(DataplaneEvent::DataForAbsentEid(want))
+        );
+        assert_eq!(stats.events_received.load(Ordering::Relaxed), 1);
     }
 }
