@@ -50,13 +50,17 @@ pub fn ifname_of(ifindex: u32) -> Option<String> {
 pub struct MapCacheWriter {
     host: HashMap<MapData, EidKey, MapCacheEntry>,
     prefix: LpmTrie<MapData, EidKey, MapCacheEntry>,
+    /// RLOCs configured with `ipv6-udp-checksum`: marked in every entry written, so that the
+    /// option also holds for the same RLOC learned from a Map-Reply.
+    checksum_rlocs: Vec<IpAddr>,
 }
 
 impl MapCacheWriter {
-    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    fn take(ebpf: &mut Ebpf, checksum_rlocs: Vec<IpAddr>) -> anyhow::Result<Self> {
         Ok(MapCacheWriter {
             host: take_map(ebpf, m::MAP_CACHE_HOST)?,
             prefix: take_map(ebpf, m::MAP_CACHE_PREFIX)?,
+            checksum_rlocs,
         })
     }
 
@@ -69,7 +73,9 @@ impl MapCacheWriter {
         entry: &MapCacheEntry,
     ) -> anyhow::Result<()> {
         let (key, placement) = map_cache::eid_key(instance_id, addr, len)?;
-        self.insert_key(key, placement, entry)
+        let mut entry = *entry;
+        plan::mark_checksum_rlocs(&mut entry, &self.checksum_rlocs);
+        self.insert_key(key, placement, &entry)
             .with_context(|| format!("writing map-cache entry {addr}/{len} (iid {instance_id})"))
     }
 
@@ -211,7 +217,14 @@ impl Dataplane {
             tables.insert(iid, table, 0).context("writing IID_TABLES")?;
         }
 
-        let mut writer = MapCacheWriter::take(&mut ebpf)?;
+        let mut local: LpmTrie<_, EidKey, u8> = map_mut(&mut ebpf, m::LOCAL_EIDS)?;
+        for (key, lpm) in &plan.local_eids {
+            local
+                .insert(&LpmKey::new(*lpm, *key), 1, 0)
+                .context("writing LOCAL_EIDS")?;
+        }
+
+        let mut writer = MapCacheWriter::take(&mut ebpf, plan.checksum_rlocs.clone())?;
         for e in &plan.map_cache {
             writer
                 .insert_key(e.key, e.placement, &e.entry)
@@ -250,6 +263,11 @@ impl Dataplane {
     /// The miss-event perf array.
     pub fn take_events(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
         take_map(&mut self.ebpf, m::EVENTS)
+    }
+
+    /// The slow-path perf array (packets for the agent to encapsulate).
+    pub fn take_slow_path(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
+        take_map(&mut self.ebpf, m::SLOW_PATH)
     }
 
     pub fn take_map_cache_writer(&mut self) -> Option<MapCacheWriter> {
@@ -369,6 +387,9 @@ mod tests {
             m::MAP_CACHE_PREFIX,
             m::COUNTERS,
             m::EVENTS,
+            m::EVENT_BUCKETS,
+            m::LOCAL_EIDS,
+            m::SLOW_PATH,
         ] {
             assert!(
                 obj.maps.contains_key(name),

@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use lisp_common::maps::{
-    EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings, iface_flags, settings_flags,
+    EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings, iface_flags, rloc_flags,
+    settings_flags,
 };
 
 use crate::config::{Config, InterfaceRole, XdpModeConfig};
@@ -37,9 +38,35 @@ pub struct Plan {
     pub local_rlocs: Vec<RlocKey>,
     /// EID space: key and LPM prefix length.
     pub eid_space: Vec<(EidKey, u32)>,
-    /// instance-id → kernel table.
+    /// instance-id → kernel table (0: the main table through the policy rules). Only these
+    /// instances are decapsulated.
     pub iid_tables: Vec<(u32, u32)>,
+    /// This router's EID prefixes (database-mappings): key and LPM prefix length.
+    pub local_eids: Vec<(EidKey, u32)>,
+    /// Remote RLOCs whose IPv6 outer headers get a computed UDP checksum.
+    pub checksum_rlocs: Vec<IpAddr>,
     pub map_cache: Vec<PlannedEntry>,
+}
+
+/// Sets [`rloc_flags::IPV6_UDP_CHECKSUM`] on the locators of `entry` listed in `rlocs`.
+pub fn mark_checksum_rlocs(entry: &mut MapCacheEntry, rlocs: &[IpAddr]) {
+    for r in entry.rlocs.iter_mut().take(entry.rloc_count as usize) {
+        if rlocs.iter().any(|a| {
+            let (family, addr) = map_cache::addr_bytes(a);
+            family == r.family && addr == r.addr
+        }) {
+            r.flags |= rloc_flags::IPV6_UDP_CHECKSUM;
+        }
+    }
+}
+
+/// LPM prefix length of an EID key of `placement`.
+fn lpm_len(placement: Placement, prefix_len: u8) -> u32 {
+    match placement {
+        // A host route is a one-address trie entry.
+        Placement::Host => lisp_common::maps::EID_KEY_PREFIX_BITS + u32::from(prefix_len),
+        Placement::Prefix { lpm_len } => lpm_len,
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,8 +89,12 @@ fn rloc_key(a: IpAddr) -> RlocKey {
 
 /// Builds the plan; `ifindex` resolves an interface name (None = absent).
 pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan, PlanError> {
+    // Token bucket per event kind and CPU: cost of one event in ns of credit, and the burst.
+    let event_cost_ns = 1_000_000_000 / u64::from(cfg.miss_event_rate.max(1));
     let mut settings = Settings {
         event_interval_ns: u64::try_from(cfg.miss_event_interval.0.as_nanos()).unwrap_or(u64::MAX),
+        event_cost_ns,
+        event_credit_max_ns: event_cost_ns.saturating_mul(u64::from(cfg.miss_event_burst)),
         ..Settings::default()
     };
     let mut local_rlocs = Vec::new();
@@ -79,6 +110,9 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
     }
     if cfg.data_nonce {
         settings.flags |= settings_flags::NONCE;
+    }
+    if cfg.ipv6_udp_checksum {
+        settings.flags |= settings_flags::IPV6_UDP_CHECKSUM;
     }
 
     let mut interfaces = Vec::new();
@@ -117,22 +151,48 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
             let label = format!("eid-space {p} (iid {iid})");
             let (key, placement) =
                 map_cache::eid_key(iid, p.addr(), p.prefix_len()).map_err(entry_err(&label))?;
-            let lpm = match placement {
-                // A host route in the EID space is a one-address trie entry.
-                Placement::Host => {
-                    lisp_common::maps::EID_KEY_PREFIX_BITS + u32::from(p.prefix_len())
-                }
-                Placement::Prefix { lpm_len } => lpm_len,
-            };
-            eid_space.push((key, lpm));
+            eid_space.push((key, lpm_len(placement, p.prefix_len())));
         }
     }
 
-    let iid_tables = cfg
+    // Instances to decapsulate: those with a table, and the default one (0) when this router
+    // has EIDs in it (its table: the main one through the policy rules, unless listed).
+    let mut iid_tables: Vec<(u32, u32)> = cfg
         .instance_tables
         .iter()
         .map(|t| (t.instance_id, t.table.0))
         .collect();
+    let default_used = cfg.database_mappings.iter().any(|m| m.instance_id == 0)
+        || cfg.dynamic_eid_maps.iter().any(|d| d.instance_id == 0)
+        || cfg
+            .interfaces
+            .iter()
+            .any(|i| i.role == InterfaceRole::Eid && i.instance_id == 0);
+    if default_used && !iid_tables.iter().any(|(iid, _)| *iid == 0) {
+        iid_tables.push((0, 0));
+    }
+
+    let mut local_eids = Vec::new();
+    for m in &cfg.database_mappings {
+        let label = format!("database-mapping {} (iid {})", m.eid_prefix, m.instance_id);
+        let (key, placement) = map_cache::eid_key(
+            m.instance_id,
+            m.eid_prefix.addr(),
+            m.eid_prefix.prefix_len(),
+        )
+        .map_err(entry_err(&label))?;
+        local_eids.push((key, lpm_len(placement, m.eid_prefix.prefix_len())));
+    }
+    if cfg.etr && !local_eids.is_empty() {
+        settings.flags |= settings_flags::CHECK_LOCAL_EIDS;
+    }
+
+    let mut checksum_rlocs: Vec<IpAddr> = Vec::new();
+    for l in cfg.map_cache.iter().flat_map(|m| &m.locators) {
+        if l.ipv6_udp_checksum && l.address.is_ipv6() && !checksum_rlocs.contains(&l.address) {
+            checksum_rlocs.push(l.address);
+        }
+    }
 
     let mut entries = Vec::new();
     for m in &cfg.map_cache {
@@ -147,7 +207,10 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
             Some(a) => map_cache::negative_entry(a.into()),
             None => {
                 let locs: Vec<Locator> = m.locators.iter().map(Locator::from).collect();
-                map_cache::positive_entry(&locs, m.instance_id).map_err(entry_err(&label))?
+                let mut e =
+                    map_cache::positive_entry(&locs, m.instance_id).map_err(entry_err(&label))?;
+                mark_checksum_rlocs(&mut e, &checksum_rlocs);
+                e
             }
         };
         entries.push(PlannedEntry {
@@ -164,6 +227,8 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
         local_rlocs,
         eid_space,
         iid_tables,
+        local_eids,
+        checksum_rlocs,
         map_cache: entries,
     })
 }
@@ -192,11 +257,17 @@ mod tests {
         let s = p.settings;
         assert_eq!(
             s.flags,
-            settings_flags::HAS_RLOC4 | settings_flags::HAS_RLOC6 | settings_flags::NONCE
+            settings_flags::HAS_RLOC4
+                | settings_flags::HAS_RLOC6
+                | settings_flags::NONCE
+                | settings_flags::CHECK_LOCAL_EIDS
         );
         assert_eq!(s.rloc4, [192, 0, 2, 17]);
         assert_eq!(s.rloc6[..4], [0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(s.event_interval_ns, 1_000_000_000);
+        // 1000 events/s in bursts of 100 (defaults).
+        assert_eq!(s.event_cost_ns, 1_000_000);
+        assert_eq!(s.event_credit_max_ns, 100_000_000);
         assert_eq!(p.local_rlocs.len(), 2);
         assert_eq!(p.local_rlocs[0].family, AF_IPV4);
         assert_eq!(p.local_rlocs[0].addr[..4], [192, 0, 2, 17]);
@@ -283,6 +354,65 @@ map-cache:
         let cfg = Config::from_yaml_str(y).unwrap();
         let p = plan(&cfg, |_| Some(1)).unwrap();
         assert_eq!(p.map_cache[0].placement, Placement::Host);
+    }
+
+    #[test]
+    fn only_instances_in_use_are_decapsulated() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+database-mappings:
+  - { eid-prefix: 198.51.100.0/24, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }
+  - { eid-prefix: 198.51.100.0/24, instance-id: 5, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }
+instance-tables: [{ instance-id: 9, table: 100 }]
+interfaces: [{ name: a, role: rloc }]
+";
+        let cfg = Config::from_yaml_str(y).unwrap();
+        let p = plan(&cfg, |_| Some(1)).unwrap();
+        // 9 has a table; 0 has EIDs here (main table through the rules); 5 has EIDs but no
+        // table: not decapsulated, as before.
+        assert_eq!(p.iid_tables, vec![(9, 100), (0, 0)]);
+        assert_eq!(p.local_eids.len(), 2);
+        assert_eq!(p.local_eids[1].0.instance_id(), 5);
+        assert_eq!(p.local_eids[1].1, EID_KEY_PREFIX_BITS + 24);
+        assert_ne!(p.settings.flags & settings_flags::CHECK_LOCAL_EIDS, 0);
+        // Nothing in instance 0, no table for it: not decapsulated.
+        let y = y.replace("  - { eid-prefix: 198.51.100.0/24, locators", "  - { eid-prefix: 198.51.100.0/24, instance-id: 6, locators");
+        let p = plan(&Config::from_yaml_str(&y).unwrap(), |_| Some(1)).unwrap();
+        assert_eq!(p.iid_tables, vec![(9, 100)]);
+        // No database-mappings: no absent-EID checks.
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+interfaces: [{ name: a, role: rloc }]
+";
+        let p = plan(&Config::from_yaml_str(y).unwrap(), |_| Some(1)).unwrap();
+        assert_eq!(p.settings.flags & settings_flags::CHECK_LOCAL_EIDS, 0);
+        assert!(p.local_eids.is_empty());
+    }
+
+    #[test]
+    fn checksum_option_global_and_per_locator() {
+        let y = "
+locators: { ipv4: 192.0.2.17, ipv6: '2001:db8:ff::1' }
+ipv6-udp-checksum: true
+interfaces: [{ name: a, role: eid }]
+map-cache:
+  - eid-prefix: 203.0.113.0/24
+    locators:
+      - { address: '2001:db8:ff::2', priority: 1, weight: 1, ipv6-udp-checksum: true }
+      - { address: '2001:db8:ff::3', priority: 1, weight: 1 }
+";
+        let p = plan(&Config::from_yaml_str(y).unwrap(), |_| Some(1)).unwrap();
+        assert_ne!(p.settings.flags & settings_flags::IPV6_UDP_CHECKSUM, 0);
+        assert_eq!(p.checksum_rlocs, vec!["2001:db8:ff::2".parse::<IpAddr>().unwrap()]);
+        let r = &p.map_cache[0].entry.rlocs;
+        assert_eq!(r[0].flags, rloc_flags::IPV6_UDP_CHECKSUM);
+        assert_eq!(r[1].flags, 0);
+        let p = plan(
+            &Config::from_yaml_str(&y.replace("ipv6-udp-checksum: true\n", "")).unwrap(),
+            |_| Some(1),
+        )
+        .unwrap();
+        assert_eq!(p.settings.flags & settings_flags::IPV6_UDP_CHECKSUM, 0);
     }
 
     #[test]
