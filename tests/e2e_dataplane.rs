@@ -305,3 +305,218 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, opts: &AgentOptions) {
         "all inner×outer family combinations seen: {combos:?}"
     );
 }
+
+/// Pings `dst` `count` times with `size` bytes of ICMP payload and DF off (`-M dont`): the
+/// host fragments what exceeds its own MTU. Returns the replies.
+fn ping_no_df(t: &Topology, ns: &str, dst: &str, count: u32, size: u32) -> u32 {
+    let (count, size) = (count.to_string(), size.to_string());
+    let out = t
+        .command(
+            ns,
+            &[
+                "ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", "-M", "dont", "-s", &size, dst,
+            ],
+        )
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// RFC 9300 §7.1 across an underlay of 1500 bytes: a 3000-byte IPv4 ping without DF leaves host
+/// A as fragments of 1500, 1500 and 68 bytes. The small one fits once encapsulated (XDP); the
+/// two big ones do not (1536 with IPv4 outer, 1556 with IPv6): XDP hands them to the agent,
+/// which sends them on its UDP 4341 socket with path-MTU discovery off, and the kernel
+/// fragments the outer packets. At the far xTR, XDP passes the outer fragments to the kernel,
+/// which reassembles them for the agent's socket; the agent decapsulates and delivers. Every
+/// echo and every reply arrives; each count below is exact.
+#[test]
+fn big_ipv4_without_df_is_fragmented_by_the_slow_path() {
+    if !netns::is_root() {
+        panic!("this end-to-end test needs root (network namespaces, XDP)");
+    }
+    const N: u64 = 3;
+    let prefix = netns::unique_prefix("lispfrag");
+    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    lab::build(&mut t).unwrap();
+    for (ns, dev) in [
+        (ITR, "rloc0"),
+        (CORE, "itr0"),
+        (CORE, "etr0"),
+        (ETR, "rloc0"),
+    ] {
+        t.ip(ns, &["link", "set", dev, "mtu", "1500"]).unwrap();
+    }
+    let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
+    let (a, b) = lab::start_agents(&mut t, &agent_bin(), &AgentOptions::default()).unwrap();
+    let pcap = t.workdir.join("core-itr0-frag.pcap");
+    let cap = lab::start_capture(&mut t, CORE, "itr0", &pcap).unwrap();
+    let metrics_text = |ns: &str| lab::metrics_text(&t.ns(ns)).unwrap();
+    let slow = |text: &str, outcome: &str| {
+        lab::series(
+            text,
+            &format!("lisp_slow_path_packets_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    let (before_a, before_b) = (counters(&t, ITR), counters(&t, ETR));
+    let (sa0, sb0) = (metrics_text(ITR), metrics_text(ETR));
+
+    let got = ping_no_df(&t, HA, lab::HB_V4, N as u32, 3000);
+    assert_eq!(
+        u64::from(got),
+        N,
+        "3000-byte pings without DF over a 1500-byte underlay"
+    );
+
+    let (after_a, after_b) = (counters(&t, ITR), counters(&t, ETR));
+    let (sa1, sb1) = (metrics_text(ITR), metrics_text(ETR));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.stop(cap);
+    let d = |b: &BTreeMap<String, u64>, a: &BTreeMap<String, u64>, n: &str| lab::delta(b, a, n);
+    // Per ping and direction: two big fragments by the slow path, one small by XDP; at the
+    // receiving xTR two outer datagrams in two fragments each, reassembled and decapsulated
+    // by the agent, and the small one by XDP.
+    for (side, b, a, s0, s1, encap) in [
+        ("A", &before_a, &after_a, &sa0, &sa1, "encap_ipv4"),
+        ("B", &before_b, &after_b, &sb0, &sb1, "encap_ipv6"),
+    ] {
+        assert_eq!(d(b, a, "slow_path"), 2 * N, "xTR {side} slow_path: {a:?}");
+        assert_eq!(d(b, a, encap), N, "xTR {side} {encap}");
+        assert_eq!(d(b, a, "pass_fragment"), 4 * N, "xTR {side} pass_fragment");
+        assert_eq!(d(b, a, "decap"), N, "xTR {side} decap");
+        for bad in [
+            "slow_path_lost",
+            "encap_no_next_hop",
+            "too_big_pass",
+            "drop_cannot_encap",
+        ] {
+            assert_eq!(d(b, a, bad), 0, "xTR {side} {bad}");
+        }
+        assert_eq!(
+            slow(s1, "encap_sent") - slow(s0, "encap_sent"),
+            2 * N,
+            "xTR {side}"
+        );
+        assert_eq!(
+            slow(s1, "decap_delivered") - slow(s0, "decap_delivered"),
+            2 * N,
+            "xTR {side}"
+        );
+        for bad in [
+            "encap_failed",
+            "lost",
+            "decap_unknown_instance",
+            "decap_malformed",
+            "decap_failed",
+        ] {
+            assert_eq!(slow(s1, bad), slow(s0, bad), "xTR {side} slow path {bad}");
+        }
+    }
+
+    // On the core: the outer fragments themselves (A→B IPv4, B→A IPv6), 4 per ping each way,
+    // and no EID packet outside LISP.
+    let frag4 = lab::tshark_fields(
+        &pcap,
+        Some(&format!(
+            // Layer 1 (the outer header): the inner packets are fragments too.
+            "ip.src#1 == {} && ip.dst#1 == {} && (ip.flags.mf#1 == 1 || ip.frag_offset#1 > 0)",
+            lab::RLOC_A_V4,
+            lab::RLOC_B_V4
+        )),
+        &["frame.number"],
+    )
+    .unwrap();
+    assert_eq!(
+        frag4.len() as u64,
+        4 * N,
+        "IPv4 outer fragments A→B on the core"
+    );
+    let frag6 = lab::tshark_fields(
+        &pcap,
+        Some(&format!(
+            "ipv6.src == {} && ipv6.dst == {} && ipv6.fraghdr",
+            lab::RLOC_B_V6,
+            lab::RLOC_A_V6
+        )),
+        &["frame.number"],
+    )
+    .unwrap();
+    assert_eq!(
+        frag6.len() as u64,
+        4 * N,
+        "IPv6 outer fragments B→A on the core"
+    );
+    let native = lab::tshark_fields(
+        &pcap,
+        Some(&format!(
+            "(ip.addr == {} || ip.addr == {}) && !udp.port == 4341",
+            lab::HA_V4,
+            lab::HB_V4
+        )),
+        &["frame.number"],
+    )
+    .unwrap();
+    assert!(
+        native.is_empty(),
+        "EID packets outside LISP on the core: {native:?}"
+    );
+
+    for h in [a, b] {
+        assert!(t.stop(h).expect("agent exit status").success());
+    }
+    let _ = std::fs::remove_dir_all(&t.workdir);
+}
+
+/// The ITR never hands a packet it cannot encapsulate to the kernel. With the next hop towards
+/// the core unresolved, the first packet is dropped (counted) and raises the next-hop event;
+/// the agent has the kernel resolve the neighbour (managed entry) and every later packet is
+/// encapsulated. Exactly the first echo of the ping is lost, and nothing leaks onto the core.
+#[test]
+fn unresolved_next_hop_loses_exactly_the_first_packet() {
+    if !netns::is_root() {
+        panic!("this end-to-end test needs root (network namespaces, XDP)");
+    }
+    const N: u32 = 5;
+    let prefix = netns::unique_prefix("lispnh");
+    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    lab::build(&mut t).unwrap();
+    let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
+    let (a, b) = lab::start_agents(&mut t, &agent_bin(), &AgentOptions::default()).unwrap();
+    // xTR A forgets its gateway towards B's RLOC.
+    t.ip(ITR, &["neigh", "del", "192.0.2.1", "dev", "rloc0"])
+        .unwrap();
+    let pcap = t.workdir.join("core-itr0-nh.pcap");
+    let cap = lab::start_capture(&mut t, CORE, "itr0", &pcap).unwrap();
+    let before = counters(&t, ITR);
+    let got = lab::ping(&t, HA, lab::HB_V4, N).unwrap();
+    let after = counters(&t, ITR);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    t.stop(cap);
+    assert_eq!(
+        got,
+        N - 1,
+        "exactly the first echo is lost while the next hop resolves"
+    );
+    assert_eq!(lab::delta(&before, &after, "encap_no_next_hop"), 1);
+    assert_eq!(lab::delta(&before, &after, "encap_ipv4"), u64::from(N - 1));
+    let leaked = lab::tshark_fields(
+        &pcap,
+        Some(&format!("ip.addr == {} && !udp.port == 4341", lab::HB_V4)),
+        &["frame.number"],
+    )
+    .unwrap();
+    assert!(
+        leaked.is_empty(),
+        "bare EID packets on the core: {leaked:?}"
+    );
+    for h in [a, b] {
+        assert!(t.stop(h).expect("agent exit status").success());
+    }
+    let _ = std::fs::remove_dir_all(&t.workdir);
+}

@@ -376,7 +376,10 @@ interfaces: [{ name: a, role: rloc }]
         assert_eq!(p.local_eids[1].1, EID_KEY_PREFIX_BITS + 24);
         assert_ne!(p.settings.flags & settings_flags::CHECK_LOCAL_EIDS, 0);
         // Nothing in instance 0, no table for it: not decapsulated.
-        let y = y.replace("  - { eid-prefix: 198.51.100.0/24, locators", "  - { eid-prefix: 198.51.100.0/24, instance-id: 6, locators");
+        let y = y.replace(
+            "  - { eid-prefix: 198.51.100.0/24, locators",
+            "  - { eid-prefix: 198.51.100.0/24, instance-id: 6, locators",
+        );
         let p = plan(&Config::from_yaml_str(&y).unwrap(), |_| Some(1)).unwrap();
         assert_eq!(p.iid_tables, vec![(9, 100)]);
         // No database-mappings: no absent-EID checks.
@@ -403,7 +406,10 @@ map-cache:
 ";
         let p = plan(&Config::from_yaml_str(y).unwrap(), |_| Some(1)).unwrap();
         assert_ne!(p.settings.flags & settings_flags::IPV6_UDP_CHECKSUM, 0);
-        assert_eq!(p.checksum_rlocs, vec!["2001:db8:ff::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            p.checksum_rlocs,
+            vec!["2001:db8:ff::2".parse::<IpAddr>().unwrap()]
+        );
         let r = &p.map_cache[0].entry.rlocs;
         assert_eq!(r[0].flags, rloc_flags::IPV6_UDP_CHECKSUM);
         assert_eq!(r[1].flags, 0);

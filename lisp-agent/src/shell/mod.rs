@@ -9,6 +9,7 @@ pub mod control;
 pub mod events;
 pub mod metrics;
 pub mod neighbour;
+pub mod slow_path;
 pub mod udp_source;
 
 use std::sync::atomic::AtomicU64;
@@ -34,6 +35,8 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     pub events_malformed: AtomicU64,
     pub events_handled: AtomicU64,
+    /// Packets through the slow path (fragmentation, reassembly).
+    pub slow_path: Arc<slow_path::SlowPathStats>,
     /// Prometheus text of the control plane (xTR and map-server counters, registration
     /// state), rendered by `control::run` and appended as is by `metrics::render`.
     pub control_metrics: Mutex<String>,
@@ -76,6 +79,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let events = dp.take_events()?;
     let _readers = events::spawn_readers(events, stats.clone(), tx)?;
+    // What XDP cannot do: encapsulate packets that need fragmenting, decapsulate reassembled
+    // outer fragments.
+    let _slow_path = if cfg.itr || cfg.etr {
+        slow_path::SlowPath::open(
+            cfg.locators.ipv4,
+            cfg.locators.ipv6,
+            stats.slow_path.clone(),
+        )
+        .spawn(dp.take_slow_path()?, &plan.iid_tables)?
+    } else {
+        Vec::new()
+    };
 
     let counters = dp.take_counters().map(|c| Arc::new(Mutex::new(c)));
     let writer: Arc<Mutex<MapCacheWriter>> = Arc::new(Mutex::new(
