@@ -488,7 +488,10 @@ fn unresolved_next_hop_loses_exactly_the_first_packet() {
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
     let (a, b) = lab::start_agents(&mut t, &agent_bin(), &AgentOptions::default()).unwrap();
-    // xTR A forgets its gateway towards B's RLOC.
+    // xTR A has a default route into the underlay, as routers do: a bare EID packet handed to
+    // its kernel would leave natively towards the core. Then it forgets its gateway.
+    t.ip(ITR, &["route", "add", "default", "via", "192.0.2.1"])
+        .unwrap();
     t.ip(ITR, &["neigh", "del", "192.0.2.1", "dev", "rloc0"])
         .unwrap();
     let pcap = t.workdir.join("core-itr0-nh.pcap");
