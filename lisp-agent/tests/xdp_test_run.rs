@@ -2151,3 +2151,49 @@ fn data_for_an_absent_eid_raises_an_event_and_is_delivered() {
     let (_, _, moved) = dp.run(dp.core0, &f);
     assert_eq!(moved, vec![Counter::DecapPass]);
 }
+
+/// A scan of the EID space, one packet per destination as fast as test-run goes, with the
+/// default bucket (1000 events/s per kind and CPU, bursts of 100): events stay within
+/// burst + rate × elapsed, every other miss is counted as suppressed, and the per-destination
+/// state only grows by the destinations that got an event (a refused one is not remembered).
+#[test]
+fn a_scan_of_the_eid_space_emits_a_bounded_event_rate() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    pin_to_one_cpu();
+    const SCAN: u64 = 20_000;
+    let mut bufs = open_events(&mut dp);
+    let before = dp.counters();
+    let start = std::time::Instant::now();
+    let mut events = 0u64;
+    for i in 0..SCAN {
+        let mut dst = EID6_MISS;
+        dst[12..16].copy_from_slice(&(i as u32).to_be_bytes());
+        let (rv, _, _) = dp.run_prog("xdp_lisp", dp.itr0, &host_packet(&dst, 64, 0, 1, 30));
+        assert_eq!(rv, XDP_DROP);
+        if i % 1000 == 999 {
+            events += drain_events(&mut bufs).len() as u64;
+        }
+    }
+    let elapsed = start.elapsed();
+    events += drain_events(&mut bufs).len() as u64;
+    let after = dp.counters();
+    let d = |c: Counter| after[c as usize] - before[c as usize];
+    // Upper bound from the bucket's definition; elapsed is measured after the fact, so the
+    // bound only loosens with a slow machine, it never makes the test flaky.
+    let bound = 100 + (elapsed.as_nanos() as u64 / 1_000_000) + 1;
+    println!(
+        "scan of {SCAN} destinations in {elapsed:?} ({:.0} packets/s): {events} events, {} suppressed by the bucket, bound {bound}",
+        SCAN as f64 / elapsed.as_secs_f64(),
+        d(Counter::EventBucketEmpty)
+    );
+    assert!(events <= bound, "{events} events > {bound}");
+    assert!(events >= 100, "the burst is available at start");
+    assert_eq!(d(Counter::MissEvent), events);
+    assert_eq!(d(Counter::EventBucketEmpty), SCAN - events);
+    assert_eq!(d(Counter::MissRateLimited), 0);
+    assert_eq!(d(Counter::NegativeDrop), SCAN);
+    let rate: HashMap<_, EidKey, u64> =
+        HashMap::try_from(dp.ebpf.map("EVENT_RATE").unwrap()).unwrap();
+    assert_eq!(rate.keys().count() as u64, events, "per-destination state");
+}
