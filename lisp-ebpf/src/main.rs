@@ -4,7 +4,13 @@
 //! decapsulate (UDP 4341 to a local RLOC, ETR), or look the destination up in the map-cache and
 //! encapsulate (ITR), or pass. Every decision that can fail (next hop, MTU, headroom) is taken
 //! *before* the first byte of the packet is written, so a packet is either passed untouched,
-//! dropped, or fully rewritten — never half-rewritten.
+//! dropped, handed to the agent's slow path as it arrived, or fully rewritten — never
+//! half-rewritten. A packet that matched the map-cache is never passed bare: the kernel would
+//! route the EID packet natively into the underlay.
+//!
+//! Modules by job: `events` (events to the agent and their limits), `slow_path` (handover of
+//! what XDP cannot encapsulate), `checksum` (the optional IPv6 outer UDP checksum), `bench`
+//! (bench-only programs).
 //!
 //! The maps and their types are the contract in `lisp_common::maps`.
 #![no_std]
