@@ -1,9 +1,9 @@
 #!/bin/sh
-# Fill fuzz/corpus/<target>/ with the LISP UDP payloads of the shared captures (tshark's hex in
-# oor/decodes/*.udp-payload-hex.txt), so the fuzzers start from real messages.
+# Fill fuzz/corpus/<target>/ with the LISP UDP payloads of the test captures (tshark's hex in
+# testdata/captures/oor/decodes/*.udp-payload-hex.txt), so the fuzzers start from real messages.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-caps=${LISP_CAPTURES_DIR:-/work/shared/captures}
+caps=${LISP_CAPTURES_DIR:-$here/../testdata/captures}
 for t in message map_request map_reply map_register map_notify ecm auth_verify data_header; do
     mkdir -p "$here/corpus/$t"
 done

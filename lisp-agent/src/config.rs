@@ -28,6 +28,8 @@ use lisp_common::maps::MAX_RLOCS;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+pub mod lower;
+
 /// Largest instance-id: 24 bits (RFC 9300 §5.3).
 pub const MAX_INSTANCE_ID: u32 = 0x00ff_ffff;
 
@@ -58,112 +60,43 @@ fn invalid(path: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 
 // ------------------------------------------------------------------------------------- prefix
 
-/// An IP prefix as written (`198.51.100.0/24`). Host bits are kept as written so that
-/// validation can point at them instead of silently masking them away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpPrefix {
-    addr: IpAddr,
-    len: u8,
-}
+/// The workspace's prefix type ([`lisp_common::prefix`]). A prefix is kept as written, host
+/// bits included, so that validation can point at them instead of silently masking them away.
+pub use lisp_common::prefix::IpPrefix;
+use lisp_common::prefix::ParsePrefixError;
 
-impl IpPrefix {
-    /// A prefix; `None` if `len` exceeds the address width.
-    pub fn new(addr: IpAddr, len: u8) -> Option<Self> {
-        (len <= max_len(&addr)).then_some(IpPrefix { addr, len })
-    }
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-    pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-    /// Same as [`IpPrefix::prefix_len`] (a prefix length, not a collection size).
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> u8 {
-        self.len
-    }
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-    /// /32 for IPv4, /128 for IPv6.
-    pub fn is_host(&self) -> bool {
-        self.len == max_len(&self.addr)
-    }
-    /// The address with every bit after the prefix length cleared.
-    pub fn network(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let m = mask_u32(self.len);
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+/// `address/length` text as a prefix, with an error that quotes the text.
+pub fn parse_prefix(s: &str) -> Result<IpPrefix, String> {
+    s.parse().map_err(|e| {
+        let (a, l) = s.split_once('/').unwrap_or((s, ""));
+        match e {
+            ParsePrefixError::NoSlash => {
+                format!("'{s}' is not a prefix (expected address/length)")
             }
-            IpAddr::V6(a) => {
-                let m = mask_u128(self.len);
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+            ParsePrefixError::BadAddress => format!("'{a}' in prefix '{s}' is not an IP address"),
+            ParsePrefixError::BadLength => {
+                format!("'{l}' in prefix '{s}' is not a prefix length")
+            }
+            ParsePrefixError::TooLong { len, max } => {
+                format!("prefix length {len} of '{s}' exceeds {max} bits")
             }
         }
-    }
-    pub fn has_host_bits(&self) -> bool {
-        self.network() != self.addr
-    }
-    /// Whether `other` lies entirely inside `self` (same family, not shorter).
-    pub fn contains(&self, other: &IpPrefix) -> bool {
-        if self.addr.is_ipv4() != other.addr.is_ipv4() || other.len < self.len {
-            return false;
-        }
-        let narrowed = IpPrefix {
-            addr: other.addr,
-            len: self.len,
-        };
-        narrowed.network() == self.network()
-    }
+    })
 }
 
-fn max_len(a: &IpAddr) -> u8 {
-    if a.is_ipv4() { 32 } else { 128 }
-}
-fn mask_u32(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - len) }
-}
-fn mask_u128(len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - len)
-    }
+/// serde `deserialize_with` for a prefix field (the type lives in lisp-common, which has no
+/// serde: the YAML shape stays a config concern).
+fn de_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<IpPrefix, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_prefix(&s).map_err(de::Error::custom)
 }
 
-impl fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl FromStr for IpPrefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s
-            .split_once('/')
-            .ok_or_else(|| format!("'{s}' is not a prefix (expected address/length)"))?;
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("'{a}' in prefix '{s}' is not an IP address"))?;
-        let len: u8 = l
-            .parse()
-            .map_err(|_| format!("'{l}' in prefix '{s}' is not a prefix length"))?;
-        IpPrefix::new(addr, len).ok_or_else(|| {
-            format!(
-                "prefix length {len} of '{s}' exceeds {} bits",
-                max_len(&addr)
-            )
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for IpPrefix {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
+/// serde `deserialize_with` for a list of prefixes.
+fn de_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpPrefix>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| parse_prefix(s).map_err(de::Error::custom))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------- duration
@@ -382,6 +315,7 @@ impl LocalLocators {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DatabaseMapping {
+    #[serde(deserialize_with = "de_prefix")]
     pub eid_prefix: IpPrefix,
     #[serde(default)]
     pub instance_id: u32,
@@ -403,6 +337,7 @@ pub struct MapServerRef {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MapCacheConfig {
+    #[serde(deserialize_with = "de_prefix")]
     pub eid_prefix: IpPrefix,
     #[serde(default)]
     pub instance_id: u32,
@@ -425,6 +360,7 @@ pub struct InstanceTable {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DynamicEidMap {
     pub name: String,
+    #[serde(deserialize_with = "de_prefix")]
     pub eid_prefix: IpPrefix,
     #[serde(default)]
     pub instance_id: u32,
@@ -455,6 +391,7 @@ pub struct InterfaceConfigEntry {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SitePrefix {
+    #[serde(deserialize_with = "de_prefix")]
     pub prefix: IpPrefix,
     #[serde(default)]
     pub accept_more_specifics: bool,
@@ -541,7 +478,7 @@ pub struct Config {
     pub map_servers: Vec<MapServerRef>,
     #[serde(default)]
     pub map_resolvers: Vec<IpAddr>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_prefixes")]
     pub eid_space: Vec<IpPrefix>,
     #[serde(default)]
     pub map_cache: Vec<MapCacheConfig>,
@@ -938,9 +875,8 @@ fn check_prefix(path: &str, p: &IpPrefix) -> Result<(), ConfigError> {
         return Err(invalid(
             path,
             format!(
-                "prefix {p} has host bits set (did you mean {}/{}?)",
-                p.network(),
-                p.prefix_len()
+                "prefix {p} has host bits set (did you mean {}?)",
+                p.network()
             ),
         ));
     }
@@ -1423,13 +1359,24 @@ interfaces:
     }
 
     #[test]
-    fn prefix_helpers() {
-        let p: IpPrefix = "198.51.100.0/24".parse().unwrap();
-        assert!(p.contains(&"198.51.100.0/25".parse().unwrap()));
-        assert!(!p.contains(&"198.51.0.0/16".parse().unwrap()));
-        assert!(!p.contains(&"2001:db8::/32".parse().unwrap()));
-        assert!("2001:db8::1/128".parse::<IpPrefix>().unwrap().is_host());
-        assert!("0.0.0.0/0".parse::<IpPrefix>().unwrap().contains(&p));
-        assert!(!"::/0".parse::<IpPrefix>().unwrap().has_host_bits());
+    fn prefix_messages_quote_the_text() {
+        assert_eq!(
+            parse_prefix("198.51.100.0"),
+            Err("'198.51.100.0' is not a prefix (expected address/length)".into())
+        );
+        assert_eq!(
+            parse_prefix("198.51.100/24"),
+            Err("'198.51.100' in prefix '198.51.100/24' is not an IP address".into())
+        );
+        assert_eq!(
+            parse_prefix("198.51.100.0/x"),
+            Err("'x' in prefix '198.51.100.0/x' is not a prefix length".into())
+        );
+        assert_eq!(
+            parse_prefix("::/129"),
+            Err("prefix length 129 of '::/129' exceeds 128 bits".into())
+        );
+        // Kept as written: validation, not parsing, refuses host bits.
+        assert!(parse_prefix("198.51.100.7/24").unwrap().has_host_bits());
     }
 }

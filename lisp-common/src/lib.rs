@@ -1,6 +1,7 @@
 //! Types shared by the XDP program (`lisp-ebpf`, no_std, no alloc) and the agent.
 //!
 //! * [`maps`]: names, keys, values and event records of the BPF maps.
+//! * [`prefix`]: the one IP / EID prefix type of the workspace.
 //! * [`wire`]: views over byte buffers and parsed representations of LISP headers.
 #![no_std]
 
@@ -10,4 +11,5 @@ extern crate alloc;
 extern crate std;
 
 pub mod maps;
+pub mod prefix;
 pub mod wire;

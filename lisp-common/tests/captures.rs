@@ -1,5 +1,5 @@
 //! Real packets from independent implementations (OOR, tcpdump's test suite, scapy) decode with
-//! the fields their decodes show (see /work/shared/captures/*/README.md and oor/decodes/), re-encode
+//! the fields their decodes show (see testdata/captures/*/README.md and oor/decodes/), re-encode
 //! to the same bytes, and their HMACs verify with the known keys.
 
 mod support;

@@ -377,6 +377,18 @@ pub fn load_small(object: &[u8]) -> Result<aya::Ebpf> {
 }
 
 /// Pings `dst` from namespace `ns` `count` times (0.1 s apart); returns the replies received.
+/// Echoes lost when host A first pings host B with neither xTR knowing the other site, and the
+/// map-resolvers answer: exactly two. The first echo request misses at xTR A (no map-cache entry:
+/// it triggers A's Map-Request and is not encapsulated); the resolution takes about a millisecond,
+/// far less than [`ping`]'s 100 ms interval, so the second request reaches host B, whose echo
+/// reply misses at xTR B (B has not resolved A's site) and triggers B's Map-Request. From the
+/// third echo on both map-caches are filled. (Neither xTR learns the other's mapping from the
+/// Map-Request it answers: RFC 9301 gleaning is not implemented.)
+pub const FIRST_CONTACT_LOSS: u32 = 2;
+
+/// The pings [`ping`] sends per second (`-i 0.1`).
+pub const PINGS_PER_SECOND: u32 = 10;
+
 pub fn ping(t: &Topology, ns: &str, dst: &str, count: u32) -> Result<u32> {
     ping_sized(t, ns, dst, count, 56)
 }

@@ -267,7 +267,7 @@ fn run_fuzz(dir: &Path) -> Result<Option<Vec<(String, bool)>>> {
         }
     }
     if dir.join("seed.sh").exists() {
-        // Start from the real messages of the shared captures where they are available.
+        // Start from the real messages of the test captures (testdata/captures).
         let _ = Command::new("sh").arg(dir.join("seed.sh")).status();
     }
     let out = fuzz_cargo(&["+nightly", "fuzz", "list"]).output()?;

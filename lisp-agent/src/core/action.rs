@@ -13,74 +13,9 @@ use super::map_cache::{Locator, Negative};
 /// UDP port of LISP control messages (RFC 9301 §5), under the name the cores use.
 pub use lisp_common::wire::LISP_CONTROL_PORT as CONTROL_PORT;
 
-/// An EID prefix in an instance: the key of a map-cache entry and of rate limits.
-///
-/// Kept independent of the wire codec's types so that this contract stays stable while the codec
-/// evolves; `core::xtr` converts. Host bits below `len` are expected to be zero (the constructors
-/// of the codec and of `map_cache::eid_key` both mask them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EidPrefix {
-    /// 24-bit LISP instance-id; 0 is the default instance.
-    pub instance_id: u32,
-    pub addr: IpAddr,
-    pub len: u8,
-}
-
-impl EidPrefix {
-    pub const fn new(instance_id: u32, addr: IpAddr, len: u8) -> Self {
-        EidPrefix {
-            instance_id,
-            addr,
-            len,
-        }
-    }
-
-    /// A host prefix (/32 or /128).
-    pub fn host(instance_id: u32, addr: IpAddr) -> Self {
-        let len = if addr.is_ipv4() { 32 } else { 128 };
-        EidPrefix {
-            instance_id,
-            addr,
-            len,
-        }
-    }
-
-    /// Whether `addr` in `instance_id` falls inside this prefix.
-    pub fn contains(&self, instance_id: u32, addr: IpAddr) -> bool {
-        if instance_id != self.instance_id {
-            return false;
-        }
-        match (self.addr, addr) {
-            (IpAddr::V4(p), IpAddr::V4(a)) => {
-                prefix_match(&p.octets(), &a.octets(), u32::from(self.len))
-            }
-            (IpAddr::V6(p), IpAddr::V6(a)) => {
-                prefix_match(&p.octets(), &a.octets(), u32::from(self.len))
-            }
-            _ => false,
-        }
-    }
-}
-
-fn prefix_match(p: &[u8], a: &[u8], len: u32) -> bool {
-    let len = len.min((p.len() * 8) as u32);
-    let full = (len / 8) as usize;
-    if p[..full] != a[..full] {
-        return false;
-    }
-    let rem = len % 8;
-    if rem == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rem);
-    p[full] & mask == a[full] & mask
-}
-
-impl std::fmt::Display for EidPrefix {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "[{}]{}/{}", self.instance_id, self.addr, self.len)
-    }
-}
+/// An EID prefix in an instance: the key of a map-cache entry and of rate limits. The
+/// workspace's one prefix type, re-exported under the name the cores use.
+pub use lisp_common::prefix::EidPrefix;
 
 /// The content of a map-cache entry to install.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,25 +74,4 @@ pub enum Event {
     },
     /// The deadline returned by `next_deadline()` has passed.
     Timer,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    #[test]
-    fn prefix_contains() {
-        let p = EidPrefix::new(7, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 0)), 23);
-        assert!(p.contains(7, IpAddr::V4(Ipv4Addr::new(198, 51, 101, 9))));
-        assert!(!p.contains(7, IpAddr::V4(Ipv4Addr::new(198, 51, 102, 9))));
-        assert!(!p.contains(8, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9))));
-        assert!(!p.contains(7, IpAddr::V6(Ipv6Addr::LOCALHOST)));
-        let h = EidPrefix::host(0, IpAddr::V6("2001:db8::1".parse().unwrap()));
-        assert_eq!(h.len, 128);
-        assert!(h.contains(0, IpAddr::V6("2001:db8::1".parse().unwrap())));
-        assert!(!h.contains(0, IpAddr::V6("2001:db8::2".parse().unwrap())));
-        let all = EidPrefix::new(0, IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
-        assert!(all.contains(0, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))));
-    }
 }

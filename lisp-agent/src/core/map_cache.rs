@@ -12,8 +12,6 @@ use lisp_common::maps::{
     action, entry_flags,
 };
 
-use crate::config::{LocatorConfig, NegativeAction};
-
 /// RFC 9301 §5.4: a locator with priority 255 must not be used for unicast forwarding.
 pub const PRIORITY_UNUSABLE: u8 = 255;
 
@@ -31,28 +29,6 @@ pub enum Negative {
     Drop,
     NativelyForward,
     SendMapRequest,
-}
-
-/// The config's view of a locator: priority/weight already validated to fit a byte.
-impl From<&LocatorConfig> for Locator {
-    fn from(l: &LocatorConfig) -> Self {
-        let (priority, weight) = l.priority_weight();
-        Locator {
-            addr: l.address,
-            priority,
-            weight,
-        }
-    }
-}
-
-impl From<NegativeAction> for Negative {
-    fn from(a: NegativeAction) -> Self {
-        match a {
-            NegativeAction::Drop => Negative::Drop,
-            NegativeAction::NativelyForward => Negative::NativelyForward,
-            NegativeAction::SendMapRequest => Negative::SendMapRequest,
-        }
-    }
 }
 
 impl Negative {

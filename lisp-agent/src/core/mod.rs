@@ -5,6 +5,7 @@
 pub mod action;
 pub mod map_cache;
 pub mod map_server;
+pub mod node;
 pub mod nonce;
 pub mod prefix_lengths;
 pub mod time;

@@ -27,12 +27,12 @@ use tokio::sync::mpsc;
 use super::udp_source::SourceSender;
 use super::{DataplaneEvent, Stats};
 use crate::config::Config;
+use crate::config::lower::{self, Seeds};
 use crate::core::action::{Action, CONTROL_PORT, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
 use crate::core::map_server::MapServer;
-use crate::core::map_server::config::MapServerConfig;
 use crate::core::time::{Timestamp, earliest};
-use crate::core::xtr::{RegistrationState, Xtr, XtrConfig};
+use crate::core::xtr::{RegistrationState, Xtr};
 use crate::dataplane::MapCacheWriter;
 
 /// What the control plane gets from the shell.
@@ -93,19 +93,16 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
         .unwrap_or(1);
-    let mut xtr = Xtr::new(
-        XtrConfig::from_config(&ctx.config, seed, nonce_base),
-        clock.now(),
-    );
-    let mut ms = if ctx.config.map_server.enabled {
-        let mut c = MapServerConfig::from_role(&ctx.config.map_server)
-            .context("map-server configuration")?;
-        // Nonces of unsolicited Map-Notifies must not repeat across restarts.
-        c.nonce_seed = seed ^ nonce_base.rotate_left(32);
-        Some(MapServer::new(c))
-    } else {
-        None
-    };
+    let node = lower::node_config(
+        &ctx.config,
+        Seeds {
+            nonce_seed: seed,
+            register_nonce_base: nonce_base,
+        },
+    )
+    .context("map-server configuration")?;
+    let mut xtr = Xtr::new(node.xtr, clock.now());
+    let mut ms = node.map_server.map(MapServer::new);
     let sock = bind_control_socket(CONTROL_PORT).await?;
     let local = sock.local_addr()?;
     let sock_is_v6 = local.is_ipv6();
@@ -326,7 +323,7 @@ async fn carry_out(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::xtr::MapServerPeer;
+    use crate::core::xtr::{MapServerPeer, XtrConfig};
     use lisp_common::wire::control::auth::Algorithm;
 
     #[test]

@@ -6,18 +6,19 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-/// Where the shared captures live: `shared/captures` beside the workspace (CI copies `shared/`
-/// next to its fresh clone), or `LISP_CAPTURES_DIR`. Resolved from this crate's manifest, not
-/// from an absolute path, so that any checkout finds them. Panics with what to do if absent:
-/// a test that silently skipped its captures would prove nothing.
+/// Where the test captures live: `testdata/captures` of this workspace (copied into the
+/// repository from the project's shared captures, see its README for where each came from), or
+/// `LISP_CAPTURES_DIR`. Resolved from this crate's manifest, so that any clone finds them.
+/// Panics with what to do if absent: a test that silently skipped its captures would prove
+/// nothing.
 pub fn captures_dir() -> PathBuf {
     let dir = std::env::var_os("LISP_CAPTURES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/captures"));
     assert!(
         dir.join("README.md").is_file(),
-        "test captures not found at {}: put a copy of shared/ beside the workspace \
-         (shared/captures next to the clone) or set LISP_CAPTURES_DIR",
+        "test captures not found at {}: they belong to the repository (testdata/captures); \
+         restore them or set LISP_CAPTURES_DIR",
         dir.display()
     );
     dir

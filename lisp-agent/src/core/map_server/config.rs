@@ -1,13 +1,11 @@
-//! The map-server's own typed configuration, built from the YAML `map-server:` section
-//! ([`crate::config::MapServerRole`]) or directly by tests and benchmarks.
+//! The map-server's own typed configuration, lowered from the YAML `map-server:` section by
+//! `crate::config::lower` or built directly by tests and benchmarks.
 
 use std::fmt;
 use std::time::Duration;
 
+use lisp_common::wire::control::Eid;
 use lisp_common::wire::control::auth::Algorithm;
-use lisp_common::wire::control::{Eid, IpPrefix};
-
-use crate::config::{MapServerRole, ReplayProtection};
 
 /// Registrations expire this long after the last valid Map-Register (RFC 9301 §8.2: three
 /// times the 60 s registration interval).
@@ -62,7 +60,7 @@ pub enum NonceCheck {
 /// How many recent nonces [`NonceCheck::NoRepeat`] remembers per xTR.
 pub const NO_REPEAT_WINDOW: usize = 64;
 
-/// Everything the map-server needs; see [`MapServerConfig::from_role`].
+/// Everything the map-server needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapServerConfig {
     pub sites: Vec<SiteConfig>,
@@ -103,7 +101,7 @@ impl Default for MapServerConfig {
     }
 }
 
-/// A `map-server:` section that cannot become a [`MapServerConfig`].
+/// A map-server configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapServerConfigError {
     #[error("site '{site}': prefix {prefix} is not a valid EID-prefix")]
@@ -117,43 +115,6 @@ pub enum MapServerConfigError {
 }
 
 impl MapServerConfig {
-    /// From the validated YAML section, with the defaults above for everything it does not say.
-    pub fn from_role(role: &MapServerRole) -> Result<Self, MapServerConfigError> {
-        let mut sites = Vec::with_capacity(role.sites.len());
-        for s in &role.sites {
-            let mut prefixes = Vec::with_capacity(s.eid_prefixes.len());
-            for p in &s.eid_prefixes {
-                let prefix =
-                    IpPrefix::new(p.prefix.addr(), p.prefix.prefix_len()).map_err(|_| {
-                        MapServerConfigError::BadPrefix {
-                            site: s.name.clone(),
-                            prefix: p.prefix.to_string(),
-                        }
-                    })?;
-                prefixes.push(SitePrefix {
-                    eid: Eid::new(None, prefix),
-                    accept_more_specifics: p.accept_more_specifics,
-                });
-            }
-            sites.push(SiteConfig {
-                name: s.name.clone(),
-                key: s.key.as_bytes().to_vec(),
-                algorithm: s.key_algorithm.into(),
-                prefixes,
-            });
-        }
-        let cfg = MapServerConfig {
-            sites,
-            nonce_check: match role.replay_protection {
-                ReplayProtection::IncreasingNonce => NonceCheck::Increasing,
-                ReplayProtection::NoRepeat => NonceCheck::NoRepeat,
-            },
-            ..MapServerConfig::default()
-        };
-        cfg.check()?;
-        Ok(cfg)
-    }
-
     /// The same prefix in two sites would make the owner of a registration ambiguous.
     pub fn check(&self) -> Result<(), MapServerConfigError> {
         let mut seen = std::collections::HashMap::new();

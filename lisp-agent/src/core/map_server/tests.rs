@@ -910,7 +910,7 @@ mod prop {
 
 // ---- OOR captures ------------------------------------------------------------------------
 
-// The OOR 1.3.0 captures of shared/captures/oor, read with the pcap reader of lisp-common's
+// The OOR 1.3.0 captures of testdata/captures/oor, read with the pcap reader of lisp-common's
 // tests (one reader for both crates; both sit at the workspace root, so its path to the
 // captures holds here too).
 #[path = "../../../../lisp-common/tests/support/mod.rs"]
@@ -1054,49 +1054,6 @@ fn oor_capture_12_ephemeral_port() {
     let (to, payload) = one_send(&dg(&mut ms, from, &frame_payload(oor::C12_ECM), t(1)));
     assert_eq!(to, sa(from));
     assert_eq!(payload, frame_payload(oor::C12_REPLY));
-}
-
-#[test]
-fn config_from_yaml_section() {
-    let role = crate::config::MapServerRole {
-        enabled: true,
-        sites: vec![crate::config::Site {
-            name: "site1".into(),
-            key: "site1-secret".into(),
-            key_algorithm: crate::config::KeyAlgorithm::HmacSha1,
-            eid_prefixes: vec![crate::config::SitePrefix {
-                prefix: "198.51.100.0/24".parse().unwrap(),
-                accept_more_specifics: true,
-            }],
-        }],
-        replay_protection: crate::config::ReplayProtection::IncreasingNonce,
-    };
-    let c = MapServerConfig::from_role(&role).unwrap();
-    assert_eq!(c.nonce_check, NonceCheck::Increasing);
-    let random_nonce_peers = crate::config::MapServerRole {
-        replay_protection: crate::config::ReplayProtection::NoRepeat,
-        ..role.clone()
-    };
-    assert_eq!(
-        MapServerConfig::from_role(&random_nonce_peers)
-            .unwrap()
-            .nonce_check,
-        NonceCheck::NoRepeat
-    );
-    assert_eq!(c.sites[0].algorithm, Algorithm::HmacSha1);
-    assert_eq!(c.sites[0].key, b"site1-secret");
-    assert_eq!(c.sites[0].prefixes[0].eid, eid("198.51.100.0/24"));
-    assert_eq!(c.registration_lifetime, Duration::from_secs(180));
-    assert!(!format!("{:?}", c.sites[0]).contains("secret"));
-    let mut dup = role.clone();
-    dup.sites.push(crate::config::Site {
-        name: "site2".into(),
-        ..role.sites[0].clone()
-    });
-    assert!(matches!(
-        MapServerConfig::from_role(&dup),
-        Err(MapServerConfigError::DuplicatePrefix { .. })
-    ));
 }
 
 #[test]

@@ -30,7 +30,6 @@ use super::map_cache::Locator;
 use super::nonce::NonceSource;
 use super::prefix_lengths::LengthSet;
 use super::time::{Timestamp, earliest};
-use crate::config::Config;
 pub use counters::{Counters, Reject};
 pub use register::{RegistrationState, RegistrationStatus};
 pub use resolve::CachedMapping;
@@ -137,81 +136,6 @@ impl Default for XtrConfig {
             xtr_id: None,
             nonce_seed: 0,
             register_nonce_base: 1,
-        }
-    }
-}
-
-impl XtrConfig {
-    /// From the validated YAML config. `nonce_seed` and `register_nonce_base` come from the
-    /// shell (entropy and wall-clock time, which the core does not read).
-    pub fn from_config(c: &Config, nonce_seed: u64, register_nonce_base: u64) -> Self {
-        let locators: Vec<IpAddr> = c
-            .locators
-            .ipv4
-            .map(IpAddr::V4)
-            .into_iter()
-            .chain(c.locators.ipv6.map(IpAddr::V6))
-            .collect();
-        let locs = |l: &[crate::config::LocatorConfig]| l.iter().map(Locator::from).collect();
-        let database_mappings = c
-            .database_mappings
-            .iter()
-            .map(|m| DatabaseMapping {
-                eid: EidPrefix::new(m.instance_id, m.eid_prefix.network(), m.eid_prefix.len()),
-                locators: locs(&m.locators),
-            })
-            .collect();
-        let static_map_cache = c
-            .map_cache
-            .iter()
-            .map(|m| StaticMapping {
-                eid: EidPrefix::new(m.instance_id, m.eid_prefix.network(), m.eid_prefix.len()),
-                data: match m.action {
-                    Some(a) => MapCacheData::Negative(a.into()),
-                    None => MapCacheData::Positive(locs(&m.locators)),
-                },
-            })
-            .collect();
-        let map_servers = c
-            .map_servers
-            .iter()
-            .map(|m| MapServerPeer {
-                address: m.address,
-                key: m.key.as_bytes().to_vec(),
-                algorithm: m.key_algorithm.into(),
-                proxy_reply: m.proxy_reply,
-            })
-            .collect();
-        // The eid-space prefixes apply in every instance the ITR serves; `handle_miss` matches
-        // them in the instance of the miss, so instance 0 stands for all here.
-        let eid_space = c
-            .eid_space
-            .iter()
-            .map(|p| EidPrefix::new(0, p.network(), p.len()))
-            .collect();
-        // A stable xTR-ID (map-servers key replay protection by it): derived from our locators.
-        let mut id = [0u8; 16];
-        if let Some(v6) = c.locators.ipv6 {
-            id = v6.octets();
-        }
-        if let Some(v4) = c.locators.ipv4 {
-            id[..4].copy_from_slice(&v4.octets());
-        }
-        XtrConfig {
-            locators,
-            database_mappings,
-            map_servers,
-            map_resolvers: c.map_resolvers.clone(),
-            eid_space,
-            static_map_cache,
-            register_interval: c.register_interval.0,
-            record_ttl_min: DEFAULT_RECORD_TTL_MIN,
-            xtr_id: Some(XtrId {
-                xtr_id: id,
-                site_id: 0,
-            }),
-            nonce_seed,
-            register_nonce_base,
         }
     }
 }

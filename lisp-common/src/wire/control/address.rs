@@ -1,8 +1,7 @@
 //! Addresses in control messages: AFI 0 (no address), AFI 1 (IPv4), AFI 2 (IPv6), and the
 //! instance-id LCAF (AFI 16387, type 2, RFC 8060 §4.1) wrapping one of those.
 //!
-//! * [`IpPrefix`]: an IPv4/IPv6 prefix whose mask length fits the family. [`IpPrefix::new`] also
-//!   refuses host bits below the mask, [`IpPrefix::new_masked`] clears them. Parsing keeps them
+//! * [`IpPrefix`]: the workspace's prefix type ([`crate::prefix`]). Parsing keeps host bits
 //!   ([`IpPrefix::new_unmasked`]) because peers do send them (tcpdump's `lisp_ipv6.pcap`
 //!   registers `2001:db8:85a3::8a2e:370:7334/80`) and re-encoding must give the same bytes:
 //!   **key tables by [`IpPrefix::network`]**, not by the prefix as received.
@@ -14,6 +13,15 @@ use super::{Error, Reader, Writer};
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::prefix::BadPrefix;
+pub use crate::prefix::IpPrefix;
+
+impl From<BadPrefix> for Error {
+    fn from(_: BadPrefix) -> Self {
+        Error::BadPrefix
+    }
+}
+
 /// AFI 0: no address.
 pub const AFI_NONE: u16 = 0;
 /// AFI 1: IPv4.
@@ -24,132 +32,6 @@ pub const AFI_IPV6: u16 = 2;
 pub const AFI_LCAF: u16 = 16387;
 /// LCAF type 2: instance-id.
 pub const LCAF_TYPE_INSTANCE_ID: u8 = 2;
-
-/// An IPv4 or IPv6 prefix: mask length at most 32 / 128. Host bits are zero unless it was
-/// built by [`IpPrefix::new_unmasked`] (parsing); [`IpPrefix::network`] clears them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpPrefix {
-    addr: IpAddr,
-    len: u8,
-}
-
-fn max_len(addr: &IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-fn mask(addr: IpAddr, len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
-        }
-        IpAddr::V6(a) => {
-            let m = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
-        }
-    }
-}
-
-impl IpPrefix {
-    /// A prefix; [`Error::BadPrefix`] if `len` is too long or host bits are set.
-    pub fn new(addr: IpAddr, len: u8) -> Result<Self, Error> {
-        if len > max_len(&addr) || mask(addr, len) != addr {
-            return Err(Error::BadPrefix);
-        }
-        Ok(IpPrefix { addr, len })
-    }
-
-    /// A prefix with the host bits of `addr` cleared; [`Error::BadPrefix`] if `len` is too long.
-    pub fn new_masked(addr: IpAddr, len: u8) -> Result<Self, Error> {
-        if len > max_len(&addr) {
-            return Err(Error::BadPrefix);
-        }
-        Ok(IpPrefix {
-            addr: mask(addr, len),
-            len,
-        })
-    }
-
-    /// A prefix exactly as received: host bits kept; [`Error::BadPrefix`] if `len` is too long.
-    pub fn new_unmasked(addr: IpAddr, len: u8) -> Result<Self, Error> {
-        if len > max_len(&addr) {
-            return Err(Error::BadPrefix);
-        }
-        Ok(IpPrefix { addr, len })
-    }
-
-    /// The same prefix with host bits cleared (what to key tables by).
-    pub fn network(&self) -> Self {
-        IpPrefix {
-            addr: mask(self.addr, self.len),
-            len: self.len,
-        }
-    }
-
-    /// Are bits set below the mask (only possible after [`IpPrefix::new_unmasked`])?
-    pub fn has_host_bits(&self) -> bool {
-        mask(self.addr, self.len) != self.addr
-    }
-
-    /// The host prefix (/32 or /128) of an address.
-    pub fn host(addr: IpAddr) -> Self {
-        IpPrefix {
-            addr,
-            len: max_len(&addr),
-        }
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The mask length (a prefix length, not a collection size: no `is_empty`).
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> u8 {
-        self.len
-    }
-
-    /// True for /0 (named so, not `is_empty`, because /0 covers everything).
-    pub fn is_default(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addr.is_ipv4()
-    }
-
-    /// 32 or 128.
-    pub fn max_len(&self) -> u8 {
-        max_len(&self.addr)
-    }
-
-    /// Is `addr` inside this prefix (same family)?
-    pub fn contains(&self, addr: IpAddr) -> bool {
-        addr.is_ipv4() == self.addr.is_ipv4() && mask(addr, self.len) == mask(self.addr, self.len)
-    }
-
-    /// Is `other` inside (or equal to) this prefix?
-    pub fn covers(&self, other: &IpPrefix) -> bool {
-        other.len >= self.len && self.contains(other.addr)
-    }
-}
-
-impl fmt::Display for IpPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
 
 /// An EID-prefix as carried in EID records: an optional instance-id (encoded as the
 /// instance-id LCAF) and an IP prefix.
@@ -339,48 +221,6 @@ mod tests {
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-    }
-
-    #[test]
-    fn prefix_validation() {
-        assert!(IpPrefix::new(v4(198, 51, 100, 0), 24).is_ok());
-        assert_eq!(
-            IpPrefix::new(v4(198, 51, 100, 1), 24),
-            Err(Error::BadPrefix)
-        );
-        assert_eq!(
-            IpPrefix::new(v4(198, 51, 100, 0), 33),
-            Err(Error::BadPrefix)
-        );
-        assert_eq!(
-            IpPrefix::new_masked(v4(198, 51, 100, 77), 24)
-                .unwrap()
-                .addr(),
-            v4(198, 51, 100, 0)
-        );
-        let p = IpPrefix::new(v4(192, 0, 0, 0), 6).unwrap();
-        assert!(p.contains(v4(192, 0, 2, 1)));
-        assert!(!p.contains(v4(198, 51, 100, 1)));
-        assert!(
-            IpPrefix::new(v4(0, 0, 0, 0), 0)
-                .unwrap()
-                .contains(v4(1, 2, 3, 4))
-        );
-        let v6: IpAddr = "2001:db8:1::".parse().unwrap();
-        assert!(IpPrefix::new(v6, 48).is_ok());
-        assert_eq!(IpPrefix::new(v6, 129), Err(Error::BadPrefix));
-        assert!(!IpPrefix::new(v6, 48).unwrap().contains(v4(1, 2, 3, 4)));
-        let odd = IpPrefix::new_unmasked(v4(198, 51, 100, 7), 24).unwrap();
-        assert!(odd.has_host_bits());
-        assert_eq!(
-            odd.network(),
-            IpPrefix::new(v4(198, 51, 100, 0), 24).unwrap()
-        );
-        assert!(odd.contains(v4(198, 51, 100, 200)));
-        assert_eq!(
-            IpPrefix::new_unmasked(v4(1, 1, 1, 1), 33),
-            Err(Error::BadPrefix)
-        );
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! Lowering: the validated YAML [`Config`] → the core's own config types ([`NodeConfig`]).
+//!
+//! The one place that knows both shapes: the core never imports `crate::config` (so a YAML
+//! change cannot reach into protocol code, and core tests build their configs directly), and
+//! the config never imports the core's state machines. What the core needs from the outside
+//! world at start (entropy, wall-clock time) comes in as plain numbers ([`Seeds`]).
+
+use std::net::IpAddr;
+
+use lisp_common::wire::control::{Eid, XtrId};
+
+use super::{Config, LocatorConfig, MapServerRole, NegativeAction, ReplayProtection};
+use crate::core::action::{EidPrefix, MapCacheData};
+use crate::core::map_cache::{Locator, Negative};
+use crate::core::map_server::config::{
+    MapServerConfig, MapServerConfigError, NonceCheck, SiteConfig, SitePrefix,
+};
+use crate::core::node::NodeConfig;
+use crate::core::xtr::{
+    DEFAULT_RECORD_TTL_MIN, DatabaseMapping, MapServerPeer, StaticMapping, XtrConfig,
+};
+
+/// What the shell draws from the world once at start: the core has no entropy source or clock
+/// of its own, so that its tests are deterministic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seeds {
+    /// Seeds the nonce generators.
+    pub nonce_seed: u64,
+    /// First Map-Register nonce: something that grows with wall-clock time, so that nonces keep
+    /// increasing across restarts (map-servers that insist on increasing nonces).
+    pub register_nonce_base: u64,
+}
+
+/// The whole node: the xTR always, the map-server when `map-server.enabled`.
+pub fn node_config(c: &Config, seeds: Seeds) -> Result<NodeConfig, MapServerConfigError> {
+    let map_server = if c.map_server.enabled {
+        let mut m = map_server_config(&c.map_server)?;
+        // Nonces of unsolicited Map-Notifies must not repeat across restarts either.
+        m.nonce_seed = seeds.nonce_seed ^ seeds.register_nonce_base.rotate_left(32);
+        Some(m)
+    } else {
+        None
+    };
+    Ok(NodeConfig {
+        xtr: xtr_config(c, seeds),
+        map_server,
+    })
+}
+
+/// The config's view of a locator: priority/weight already validated to fit a byte.
+impl From<&LocatorConfig> for Locator {
+    fn from(l: &LocatorConfig) -> Self {
+        let (priority, weight) = l.priority_weight();
+        Locator {
+            addr: l.address,
+            priority,
+            weight,
+        }
+    }
+}
+
+impl From<NegativeAction> for Negative {
+    fn from(a: NegativeAction) -> Self {
+        match a {
+            NegativeAction::Drop => Negative::Drop,
+            NegativeAction::NativelyForward => Negative::NativelyForward,
+            NegativeAction::SendMapRequest => Negative::SendMapRequest,
+        }
+    }
+}
+
+/// The xTR's part.
+pub fn xtr_config(c: &Config, seeds: Seeds) -> XtrConfig {
+    let locators: Vec<IpAddr> = c
+        .locators
+        .ipv4
+        .map(IpAddr::V4)
+        .into_iter()
+        .chain(c.locators.ipv6.map(IpAddr::V6))
+        .collect();
+    let locs = |l: &[LocatorConfig]| l.iter().map(Locator::from).collect();
+    let database_mappings = c
+        .database_mappings
+        .iter()
+        .map(|m| DatabaseMapping {
+            eid: EidPrefix::from_ip_prefix(m.instance_id, m.eid_prefix),
+            locators: locs(&m.locators),
+        })
+        .collect();
+    let static_map_cache = c
+        .map_cache
+        .iter()
+        .map(|m| StaticMapping {
+            eid: EidPrefix::from_ip_prefix(m.instance_id, m.eid_prefix),
+            data: match m.action {
+                Some(a) => MapCacheData::Negative(a.into()),
+                None => MapCacheData::Positive(locs(&m.locators)),
+            },
+        })
+        .collect();
+    let map_servers = c
+        .map_servers
+        .iter()
+        .map(|m| MapServerPeer {
+            address: m.address,
+            key: m.key.as_bytes().to_vec(),
+            algorithm: m.key_algorithm.into(),
+            proxy_reply: m.proxy_reply,
+        })
+        .collect();
+    // The eid-space prefixes apply in every instance the ITR serves; the xTR matches them in
+    // the instance of the miss, so instance 0 stands for all here.
+    let eid_space = c
+        .eid_space
+        .iter()
+        .map(|p| EidPrefix::from_ip_prefix(0, *p))
+        .collect();
+    // A stable xTR-ID (map-servers key replay protection by it): derived from our locators.
+    let mut id = [0u8; 16];
+    if let Some(v6) = c.locators.ipv6 {
+        id = v6.octets();
+    }
+    if let Some(v4) = c.locators.ipv4 {
+        id[..4].copy_from_slice(&v4.octets());
+    }
+    XtrConfig {
+        locators,
+        database_mappings,
+        map_servers,
+        map_resolvers: c.map_resolvers.clone(),
+        eid_space,
+        static_map_cache,
+        register_interval: c.register_interval.0,
+        record_ttl_min: DEFAULT_RECORD_TTL_MIN,
+        xtr_id: Some(XtrId {
+            xtr_id: id,
+            site_id: 0,
+        }),
+        nonce_seed: seeds.nonce_seed,
+        register_nonce_base: seeds.register_nonce_base,
+    }
+}
+
+/// The map-server's part, with the core's defaults for everything the YAML does not say.
+pub fn map_server_config(role: &MapServerRole) -> Result<MapServerConfig, MapServerConfigError> {
+    let mut sites = Vec::with_capacity(role.sites.len());
+    for s in &role.sites {
+        let mut prefixes = Vec::with_capacity(s.eid_prefixes.len());
+        for p in &s.eid_prefixes {
+            // Validation already refused host bits; this keeps the core's invariant even for a
+            // config built without `validate`.
+            if p.prefix.has_host_bits() {
+                return Err(MapServerConfigError::BadPrefix {
+                    site: s.name.clone(),
+                    prefix: p.prefix.to_string(),
+                });
+            }
+            prefixes.push(SitePrefix {
+                eid: Eid::new(None, p.prefix),
+                accept_more_specifics: p.accept_more_specifics,
+            });
+        }
+        sites.push(SiteConfig {
+            name: s.name.clone(),
+            key: s.key.as_bytes().to_vec(),
+            algorithm: s.key_algorithm.into(),
+            prefixes,
+        });
+    }
+    let cfg = MapServerConfig {
+        sites,
+        nonce_check: match role.replay_protection {
+            ReplayProtection::IncreasingNonce => NonceCheck::Increasing,
+            ReplayProtection::NoRepeat => NonceCheck::NoRepeat,
+        },
+        ..MapServerConfig::default()
+    };
+    cfg.check()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyAlgorithm, Site, SitePrefix as YamlSitePrefix};
+    use lisp_common::wire::control::auth::Algorithm;
+    use std::time::Duration;
+
+    const EXAMPLE: &str = include_str!("../../../deploy/lisp-agent.example.yaml");
+    const SEEDS: Seeds = Seeds {
+        nonce_seed: 1,
+        register_nonce_base: 2,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pfx(s: &str) -> EidPrefix {
+        EidPrefix::from_ip_prefix(0, s.parse().unwrap())
+    }
+
+    #[test]
+    fn xtr_config_from_the_example_yaml() {
+        let c = Config::from_yaml_str(EXAMPLE).unwrap();
+        let x = xtr_config(&c, SEEDS);
+        assert_eq!(x.locators, vec![ip("192.0.2.17"), ip("2001:db8:ff:11::1")]);
+        assert_eq!(x.database_mappings.len(), 2);
+        assert_eq!(x.database_mappings[0].eid, pfx("198.51.100.0/24"));
+        assert_eq!(x.database_mappings[1].locators[1].priority, 2);
+        assert_eq!(x.map_servers.len(), 1);
+        assert_eq!(x.map_servers[0].algorithm, Algorithm::HmacSha256);
+        assert_eq!(x.map_servers[0].key, b"site1-secret");
+        assert_eq!(x.map_resolvers, vec![ip("192.0.2.1")]);
+        assert_eq!(x.eid_space.len(), 2);
+        assert_eq!(x.static_map_cache.len(), 2);
+        assert_eq!(x.static_map_cache[0].eid, pfx("203.0.113.0/24"));
+        let MapCacheData::Positive(l) = &x.static_map_cache[0].data else {
+            panic!("{:?}", x.static_map_cache[0])
+        };
+        assert_eq!(l.len(), 3);
+        assert_eq!(
+            (l[2].addr, l[2].priority, l[2].weight),
+            (ip("2001:db8:ff:12::1"), 2, 100)
+        );
+        assert_eq!(
+            x.static_map_cache[1],
+            StaticMapping {
+                eid: pfx("203.0.113.128/25"),
+                data: MapCacheData::Negative(Negative::Drop),
+            }
+        );
+        assert_eq!(x.register_interval, Duration::from_secs(60));
+        assert_eq!((x.nonce_seed, x.register_nonce_base), (1, 2));
+        assert!(x.xtr_id.is_some());
+        // The key is not printed.
+        assert!(!format!("{:?}", x.map_servers[0]).contains("site1-secret"));
+    }
+
+    #[test]
+    fn node_config_has_a_map_server_only_when_enabled() {
+        let mut c = Config::from_yaml_str(EXAMPLE).unwrap();
+        c.map_server.enabled = true;
+        let n = node_config(&c, SEEDS).unwrap();
+        assert_eq!(n.xtr, xtr_config(&c, SEEDS));
+        let ms = n.map_server.expect("enabled");
+        assert_eq!(ms.sites.len(), c.map_server.sites.len());
+        // Seeded from both numbers, not a constant.
+        assert_ne!(ms.nonce_seed, MapServerConfig::default().nonce_seed);
+        c.map_server.enabled = false;
+        assert!(node_config(&c, SEEDS).unwrap().map_server.is_none());
+    }
+
+    fn role() -> MapServerRole {
+        MapServerRole {
+            enabled: true,
+            sites: vec![Site {
+                name: "site1".into(),
+                key: "site1-secret".into(),
+                key_algorithm: KeyAlgorithm::HmacSha1,
+                eid_prefixes: vec![YamlSitePrefix {
+                    prefix: "198.51.100.0/24".parse().unwrap(),
+                    accept_more_specifics: true,
+                }],
+            }],
+            replay_protection: ReplayProtection::IncreasingNonce,
+        }
+    }
+
+    #[test]
+    fn map_server_config_from_yaml_section() {
+        let role = role();
+        let c = map_server_config(&role).unwrap();
+        assert_eq!(c.nonce_check, NonceCheck::Increasing);
+        let random_nonce_peers = MapServerRole {
+            replay_protection: ReplayProtection::NoRepeat,
+            ..role.clone()
+        };
+        assert_eq!(
+            map_server_config(&random_nonce_peers).unwrap().nonce_check,
+            NonceCheck::NoRepeat
+        );
+        assert_eq!(c.sites[0].algorithm, Algorithm::HmacSha1);
+        assert_eq!(c.sites[0].key, b"site1-secret");
+        assert_eq!(
+            c.sites[0].prefixes[0].eid,
+            Eid::new(None, "198.51.100.0/24".parse().unwrap())
+        );
+        assert_eq!(c.registration_lifetime, Duration::from_secs(180));
+        assert!(!format!("{:?}", c.sites[0]).contains("secret"));
+        let mut dup = role.clone();
+        dup.sites.push(Site {
+            name: "site2".into(),
+            ..role.sites[0].clone()
+        });
+        assert!(matches!(
+            map_server_config(&dup),
+            Err(MapServerConfigError::DuplicatePrefix { .. })
+        ));
+        let mut host_bits = role.clone();
+        host_bits.sites[0].eid_prefixes[0].prefix = "198.51.100.7/24".parse().unwrap();
+        assert!(matches!(
+            map_server_config(&host_bits),
+            Err(MapServerConfigError::BadPrefix { .. })
+        ));
+    }
+
+    /// The rule this module exists for: no code line under `src/core` names the config
+    /// (comments may point here).
+    #[test]
+    fn core_does_not_import_the_config() {
+        fn walk(dir: &std::path::Path, bad: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, bad);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for (i, line) in text.lines().enumerate() {
+                        let code = line.split("//").next().unwrap_or("");
+                        if code.contains("crate::config") || code.contains("lisp_agent::config") {
+                            bad.push(format!("{}:{}: {line}", p.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        let mut bad = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core"),
+            &mut bad,
+        );
+        assert!(
+            bad.is_empty(),
+            "core imports the config:\n{}",
+            bad.join("\n")
+        );
+    }
+}
