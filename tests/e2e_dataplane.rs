@@ -94,6 +94,16 @@ fn instance_id_travels_in_the_lisp_header() {
     });
 }
 
+/// The same with computed UDP checksums in the IPv6 outer headers (`ipv6-udp-checksum`):
+/// tshark verifies every one of them.
+#[test]
+fn ipv6_outer_udp_checksums_verify_when_enabled() {
+    scenario(&AgentOptions {
+        ipv6_udp_checksum: true,
+        ..AgentOptions::default()
+    });
+}
+
 fn scenario(opts: &AgentOptions) {
     if !netns::is_root() {
         panic!(
@@ -204,6 +214,8 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, opts: &AgentOptions) {
             "lisp-data.flags.iid",
             "lisp-data.iid",
             "udp.srcport",
+            "udp.checksum",
+            "udp.checksum.status",
         ],
     )
     .unwrap();
@@ -289,6 +301,19 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, opts: &AgentOptions) {
             assert!(inner_dst.starts_with("198.51.100.") || inner_dst.starts_with("2001:db8:1:"));
             assert_eq!(nonce, !nonce_a, "N bit of B→A frame: {r:?}");
             seen_ba += 1;
+        }
+        // The outer UDP checksum (first UDP layer): zero by default (RFC 6935/6936), computed
+        // and verified by tshark (status 1 = good) for IPv6 outer headers when enabled.
+        let outer_csum = f(11).split(',').next().unwrap_or("");
+        let outer_csum_status = f(12).split(',').next().unwrap_or("");
+        if outer_is_v6 && opts.ipv6_udp_checksum {
+            assert_ne!(outer_csum, "0x0000", "IPv6 outer checksum computed: {r:?}");
+            assert_eq!(
+                outer_csum_status, "1",
+                "IPv6 outer checksum verifies: {r:?}"
+            );
+        } else {
+            assert_eq!(outer_csum, "0x0000", "zero outer UDP checksum: {r:?}");
         }
         combos.insert((inner_is_v6, outer_is_v6));
         let sport = f(10).split(',').next().unwrap_or("").to_string();
