@@ -12,10 +12,11 @@
 //!   here, only for the configured instance-ids, and the inner packet is sent on a raw socket
 //!   (IP_HDRINCL) routed by the kernel.
 //!
-//! Limits, on purpose: the inner TTL is decremented by one (the outer TTL of a reassembled
-//! datagram is not read); inner packets of an instance with its own table (other than main)
-//! are refused and counted (delivering into another table needs a VRF binding this agent does
-//! not set up); ECN is not combined (RFC 6040) on this path.
+//! As on the fast path, the inner TTL becomes min(inner, outer) − 1 (RFC 9300 §5.3; the outer
+//! TTL and TOS of the reassembled datagram come with it as ancillary data) and ECN is combined
+//! per RFC 6040 §4.2. A limit, on purpose: inner packets of an instance with its own table
+//! (other than main) are refused and counted (delivering into another table needs a VRF
+//! binding this agent does not set up).
 
 use std::collections::HashMap;
 use std::io;
@@ -52,13 +53,15 @@ pub struct SlowPathStats {
     pub decap_unknown_instance: AtomicU64,
     /// Refused: malformed LISP header or inner packet.
     pub decap_malformed: AtomicU64,
+    /// Dropped: TTL would expire, or CE outside over a Not-ECT inner packet (RFC 6040).
+    pub decap_dropped: AtomicU64,
     /// The raw socket refused the inner packet.
     pub decap_failed: AtomicU64,
 }
 
 impl SlowPathStats {
     /// `(outcome, value)` for the metrics.
-    pub fn series(&self) -> [(&'static str, u64); 7] {
+    pub fn series(&self) -> [(&'static str, u64); 8] {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("encap_sent", l(&self.encap_sent)),
@@ -67,6 +70,7 @@ impl SlowPathStats {
             ("decap_delivered", l(&self.decap_delivered)),
             ("decap_unknown_instance", l(&self.decap_unknown_instance)),
             ("decap_malformed", l(&self.decap_malformed)),
+            ("decap_dropped", l(&self.decap_dropped)),
             ("decap_failed", l(&self.decap_failed)),
         ]
     }
@@ -91,6 +95,39 @@ pub enum SlowPathError {
     BadFlags,
     #[error("instance-id {0} is not decapsulated here")]
     UnknownInstance(u32),
+    #[error("TTL / hop limit would expire")]
+    TtlExpired,
+    #[error("outer header CE over a Not-ECT inner packet (RFC 6040 §4.2)")]
+    EcnDrop,
+}
+
+/// What the kernel told about the outer header of a reassembled datagram (ancillary data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OuterHeader {
+    pub ttl: Option<u8>,
+    pub tos: Option<u8>,
+}
+
+/// Sets TTL / hop limit and ECN of the IP packet `p` (IPv4 header checksum recomputed).
+fn set_ttl_ecn(p: &mut [u8], v6: bool, ttl: u8, ecn: u8) {
+    if v6 {
+        p[7] = ttl;
+        p[1] = (p[1] & !0x30) | (ecn << 4);
+    } else {
+        p[8] = ttl;
+        p[1] = (p[1] & !3) | ecn;
+        let ihl = usize::from(p[0] & 0xf) * 4;
+        p[10] = 0;
+        p[11] = 0;
+        let mut s: u32 = p[..ihl]
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        p[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    }
 }
 
 /// What the ITR's slow path sends: the datagram (LISP header + inner packet) and where to.
@@ -199,7 +236,11 @@ pub struct Incoming {
 
 /// Decapsulates `datagram` (UDP payload: LISP header + inner packet) if its instance is one of
 /// `tables` (instance-id → kernel table, as in IID_TABLES).
-pub fn decapsulate(datagram: &[u8], tables: &HashMap<u32, u32>) -> Result<Incoming, SlowPathError> {
+pub fn decapsulate(
+    datagram: &[u8],
+    outer: OuterHeader,
+    tables: &HashMap<u32, u32>,
+) -> Result<Incoming, SlowPathError> {
     if datagram.len() < HEADER_LEN + 20 {
         return Err(SlowPathError::ShortLisp(datagram.len()));
     }
@@ -227,7 +268,30 @@ pub fn decapsulate(datagram: &[u8], tables: &HashMap<u32, u32>) -> Result<Incomi
             packet[16], packet[17], packet[18], packet[19],
         ))
     };
-    decrement_ttl(&mut packet, v6);
+    // TTL: min(inner, outer), RFC 9300 §5.3, then one hop for this router.
+    let (inner_ttl, inner_tc) = if v6 {
+        (packet[7], ((packet[0] & 0xf) << 4) | (packet[1] >> 4))
+    } else {
+        (packet[8], packet[1])
+    };
+    let ttl = outer.ttl.map_or(inner_ttl, |o| o.min(inner_ttl));
+    if ttl <= 1 {
+        return Err(SlowPathError::TtlExpired);
+    }
+    // ECN decapsulation, RFC 6040 §4.2 (as the fast path does).
+    let i_ecn = inner_tc & 3;
+    let o_ecn = outer.tos.map_or(i_ecn, |t| t & 3);
+    if i_ecn == 0 && o_ecn == 3 {
+        return Err(SlowPathError::EcnDrop);
+    }
+    let ecn = if i_ecn == 0 {
+        0
+    } else if o_ecn == 3 || (o_ecn == 1 && i_ecn == 2) {
+        o_ecn
+    } else {
+        i_ecn
+    };
+    set_ttl_ecn(&mut packet, v6, ttl - 1, ecn);
     Ok(Incoming {
         instance_id: iid,
         table,
@@ -292,6 +356,8 @@ fn data_socket(rloc: IpAddr) -> io::Result<UdpSocket> {
                 libc::IP_PMTUDISC_DONT,
             )?;
             setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1)?;
+            setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
+            setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
         }
         IpAddr::V6(_) => {
             setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
@@ -302,6 +368,8 @@ fn data_socket(rloc: IpAddr) -> io::Result<UdpSocket> {
                 libc::IPV6_PMTUDISC_DONT,
             )?;
             setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1)?;
+            setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+            setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
         }
     }
     let (sa, len) = sockaddr_of(SocketAddr::new(rloc, LISP_DATA_PORT));
@@ -317,6 +385,49 @@ fn data_socket(rloc: IpAddr) -> io::Result<UdpSocket> {
         return Err(io::Error::last_os_error());
     }
     UdpSocket::from_std(std::net::UdpSocket::from(fd))
+}
+
+/// Receives one datagram with the TTL and TOS of its (outer) IP header, which the socket asks
+/// for with IP_RECVTTL/IP_RECVTOS (IPV6_RECVHOPLIMIT/IPV6_RECVTCLASS).
+fn recv_with_outer(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, OuterHeader)> {
+    #[repr(C, align(8))]
+    struct Cmsgs([u8; 128]);
+    let mut cmsgs = Cmsgs([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; it is filled with buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsgs.0.as_mut_ptr().cast();
+    msg.msg_controllen = cmsgs.0.len();
+    // SAFETY: valid fd and msghdr.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut outer = OuterHeader::default();
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // msg_controllen; each payload is read unaligned with its documented size.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            let int = || (data as *const libc::c_int).read_unaligned();
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_TTL) => outer.ttl = u8::try_from(int()).ok(),
+                // IP_TOS arrives as one byte.
+                (libc::IPPROTO_IP, libc::IP_TOS) => outer.tos = Some(*data),
+                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => outer.ttl = u8::try_from(int()).ok(),
+                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => outer.tos = u8::try_from(int()).ok(),
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, outer))
 }
 
 /// Sets the outer TTL / hop limit and TOS / traffic class of the next sends on `sock`.
@@ -581,15 +692,18 @@ impl SlowPath {
             tasks.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 loop {
-                    let n = match sock.recv_from(&mut buf).await {
-                        Ok((n, _)) => n,
+                    let r = sock
+                        .async_io(Interest::READABLE, || recv_with_outer(&sock, &mut buf))
+                        .await;
+                    let (n, outer) = match r {
+                        Ok(r) => r,
                         Err(e) => {
                             // ICMP errors of earlier sends surface here: not fatal.
                             debug!("slow path: receive: {e}");
                             continue;
                         }
                     };
-                    match decapsulate(&buf[..n], &tables) {
+                    match decapsulate(&buf[..n], outer, &tables) {
                         Ok(inc) => match delivery.send(&inc) {
                             Ok(()) => {
                                 stats.decap_delivered.fetch_add(1, Ordering::Relaxed);
@@ -602,6 +716,10 @@ impl SlowPath {
                         Err(SlowPathError::UnknownInstance(i)) => {
                             stats.decap_unknown_instance.fetch_add(1, Ordering::Relaxed);
                             debug!("slow path: LISP data of instance-id {i} refused");
+                        }
+                        Err(e @ (SlowPathError::TtlExpired | SlowPathError::EcnDrop)) => {
+                            stats.decap_dropped.fetch_add(1, Ordering::Relaxed);
+                            debug!("slow path: decapsulated packet dropped: {e}");
                         }
                         Err(e) => {
                             stats.decap_malformed.fetch_add(1, Ordering::Relaxed);
@@ -706,32 +824,70 @@ mod tests {
     }
 
     #[test]
+    fn decapsulation_takes_the_smaller_ttl_and_combines_ecn() {
+        let tables: HashMap<u32, u32> = [(0, 0)].into_iter().collect();
+        let dgram = |ttl: u8, ecn: u8| {
+            let mut p = ipv4_packet(ttl, true, 100);
+            p[1] = ecn;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let c = csum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut d = vec![0u8; 8];
+            d.extend_from_slice(&p);
+            d
+        };
+        let outer = |ttl: u8, tos: u8| OuterHeader {
+            ttl: Some(ttl),
+            tos: Some(tos),
+        };
+        // min(inner 30, outer 10) − 1; ECT(0) inside, CE outside → CE (RFC 6040 §4.2).
+        let inc = decapsulate(&dgram(30, 2), outer(10, 3), &tables).unwrap();
+        assert_eq!((inc.packet[8], inc.packet[1] & 3), (9, 3));
+        assert_eq!(csum(&inc.packet[..20]), 0, "checksum redone");
+        // Outer TTL larger: the inner one counts; ECT(1) outside over ECT(0) inside → ECT(1).
+        let inc = decapsulate(&dgram(30, 2), outer(64, 1), &tables).unwrap();
+        assert_eq!((inc.packet[8], inc.packet[1] & 3), (29, 1));
+        // Expiring, and CE over Not-ECT: dropped.
+        assert_eq!(
+            decapsulate(&dgram(30, 0), outer(1, 0), &tables),
+            Err(SlowPathError::TtlExpired)
+        );
+        assert_eq!(
+            decapsulate(&dgram(30, 0), outer(64, 3), &tables),
+            Err(SlowPathError::EcnDrop)
+        );
+    }
+
+    #[test]
     fn decapsulates_only_configured_instances() {
         let tables: HashMap<u32, u32> = [(0, 0), (7, TABLE_MAIN)].into_iter().collect();
         let inner = ipv4_packet(30, false, 1400);
         let mut d = vec![0x80, 1, 2, 3, 0, 0, 0, 0];
         d.extend_from_slice(&inner);
-        let inc = decapsulate(&d, &tables).unwrap();
+        let none = OuterHeader::default();
+        let inc = decapsulate(&d, none, &tables).unwrap();
         assert_eq!((inc.instance_id, inc.table), (0, 0));
         assert_eq!(inc.dst, "203.0.113.10".parse::<IpAddr>().unwrap());
         assert_eq!(inc.packet[8], 29);
         assert_eq!(csum(&inc.packet[..20]), 0);
+        assert_eq!(&inc.packet[12..], &inner[12..]);
         d[0] = 0x88;
         d[4..8].copy_from_slice(&(7u32 << 8).to_be_bytes());
-        assert_eq!(decapsulate(&d, &tables).unwrap().instance_id, 7);
+        assert_eq!(decapsulate(&d, none, &tables).unwrap().instance_id, 7);
         d[4..8].copy_from_slice(&(9u32 << 8).to_be_bytes());
         assert_eq!(
-            decapsulate(&d, &tables),
+            decapsulate(&d, none, &tables),
             Err(SlowPathError::UnknownInstance(9))
         );
         d[0] = 0x90; // N and V
-        assert_eq!(decapsulate(&d, &tables), Err(SlowPathError::BadFlags));
+        assert_eq!(decapsulate(&d, none, &tables), Err(SlowPathError::BadFlags));
         assert_eq!(
-            decapsulate(&d[..20], &tables),
+            decapsulate(&d[..20], none, &tables),
             Err(SlowPathError::ShortLisp(20))
         );
+        let none = OuterHeader::default();
         let mut d = vec![0, 0, 0, 0, 0, 0, 0, 0];
         d.extend_from_slice(&[0x55; 40]);
-        assert_eq!(decapsulate(&d, &tables), Err(SlowPathError::NotIp));
+        assert_eq!(decapsulate(&d, none, &tables), Err(SlowPathError::NotIp));
     }
 }
