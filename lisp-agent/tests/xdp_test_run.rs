@@ -2197,3 +2197,37 @@ fn a_scan_of_the_eid_space_emits_a_bounded_event_rate() {
         HashMap::try_from(dp.ebpf.map("EVENT_RATE").unwrap()).unwrap();
     assert_eq!(rate.keys().count() as u64, events, "per-destination state");
 }
+
+/// IPv6 inner packets are never fragmented by their source along the path, and an IPv6 host
+/// must be able to send 1280 bytes (RFC 8200 §5): when the path leaves less than that once
+/// encapsulated, no Packet Too Big can help, and the slow path fragments the outer packet.
+#[test]
+fn ipv6_inner_over_a_path_below_1280_goes_to_the_slow_path() {
+    let ns = Netns::new();
+    let dp = Dp::load(&ns);
+    ip_in(&ns, &["link", "set", "core0", "mtu", "1300"]);
+    // 1280 bytes of IPv6 inner: + 56 (IPv6 outer) or + 36 (IPv4 outer) exceeds 1300, and the
+    // MTU left for the inner packet (1244 / 1264) is below 1280.
+    for dst in [&EID6_V6OUT[..], &EID6_V4OUT[..]] {
+        let f = host_packet(dst, 64, 0, 9, 1280 - 48);
+        let (rv, _, moved) = dp.run(dp.itr0, &f);
+        assert_eq!(
+            (rv, moved),
+            (XDP_DROP, vec![Counter::SlowPath]),
+            "{dst:02x?}"
+        );
+        let s = dp.slow_samples();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].1, f);
+    }
+    // A smaller IPv6 packet that does not fit either: a Packet Too Big would have to announce
+    // an MTU below 1280, which IPv6 does not allow, so it takes the slow path as well.
+    let f = host_packet(&EID6_V6OUT, 64, 0, 9, 1250 - 48);
+    let (rv, _, moved) = dp.run(dp.itr0, &f);
+    assert_eq!((rv, moved), (XDP_DROP, vec![Counter::SlowPath]));
+    assert_eq!(dp.slow_samples().len(), 1);
+    // What fits is encapsulated by XDP as usual.
+    let f = host_packet(&EID6_V6OUT, 64, 0, 9, 1244 - 48);
+    let (rv, _, moved) = dp.run(dp.itr0, &f);
+    assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::EncapIpv6]));
+}
