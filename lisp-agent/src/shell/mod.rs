@@ -87,7 +87,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.locators.ipv6,
             stats.slow_path.clone(),
         )
-        .spawn(dp.take_slow_path()?, &plan.iid_tables)?
+        // An ITR-only router decapsulates nothing, on this path either.
+        .spawn(
+            dp.take_slow_path()?,
+            if cfg.etr { &plan.iid_tables[..] } else { &[] },
+        )?
     } else {
         Vec::new()
     };
