@@ -94,8 +94,8 @@ pub(crate) fn itr(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> 
     let hash = flow_hash(ctx, ip);
     let slot = entry.select[(hash as usize) % SELECT_SLOTS] as usize;
     if slot >= entry.rloc_count as usize || slot >= MAX_RLOCS {
-        // An entry the agent wrote inconsistently: let the kernel decide, and say so (an agent
-        // bug, not something a packet can trigger, so the log cannot be flooded from outside).
+        // An entry the agent wrote inconsistently: drop, and say so (an agent bug, not
+        // something a packet can trigger, so the log cannot be flooded from outside).
         aya_log_ebpf::warn!(ctx, "map-cache entry with an RLOC index out of range");
         return cannot;
     }
