@@ -548,3 +548,51 @@ fn unresolved_next_hop_loses_exactly_the_first_packet() {
     }
     let _ = std::fs::remove_dir_all(&t.workdir);
 }
+
+/// Data for an EID the ETR does not hold (here: xTR B's database-mapping shrinks to
+/// 203.0.113.128/25 while xTR A still sends 203.0.113.10 to it) is still delivered, and the
+/// ETR's data plane reports it once to its agent (the per-destination limit holds the repeats
+/// back): the event an SMR is made from.
+#[test]
+fn data_for_an_eid_no_longer_here_is_delivered_and_reported() {
+    if !netns::is_root() {
+        panic!("this end-to-end test needs root (network namespaces, XDP)");
+    }
+    let prefix = netns::unique_prefix("lispabs");
+    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    lab::build(&mut t).unwrap();
+    let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
+    let o = AgentOptions::default();
+    let cfg_b =
+        lab::config_b(&o).replace("eid-prefix: 203.0.113.0/24", "eid-prefix: 203.0.113.128/25");
+    assert_ne!(cfg_b, lab::config_b(&o), "B's database-mapping changed");
+    let a = lab::start_agent(&mut t, &agent_bin(), ITR, "agent-a", &lab::config_a(&o)).unwrap();
+    let b = lab::start_agent(&mut t, &agent_bin(), ETR, "agent-b", &cfg_b).unwrap();
+    let received = |text: &str| lab::series(text, "lisp_dataplane_events_received_total").unwrap();
+    let before = counters(&t, ETR);
+    let before_events = received(&lab::metrics_text(&t.ns(ETR)).unwrap());
+    // Four pings 0.1 s apart: all within the 1 s per-destination interval.
+    assert_eq!(
+        lab::ping(&t, HA, lab::HB_V4, 4).unwrap(),
+        4,
+        "still delivered"
+    );
+    let after = counters(&t, ETR);
+    assert_eq!(lab::delta(&before, &after, "decap"), 4);
+    assert_eq!(lab::delta(&before, &after, "miss_event"), 1, "{after:?}");
+    // The agent got exactly that event (B's map-cache is static: no misses either).
+    let ok = Topology::wait_for(std::time::Duration::from_secs(2), || {
+        Ok(received(&lab::metrics_text(&t.ns(ETR))?) == before_events + 1)
+    })
+    .unwrap();
+    assert!(ok, "the absent-EID event reached agent B");
+    // An EID B still holds: no event.
+    let before = counters(&t, ETR);
+    assert_eq!(lab::ping(&t, HA, lab::HB_V6, 2).unwrap(), 2);
+    let after = counters(&t, ETR);
+    assert_eq!(lab::delta(&before, &after, "miss_event"), 0);
+    for h in [a, b] {
+        assert!(t.stop(h).expect("agent exit status").success());
+    }
+    let _ = std::fs::remove_dir_all(&t.workdir);
+}
