@@ -334,16 +334,23 @@ fn check_capture(pcap: &Path, a_to_b: u64, b_to_a: u64, opts: &AgentOptions) {
 /// Pings `dst` `count` times with `size` bytes of ICMP payload and DF off (`-M dont`): the
 /// host fragments what exceeds its own MTU. Returns the replies.
 fn ping_no_df(t: &Topology, ns: &str, dst: &str, count: u32, size: u32) -> u32 {
-    let (count, size) = (count.to_string(), size.to_string());
-    let out = t
-        .command(
-            ns,
-            &[
-                "ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", "-M", "dont", "-s", &size, dst,
-            ],
-        )
-        .output()
-        .expect("ping");
+    ping_with(
+        t,
+        ns,
+        dst,
+        count,
+        "0.2",
+        &["-M", "dont", "-s", &size.to_string()],
+    )
+}
+
+/// Pings `dst` `count` times `interval` seconds apart with `extra` options; returns the replies.
+fn ping_with(t: &Topology, ns: &str, dst: &str, count: u32, interval: &str, extra: &[&str]) -> u32 {
+    let count = count.to_string();
+    let mut args = vec!["ping", "-n", "-c", &count, "-i", interval, "-W", "2"];
+    args.extend_from_slice(extra);
+    args.push(dst);
+    let out = t.command(ns, &args).output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find(|l| l.contains("packets transmitted"))
@@ -522,7 +529,9 @@ fn unresolved_next_hop_loses_exactly_the_first_packet() {
     let pcap = t.workdir.join("core-itr0-nh.pcap");
     let cap = lab::start_capture(&mut t, CORE, "itr0", &pcap).unwrap();
     let before = counters(&t, ITR);
-    let got = lab::ping(&t, HA, lab::HB_V4, N).unwrap();
+    // Half a second apart: the agent's part (event → managed neighbour → ARP) takes a few
+    // milliseconds, so only the first echo meets the unresolved neighbour even on a busy host.
+    let got = ping_with(&t, HA, lab::HB_V4, N, "0.5", &[]);
     let after = counters(&t, ITR);
     std::thread::sleep(std::time::Duration::from_millis(300));
     t.stop(cap);
@@ -563,15 +572,18 @@ fn data_for_an_eid_no_longer_here_is_delivered_and_reported() {
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
     let o = AgentOptions::default();
-    let cfg_b =
-        lab::config_b(&o).replace("eid-prefix: 203.0.113.0/24", "eid-prefix: 203.0.113.128/25");
-    assert_ne!(cfg_b, lab::config_b(&o), "B's database-mapping changed");
+    // A per-destination interval far longer than the test: exactly one event, however slow
+    // the host.
+    let cfg_b = lab::config_b(&o)
+        .replace("eid-prefix: 203.0.113.0/24", "eid-prefix: 203.0.113.128/25")
+        .replace("\ndata-nonce:", "\nmiss-event-interval: 60s\ndata-nonce:");
+    assert!(cfg_b.contains("203.0.113.128/25") && cfg_b.contains("miss-event-interval: 60s"));
     let a = lab::start_agent(&mut t, &agent_bin(), ITR, "agent-a", &lab::config_a(&o)).unwrap();
     let b = lab::start_agent(&mut t, &agent_bin(), ETR, "agent-b", &cfg_b).unwrap();
     let received = |text: &str| lab::series(text, "lisp_dataplane_events_received_total").unwrap();
     let before = counters(&t, ETR);
     let before_events = received(&lab::metrics_text(&t.ns(ETR)).unwrap());
-    // Four pings 0.1 s apart: all within the 1 s per-destination interval.
+    // Four pings 0.1 s apart: all within the per-destination interval.
     assert_eq!(
         lab::ping(&t, HA, lab::HB_V4, 4).unwrap(),
         4,

@@ -2117,6 +2117,7 @@ fn data_for_an_absent_eid_raises_an_event_and_is_delivered() {
         (true, V4_RLOC3, AF_IPV6, V6_RLOC2),
     ] {
         let f = lisp_frame(&inner_v4(dst, 30, 0), outer_v6, 64, 0, None);
+        let filled = std::time::Instant::now();
         let (rv, _, moved) = dp.run(dp.core0, &f);
         assert_eq!(
             (rv, moved),
@@ -2134,9 +2135,13 @@ fn data_for_an_absent_eid_raises_an_event_and_is_delivered() {
                 ..Default::default()
             }]
         );
-        // The next packet hits the next-hop cache: no check, no event.
+        // The next packet hits the next-hop cache: no check, no event. (Only if this thread
+        // was not held up past the cache entry's 100 ms: then the refill checks again and the
+        // per-destination limit counts it, which proves nothing here.)
         let (rv, _, moved) = dp.run(dp.core0, &f);
-        assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
+        if filled.elapsed() < std::time::Duration::from_millis(90) {
+            assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
+        }
         assert!(drain_events(&mut bufs).is_empty());
     }
     // After the cache entry ages out the check runs again; the per-destination limit (1 s by
