@@ -2036,9 +2036,11 @@ fn misses_are_bounded_by_a_token_bucket_per_kind() {
     const SCAN: u64 = 40;
     // One event per 10 s, bursts of 5: no credit comes back while the test runs (it would take
     // 10 s), so the bound is exactly the burst.
+    // And one event per destination per minute: a repeat is always held back by that limit.
     dp.update_settings(|s| {
         s.event_cost_ns = 10_000_000_000;
         s.event_credit_max_ns = BURST * 10_000_000_000;
+        s.event_interval_ns = 60_000_000_000;
     });
     let mut bufs = open_events(&mut dp);
     let before = dp.counters();
