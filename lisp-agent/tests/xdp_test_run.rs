@@ -2146,12 +2146,27 @@ fn data_for_an_absent_eid_raises_an_event_and_is_delivered() {
         }
         assert!(drain_events(&mut bufs).is_empty());
     }
-    // After the cache entry ages out the check runs again; the per-destination limit (1 s by
-    // default) holds the event back.
+    // After the cache entry ages out the check runs again; the limit per destination and ITR
+    // (one event a minute here) holds the event back ...
+    dp.update_settings(|s| s.event_interval_ns = 60_000_000_000);
     past_next_hop_ttl();
     let f = lisp_frame(&inner_v4(V4_RLOC2, 30, 0), false, 64, 0, None);
     let (_, _, moved) = dp.run(dp.core0, &f);
     assert_eq!(moved, vec![Counter::Decap, Counter::MissRateLimited]);
+    // ... but another ITR sending to the same EID is reported too.
+    let mut g = f.clone();
+    g[14 + 12..14 + 16].copy_from_slice(&[198, 51, 100, 77]);
+    fix_v4_csum(&mut g[14..]);
+    past_next_hop_ttl();
+    let (_, _, moved) = dp.run(dp.core0, &g);
+    assert_eq!(moved, vec![Counter::Decap, Counter::MissEvent]);
+    let ev = drain_events(&mut bufs);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].rloc_family, ev[0].rloc),
+        (AF_IPV4, a16(&[198, 51, 100, 77]))
+    );
+    assert_eq!(ev[0].dst, EidKey::new(AF_IPV4, 0, a16(&V4_RLOC2)));
     // Without the flag (an agent with no database-mappings) nothing is checked.
     dp.update_settings(|s| s.flags &= !settings_flags::CHECK_LOCAL_EIDS);
     let f = lisp_frame(&inner_v4([198, 51, 100, 9], 30, 0), false, 64, 0, None);

@@ -25,6 +25,8 @@ use crate::{
 /// Bit set in the family byte of an absent-EID event's rate-limit key: that event and a miss for
 /// the same destination (a router that is ITR and ETR) must not share a slot.
 const ABSENT_EID_KEY_BIT: u8 = 0x80;
+/// ... and this one when the ITR's RLOC is IPv6.
+const ABSENT_EID_KEY_V6_RLOC: u8 = 0x40;
 
 /// The outer FIB lookup found a route but no resolved neighbour: `fib` holds the egress
 /// ifindex and the next-hop address (the gateway, or the RLOC itself when on-link). Tell the
@@ -75,7 +77,29 @@ pub fn data_for_absent_eid(ctx: &XdpContext, s: &Scratch) {
     let family = if s.inner.v6 { AF_IPV6 } else { AF_IPV4 };
     let iid = s.etr_key.instance_id;
     let dst = EidKey::new(family, iid, s.inner.dst);
-    let rate_key = EidKey::new(family | ABSENT_EID_KEY_BIT, iid, s.inner.dst);
+    // Limited per destination *and* ITR: every ITR still sending to a moved EID is told, not
+    // only the first one. The ITR's RLOC, folded to 32 bits, is mixed into the last word of the
+    // address (zero for IPv4 EIDs, so exact there; a collision for IPv6 only delays an event).
+    let r = &s.outer.src;
+    let mut fold = [r[0], r[1], r[2], r[3]];
+    if s.outer.v6 {
+        let mut i = 4;
+        while i < 16 {
+            fold[i % 4] ^= r[i];
+            i += 1;
+        }
+    }
+    let mut addr = s.inner.dst;
+    addr[12] ^= fold[0];
+    addr[13] ^= fold[1];
+    addr[14] ^= fold[2];
+    addr[15] ^= fold[3];
+    let v6_bit = if s.outer.v6 {
+        ABSENT_EID_KEY_V6_RLOC
+    } else {
+        0
+    };
+    let rate_key = EidKey::new(family | ABSENT_EID_KEY_BIT | v6_bit, iid, addr);
     raise_event(
         ctx,
         &rate_key,
