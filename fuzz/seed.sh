@@ -4,7 +4,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 caps=${LISP_CAPTURES_DIR:-$here/../testdata/captures}
-for t in message map_request map_reply map_register map_notify ecm auth_verify data_header; do
+for t in message map_request map_reply map_register map_notify ecm auth_verify data_header hsrp; do
     mkdir -p "$here/corpus/$t"
 done
 i=0
@@ -13,7 +13,7 @@ for f in "$caps"/oor/decodes/*.udp-payload-hex.txt; do
     awk '{print $NF}' "$f" | tr ',' '\n' | while read -r h; do
         case "$h" in *[!0-9a-f]*|"") continue ;; esac
         i=$((i + 1))
-        for t in message map_request map_reply map_register map_notify ecm auth_verify data_header; do
+        for t in message map_request map_reply map_register map_notify ecm auth_verify data_header hsrp; do
             printf '%s' "$h" | xxd -r -p > "$here/corpus/$t/seed-$(basename "$f" .txt)-$i"
         done
     done

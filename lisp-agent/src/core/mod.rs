@@ -3,6 +3,7 @@
 //! core decides.
 
 pub mod action;
+pub mod hsrp;
 pub mod map_cache;
 pub mod map_server;
 pub mod node;
