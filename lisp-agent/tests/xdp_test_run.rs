@@ -2193,7 +2193,7 @@ fn a_scan_of_the_eid_space_emits_a_bounded_event_rate() {
         .into_iter()
         .map(|cpu| perf.open(cpu, Some(64)).unwrap())
         .collect();
-    let mut drain = |bufs: &mut Vec<aya::maps::perf::PerfEventArrayBuffer<_>>| -> u64 {
+    let drain = |bufs: &mut Vec<aya::maps::perf::PerfEventArrayBuffer<_>>| -> u64 {
         let mut n = 0;
         for b in bufs.iter_mut() {
             b.for_each(|ev| match ev {
