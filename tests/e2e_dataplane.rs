@@ -515,7 +515,7 @@ fn unresolved_next_hop_loses_exactly_the_first_packet() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     const N: u32 = 5;
-    let prefix = netns::unique_prefix("lispnh");
+    let prefix = netns::unique_prefix("lispnhloss");
     let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();

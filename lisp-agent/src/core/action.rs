@@ -53,13 +53,17 @@ pub enum Action {
     },
     /// Delete a data-plane map-cache entry (TTL expired, or a TTL 0 reply).
     RemoveMapCache { eid: EidPrefix },
+    /// Have the kernel resolve the neighbour `addr` on interface `ifindex` and keep it resolved
+    /// (a managed neighbour entry): the data plane's next hop towards an RLOC.
+    EnsureNeighbour { ifindex: u32, addr: IpAddr },
 }
 
 /// Something that happened, as the shell reports it to the core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A UDP datagram arrived on a control socket: `from` is the peer, `to` our local address
-    /// (needed to answer RLOC-probes from the probed locator).
+    /// A UDP datagram arrived on a control socket: `from` is the peer, `to` the local address
+    /// it was sent to (the shell reads it with `IP_PKTINFO`/`IPV6_PKTINFO`; unspecified if
+    /// unknown). Answers leave from `to`: the address the peer used.
     Datagram {
         from: SocketAddr,
         to: SocketAddr,
@@ -72,6 +76,10 @@ pub enum Event {
         src: IpAddr,
         dst: IpAddr,
     },
-    /// The deadline returned by `next_deadline()` has passed.
+    /// The deadline returned by `Node::poll_timeout()` (or a role's `next_deadline()`) has
+    /// passed.
     Timer,
+    /// The data plane's FIB lookup towards an RLOC found a route via `addr` on `ifindex` but no
+    /// resolved neighbour (see `core::next_hop`).
+    NextHopUnresolved { ifindex: u32, addr: IpAddr },
 }

@@ -6,8 +6,12 @@ pub mod action;
 pub mod hsrp;
 pub mod map_cache;
 pub mod map_server;
+pub mod next_hop;
 pub mod node;
 pub mod nonce;
 pub mod prefix_lengths;
+/// The multi-node simulation harness (also for integration tests and benches: feature `sim`).
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod time;
 pub mod xtr;

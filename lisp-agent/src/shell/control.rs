@@ -1,15 +1,17 @@
-//! The control-plane shell: UDP port 4342, timers and data-plane misses in; the sans-IO cores
-//! ([`Xtr`], and [`MapServer`] when `map-server.enabled`) decide; their [`Action`]s are carried
-//! out here (datagrams sent, XDP map-cache entries written or removed). Nothing protocol-shaped
-//! lives here.
+//! The control-plane shell: runs one [`Node`] (the xTR, and the map-server when
+//! `map-server.enabled`). UDP port 4342, timers and data-plane events in, as [`Event`]s; the
+//! node's [`Action`]s out (datagrams sent, XDP map-cache entries written or removed, managed
+//! neighbours created). Which role a datagram is for, where an answer comes from, and whether a
+//! next hop is worth a neighbour request are the node's decisions, not this module's.
 //!
 //! One socket serves both families: `[::]:4342` dual-stack (IPv4 peers appear as v4-mapped
-//! addresses and are turned back into IPv4 before the cores see them); if IPv6 is disabled,
-//! `0.0.0.0:4342`. `Action::Send::from` (the cores' locator of the destination's family) is
-//! carried out with `IP_PKTINFO`/`IPV6_PKTINFO` ([`super::udp_source`]): on a router whose
-//! RLOCs live on a loopback or dummy interface, the kernel's own choice (the egress
-//! interface's address) would be the wrong source. A `from` that is not local is warned about
-//! once and then left to the kernel.
+//! addresses and are turned back into IPv4 before the core sees them); if IPv6 is disabled,
+//! `0.0.0.0:4342`. Each datagram is received with the local address it was sent to
+//! ([`super::udp_dest`]: `IP_PKTINFO` / `IPV6_RECVPKTINFO`), which the core answers from.
+//! `Action::Send::from` is carried out with `IP_PKTINFO`/`IPV6_PKTINFO`
+//! ([`super::udp_source`]): on a router whose RLOCs live on a loopback or dummy interface, the
+//! kernel's own choice (the egress interface's address) would be the wrong source. A `from`
+//! that is not local is warned about once and then left to the kernel.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
@@ -24,15 +26,16 @@ use log::{debug, info, warn};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::udp_dest::{enable_destination_info, recv_with_destination};
 use super::udp_source::SourceSender;
 use super::{DataplaneEvent, Stats};
 use crate::config::Config;
 use crate::config::lower::{self, Seeds};
-use crate::core::action::{Action, CONTROL_PORT, MapCacheData};
+use crate::core::action::{Action, CONTROL_PORT, Event, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
-use crate::core::map_server::MapServer;
+use crate::core::node::{Node, Notification};
 use crate::core::time::{Timestamp, earliest};
-use crate::core::xtr::{RegistrationState, Xtr};
+use crate::core::xtr::RegistrationState;
 use crate::dataplane::MapCacheWriter;
 
 /// What the control plane gets from the shell.
@@ -101,94 +104,63 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         },
     )
     .context("map-server configuration")?;
-    let mut xtr = Xtr::new(node.xtr, clock.now());
-    let mut ms = node.map_server.map(MapServer::new);
+    let mut node = Node::new(node, clock.now());
     let sock = bind_control_socket(CONTROL_PORT).await?;
+    enable_destination_info(&sock)
+        .context("asking for the destination address of control datagrams")?;
     let local = sock.local_addr()?;
     let sock_is_v6 = local.is_ipv6();
     info!(
         "control plane on UDP {local}: {} map-server(s), {} map-resolver(s){}",
-        xtr.config().map_servers.len(),
-        xtr.config().map_resolvers.len(),
-        if ms.is_some() {
+        node.xtr().config().map_servers.len(),
+        node.xtr().config().map_resolvers.len(),
+        if node.map_server().is_some() {
             ", map-server role enabled"
         } else {
             ""
         }
     );
-    // `to` as the cores see it: our locator of the peer's family (the config has one per
-    // family), since a wildcard socket does not tell us which address was hit.
-    let local_for = |xtr: &Xtr, from: &SocketAddr| -> SocketAddr {
-        let ip = xtr
-            .local_locator_like(&from.ip())
-            .unwrap_or(if from.is_ipv4() {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            });
-        SocketAddr::new(ip, CONTROL_PORT)
-    };
 
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut sender = SourceSender::default();
-    let mut reg_seen: Vec<RegistrationState> = Vec::new();
-    let mut last_render = Timestamp::ZERO;
-    let mut metrics_dirty = true;
+    // Rendered once at start, so that the endpoint never serves an empty control section.
+    let mut last_render = clock.now();
+    if let Ok(mut m) = ctx.stats.control_metrics.lock() {
+        *m = render_metrics(&node, last_render);
+    }
+    let mut metrics_dirty = false;
     loop {
-        let deadline = earliest(
-            xtr.next_deadline(),
-            ms.as_ref().and_then(MapServer::next_deadline),
-        );
         // A pending metrics refresh also wakes the loop, so the text never lags by more than
         // METRICS_REFRESH after the last event.
         let deadline = earliest(
-            deadline,
+            node.poll_timeout(),
             metrics_dirty.then(|| last_render + METRICS_REFRESH),
         );
         let sleep_until = clock.instant(deadline.unwrap_or(Timestamp::from_secs(86_400 * 365)));
-        let actions = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => {
-                    let from = canonical(from);
-                    let bytes = &buf[..n];
-                    let to = local_for(&xtr, &from);
-                    let now = clock.now();
-                    match ms.as_mut() {
-                        Some(m) if MapServer::wants(bytes) => m.handle_datagram(from, to, bytes, now),
-                        _ => xtr.handle_datagram(now, from, to, bytes),
-                    }
-                }
+        let event = tokio::select! {
+            r = recv_with_destination(&sock, &mut buf) => match r {
+                Ok((n, from, to)) => Some(datagram_event(from, to, local.port(), &buf[..n])),
                 Err(e) => {
                     // ICMP errors of earlier sends surface here (ECONNREFUSED): not fatal.
                     debug!("control socket: {e}");
-                    Vec::new()
+                    None
                 }
             },
             ev = ctx.events.recv() => match ev {
-                Some(DataplaneEvent::Miss(m)) => {
+                Some(ev) => {
                     ctx.stats.events_handled.fetch_add(1, Ordering::Relaxed);
-                    xtr.handle_miss(clock.now(), m.instance_id, m.src, m.dst)
-                }
-                // For the core's SMR logic (Event::DataForAbsentEid): not handled here yet.
-                Some(DataplaneEvent::DataForAbsentEid(a)) => {
-                    debug!("{a}: no SMR sent (not wired to the core)");
-                    Vec::new()
+                    dataplane_event(ev)
                 }
                 None => break,
             },
-            _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
-                let now = clock.now();
-                let mut a = xtr.handle_timer(now);
-                if let Some(m) = ms.as_mut() {
-                    a.extend(m.on_timer(now));
-                }
-                a
-            }
+            _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => Some(Event::Timer),
         };
-        for a in actions {
-            carry_out(&sock, sock_is_v6, &mut sender, &ctx.map_cache, a).await;
+        if let Some(ev) = event {
+            for a in node.handle(clock.now(), ev) {
+                carry_out(&sock, sock_is_v6, &mut sender, &ctx.map_cache, a).await;
+            }
         }
-        log_registration_changes(&xtr, clock.now(), &mut reg_seen);
+        log_notifications(&mut node);
         // Metrics text at most twice a second: rendering on every miss would cost more than
         // the miss.
         metrics_dirty = true;
@@ -196,7 +168,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         if now - last_render >= METRICS_REFRESH {
             last_render = now;
             metrics_dirty = false;
-            let text = render_metrics(&xtr, ms.as_ref(), now);
+            let text = render_metrics(&node, now);
             if let Ok(mut m) = ctx.stats.control_metrics.lock() {
                 *m = text;
             }
@@ -205,13 +177,52 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A received datagram as the core sees it: IPv4 peers and our IPv4 address unmapped; an
+/// unknown destination (the kernel always reports one once asked) as the unspecified address,
+/// from which the core does not answer.
+fn datagram_event(from: SocketAddr, to: Option<IpAddr>, port: u16, bytes: &[u8]) -> Event {
+    let from = canonical(from);
+    let to_ip = to.map(|a| a.to_canonical()).unwrap_or(if from.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    });
+    Event::Datagram {
+        from,
+        to: SocketAddr::new(to_ip, port),
+        bytes: bytes.to_vec(),
+    }
+}
+
+fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
+    Some(match ev {
+        DataplaneEvent::Miss(m) => Event::Miss {
+            instance_id: m.instance_id,
+            src: m.src,
+            dst: m.dst,
+        },
+        DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
+            Event::NextHopUnresolved { ifindex, addr }
+        }
+        // For the core's SMR logic (Event::DataForAbsentEid, same fields): not on this
+        // branch's core yet.
+        DataplaneEvent::DataForAbsentEid(a) => {
+            debug!("{a}: no SMR sent (not wired to the core)");
+            return None;
+        }
+    })
+}
+
 /// How often the control-plane metrics text is rebuilt (at most).
 const METRICS_REFRESH: Duration = Duration::from_millis(500);
 
 /// The control plane's Prometheus series: xTR messages and rejections, registration state per
-/// map-server, learnt map-cache size, and the map-server's counters when that role runs.
-pub fn render_metrics(xtr: &Xtr, ms: Option<&MapServer>, now: Timestamp) -> String {
+/// map-server, learnt map-cache size, the map-server's counters when that role runs, and the
+/// node's own (local deliveries, next-hop requests).
+pub fn render_metrics(node: &Node, now: Timestamp) -> String {
     let mut s = String::new();
+    let xtr = node.xtr();
+    let ms = node.map_server();
     let c = xtr.counters();
     s.push_str("# HELP lisp_xtr_total xTR control-plane messages and events.\n");
     s.push_str("# TYPE lisp_xtr_total counter\n");
@@ -245,28 +256,32 @@ pub fn render_metrics(xtr: &Xtr, ms: Option<&MapServer>, now: Timestamp) -> Stri
             let _ = writeln!(s, "lisp_map_server_total{{event=\"{name}\"}} {v}");
         }
     }
+    s.push_str("# HELP lisp_node_total Decisions of the node between its roles.\n");
+    s.push_str("# TYPE lisp_node_total counter\n");
+    for (name, v) in node.counters().iter() {
+        let _ = writeln!(s, "lisp_node_total{{event=\"{name}\"}} {v}");
+    }
+    s.push_str("# HELP lisp_next_hop_total Data-plane next hops found unresolved, by outcome.\n");
+    s.push_str("# TYPE lisp_next_hop_total counter\n");
+    for (name, v) in node.next_hops().counters().iter() {
+        let _ = writeln!(s, "lisp_next_hop_total{{outcome=\"{name}\"}} {v}");
+    }
     s
 }
 
-/// Registration state changes are worth a log line (operators and the e2e tests read them).
-fn log_registration_changes(xtr: &Xtr, now: Timestamp, seen: &mut Vec<RegistrationState>) {
-    let st = xtr.registrations(now);
-    if seen.len() != st.len() {
-        *seen = vec![RegistrationState::Registering; st.len()];
-    }
-    for (old, s) in seen.iter_mut().zip(&st) {
-        if *old != s.state {
-            match s.state {
-                RegistrationState::Registered => {
-                    info!("registered with map-server {}", s.map_server)
-                }
-                RegistrationState::Expired => warn!(
-                    "registration with map-server {} expired ({} Map-Registers unanswered)",
-                    s.map_server, s.unanswered
-                ),
-                RegistrationState::Registering => {}
+/// The node's notifications as log lines (operators and the e2e tests read them).
+fn log_notifications(node: &mut Node) {
+    while let Some(n) = node.poll_notification() {
+        match n {
+            Notification::Registered { map_server } => {
+                info!("registered with map-server {map_server}")
             }
-            *old = s.state;
+            Notification::RegistrationExpired {
+                map_server,
+                unanswered,
+            } => warn!(
+                "registration with map-server {map_server} expired ({unanswered} Map-Registers unanswered)"
+            ),
         }
     }
 }
@@ -317,12 +332,29 @@ async fn carry_out(
                 Err(e) => warn!("map-cache {eid}: {e:#}"),
             }
         }
+        Action::EnsureNeighbour { ifindex, addr } => {
+            // One short netlink exchange; off the async threads all the same.
+            let r = tokio::task::spawn_blocking(move || {
+                super::neighbour::ensure_managed(ifindex, addr)
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => info!(
+                    "next hop {addr} (ifindex {ifindex}) unresolved: managed neighbour entry created"
+                ),
+                Ok(Err(e)) => warn!(
+                    "next hop {addr} (ifindex {ifindex}) unresolved, and the neighbour entry could not be created: {e}"
+                ),
+                Err(e) => warn!("neighbour request for {addr}: {e}"),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::node::NodeConfig;
     use crate::core::xtr::{MapServerPeer, XtrConfig};
     use lisp_common::wire::control::auth::Algorithm;
 
@@ -338,11 +370,31 @@ mod tests {
             }],
             ..XtrConfig::default()
         };
-        let mut x = Xtr::new(cfg, Timestamp::ZERO);
-        x.handle_timer(Timestamp::ZERO);
+        let mut n = Node::new(
+            NodeConfig {
+                xtr: cfg,
+                map_server: None,
+            },
+            Timestamp::ZERO,
+        );
+        n.handle(Timestamp::ZERO, Event::Timer);
         let from: SocketAddr = "192.0.2.1:4342".parse().unwrap();
-        x.handle_datagram(Timestamp::ZERO, from, from, b"junk");
-        let t = render_metrics(&x, None, Timestamp::ZERO);
+        n.handle(
+            Timestamp::ZERO,
+            Event::Datagram {
+                from,
+                to: from,
+                bytes: b"junk".to_vec(),
+            },
+        );
+        n.handle(
+            Timestamp::ZERO,
+            Event::NextHopUnresolved {
+                ifindex: 0,
+                addr: from.ip(),
+            },
+        );
+        let t = render_metrics(&n, Timestamp::ZERO);
         assert!(
             t.contains("lisp_xtr_total{event=\"sent_map_register\"} 1\n"),
             "{t}"
@@ -356,6 +408,14 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("lisp_xtr_map_cache_entries 0\n"));
+        assert!(
+            t.contains("lisp_node_total{event=\"delivered_locally\"} 0\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lisp_next_hop_total{outcome=\"invalid\"} 1\n"),
+            "{t}"
+        );
         assert!(!t.contains("lisp_map_server_total"));
     }
 

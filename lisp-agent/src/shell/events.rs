@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use aya::maps::perf::PerfEvent;
 use aya::maps::{MapData, PerfEventArray};
 use lisp_common::maps::{AF_IPV4, AF_IPV6, EidKey, MissEvent, event_kind};
-use log::{debug, info, warn};
+use log::{debug, warn};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -94,6 +94,12 @@ impl fmt::Display for AbsentEid {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataplaneEvent {
     Miss(Miss),
+    /// The next hop `addr` on `ifindex` towards an RLOC has no resolved neighbour: the core
+    /// decides whether to have it resolved (`core::next_hop`).
+    NextHopUnresolved {
+        ifindex: u32,
+        addr: IpAddr,
+    },
     DataForAbsentEid(AbsentEid),
 }
 
@@ -219,7 +225,14 @@ pub fn handle_sample(
         }
         Ok(Decoded::NextHopUnresolved { ifindex, addr }) => {
             stats.events_received.fetch_add(1, Ordering::Relaxed);
-            resolve_next_hop(ifindex, addr);
+            debug!("next hop {addr} (ifindex {ifindex}) unresolved");
+            if tx
+                .try_send(DataplaneEvent::NextHopUnresolved { ifindex, addr })
+                .is_err()
+            {
+                stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                debug!("event channel full or closed: event dropped");
+            }
         }
         Ok(Decoded::DataForAbsentEid(a)) => {
             stats.events_received.fetch_add(1, Ordering::Relaxed);
@@ -233,20 +246,6 @@ pub fn handle_sample(
             stats.events_malformed.fetch_add(1, Ordering::Relaxed);
             warn!("data-plane event ignored: {e}");
         }
-    }
-}
-
-/// The data plane found no neighbour for the next hop towards an RLOC: have the kernel resolve
-/// it and keep it resolved (see [`super::neighbour`]). A short blocking netlink exchange, at most
-/// once per next hop per event interval (the kernel rate-limits these events).
-fn resolve_next_hop(ifindex: u32, addr: IpAddr) {
-    match super::neighbour::ensure_managed(ifindex, addr) {
-        Ok(()) => {
-            info!("next hop {addr} (ifindex {ifindex}) unresolved: managed neighbour entry created")
-        }
-        Err(e) => warn!(
-            "next hop {addr} (ifindex {ifindex}) unresolved, and the neighbour entry could not be created: {e}"
-        ),
     }
 }
 
@@ -432,10 +431,18 @@ mod tests {
         assert_eq!(stats.events_dropped.load(Ordering::Relaxed), 1);
         assert_eq!(stats.events_malformed.load(Ordering::Relaxed), 1);
         let Ok(DataplaneEvent::Miss(m)) = rx.try_recv() else {
-            panic!("a miss was forwarded");
+            panic!("no miss forwarded")
         };
         assert_eq!(m.dst, "203.0.113.10".parse::<IpAddr>().unwrap());
         assert!(rx.try_recv().is_err());
+        // A next-hop event goes to the control plane too (the core decides what to do).
+        let mut nh = sample_event();
+        nh.kind = event_kind::NEXT_HOP_UNRESOLVED;
+        handle_sample(&record(&nh), &stats, &tx, |_| None);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(DataplaneEvent::NextHopUnresolved { .. })
+        ));
     }
 
     #[test]

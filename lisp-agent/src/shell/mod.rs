@@ -10,6 +10,7 @@ pub mod events;
 pub mod metrics;
 pub mod neighbour;
 pub mod slow_path;
+pub mod udp_dest;
 pub mod udp_source;
 
 use std::sync::atomic::AtomicU64;

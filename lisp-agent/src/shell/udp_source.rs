@@ -36,6 +36,15 @@ impl CmsgBuf {
     pub(crate) fn new() -> Self {
         CmsgBuf([0; 64])
     }
+
+    /// For `recvmsg` (`shell::udp_dest`): the kernel writes received control messages here.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Writes the control message that makes the kernel send from `src`, for a datagram to `dst`

@@ -41,10 +41,9 @@
 //! TTL 0 and no locators), nonce counting up from the Map-Request's, retransmitted until a
 //! Map-Notify-Ack like the RLOC-change ones. The D bit suppresses the Map-Reply.
 //!
-//! Combined with the xTR in one process: the shell hands Map-Registers, Map-Notify-Acks and ECMs
-//! to the map-server ([`MapServer::wants`]). A forwarded ECM is byte-identical to the received
-//! one, so an ETR on the map-server's own address must be told apart by the shell (inner
-//! destination inside its own database-mappings).
+//! Combined with the xTR in one process, `core::node::Node` decides which role a datagram is
+//! for (ECMs for the local ETR's own EIDs go to the ETR) and hands an ECM this map-server
+//! forwards to an ETR on our own address to the local ETR inside the node.
 
 pub mod config;
 pub mod counters;
@@ -237,7 +236,8 @@ impl MapServer {
         match event {
             Event::Datagram { from, to, bytes } => self.handle_datagram(*from, *to, bytes, now),
             Event::Timer => self.on_timer(now),
-            Event::Miss { .. } => Vec::new(),
+            // Data-plane events are the xTR's and the node's.
+            Event::Miss { .. } | Event::NextHopUnresolved { .. } => Vec::new(),
         }
     }
 

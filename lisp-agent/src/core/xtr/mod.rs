@@ -237,6 +237,8 @@ impl Xtr {
                 dst,
             } => self.handle_miss(now, instance_id, src, dst),
             Event::Timer => self.handle_timer(now),
+            // The node's, not the xTR's (`core::next_hop`).
+            Event::NextHopUnresolved { .. } => Vec::new(),
         }
     }
 
