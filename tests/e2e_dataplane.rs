@@ -385,7 +385,15 @@ fn big_ipv4_without_df_is_fragmented_by_the_slow_path() {
         t.ip(ns, &["link", "set", dev, "mtu", "1500"]).unwrap();
     }
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
-    let (a, b) = lab::start_agents(&mut t, &agent_bin(), &AgentOptions::default()).unwrap();
+    let (a, b) = lab::start_agents(
+        &mut t,
+        &agent_bin(),
+        &AgentOptions {
+            log_level: "debug",
+            ..AgentOptions::default()
+        },
+    )
+    .unwrap();
     let pcap = t.workdir.join("core-itr0-frag.pcap");
     let cap = lab::start_capture(&mut t, CORE, "itr0", &pcap).unwrap();
     let metrics_text = |ns: &str| lab::metrics_text(&t.ns(ns)).unwrap();
@@ -412,8 +420,8 @@ fn big_ipv4_without_df_is_fragmented_by_the_slow_path() {
     t.stop(cap);
     let d = |b: &BTreeMap<String, u64>, a: &BTreeMap<String, u64>, n: &str| lab::delta(b, a, n);
     // Per ping and direction: two big fragments by the slow path, one small by XDP; at the
-    // receiving xTR two outer datagrams in two fragments each, reassembled and decapsulated
-    // by the agent, and the small one by XDP.
+    // receiving xTR two outer datagrams in two fragments each, reassembled by the kernel for
+    // the agent, which runs them back through XDP (so XDP decapsulates all three).
     for (side, b, a, s0, s1, encap) in [
         ("A", &before_a, &after_a, &sa0, &sa1, "encap_ipv4"),
         ("B", &before_b, &after_b, &sb0, &sb1, "encap_ipv6"),
@@ -421,7 +429,7 @@ fn big_ipv4_without_df_is_fragmented_by_the_slow_path() {
         assert_eq!(d(b, a, "slow_path"), 2 * N, "xTR {side} slow_path: {a:?}");
         assert_eq!(d(b, a, encap), N, "xTR {side} {encap}");
         assert_eq!(d(b, a, "pass_fragment"), 4 * N, "xTR {side} pass_fragment");
-        assert_eq!(d(b, a, "decap"), N, "xTR {side} decap");
+        assert_eq!(d(b, a, "decap"), 3 * N, "xTR {side} decap");
         for bad in [
             "slow_path_lost",
             "encap_no_next_hop",
@@ -436,11 +444,12 @@ fn big_ipv4_without_df_is_fragmented_by_the_slow_path() {
             "xTR {side}"
         );
         assert_eq!(
-            slow(s1, "decap_delivered") - slow(s0, "decap_delivered"),
+            slow(s1, "decap_reinjected") - slow(s0, "decap_reinjected"),
             2 * N,
-            "xTR {side}"
+            "xTR {side} reassembled datagrams back through XDP"
         );
         for bad in [
+            "decap_delivered",
             "encap_failed",
             "lost",
             "decap_unknown_instance",
@@ -603,6 +612,79 @@ fn data_for_an_eid_no_longer_here_is_delivered_and_reported() {
     assert_eq!(lab::ping(&t, HA, lab::HB_V6, 2).unwrap(), 2);
     let after = counters(&t, ETR);
     assert_eq!(lab::delta(&before, &after, "miss_event"), 0);
+    for h in [a, b] {
+        assert!(t.stop(h).expect("agent exit status").success());
+    }
+    let _ = std::fs::remove_dir_all(&t.workdir);
+}
+
+/// The reassembled datagrams are decapsulated into the instance's own routing table: xTR B maps
+/// instance 7 to table 100, whose route to host B is the only usable one (B's main table
+/// blackholes host B). Every 3000-byte ping without DF arrives; at B, XDP decapsulates the
+/// small fragment and, run again by the agent, both reassembled datagrams.
+#[test]
+fn reassembled_datagrams_are_routed_in_the_instance_table() {
+    if !netns::is_root() {
+        panic!("this end-to-end test needs root (network namespaces, XDP)");
+    }
+    const N: u64 = 2;
+    let prefix = netns::unique_prefix("lispfragiid");
+    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    lab::build(&mut t).unwrap();
+    for (ns, dev) in [
+        (ITR, "rloc0"),
+        (CORE, "itr0"),
+        (CORE, "etr0"),
+        (ETR, "rloc0"),
+    ] {
+        t.ip(ns, &["link", "set", dev, "mtu", "1500"]).unwrap();
+    }
+    t.ip(
+        ETR,
+        &[
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "dev",
+            "eid0",
+            "table",
+            "100",
+        ],
+    )
+    .unwrap();
+    t.ip(ETR, &["route", "add", "blackhole", "203.0.113.10/32"])
+        .unwrap();
+    let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
+    let o = AgentOptions {
+        instance_id: 7,
+        ..AgentOptions::default()
+    };
+    let cfg_b = lab::config_b(&o).replace(
+        "{ instance-id: 7, table: main }",
+        "{ instance-id: 7, table: 100 }",
+    );
+    assert!(cfg_b.contains("table: 100"));
+    let a = lab::start_agent(&mut t, &agent_bin(), ITR, "agent-a", &lab::config_a(&o)).unwrap();
+    let b = lab::start_agent(&mut t, &agent_bin(), ETR, "agent-b", &cfg_b).unwrap();
+    let reinjected = |ns: &str| {
+        lab::series(
+            &lab::metrics_text(&t.ns(ns)).unwrap(),
+            "lisp_slow_path_packets_total{outcome=\"decap_reinjected\"}",
+        )
+        .unwrap()
+    };
+    let before = counters(&t, ETR);
+    let r0 = reinjected(ETR);
+    let got = ping_no_df(&t, HA, lab::HB_V4, N as u32, 3000);
+    assert_eq!(
+        u64::from(got),
+        N,
+        "3000-byte pings into instance 7 (table 100)"
+    );
+    let after = counters(&t, ETR);
+    assert_eq!(reinjected(ETR) - r0, 2 * N);
+    assert_eq!(lab::delta(&before, &after, "decap"), 3 * N, "{after:?}");
+    assert_eq!(lab::delta(&before, &after, "decap_pass"), 0);
     for h in [a, b] {
         assert!(t.stop(h).expect("agent exit status").success());
     }

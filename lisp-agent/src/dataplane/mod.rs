@@ -33,6 +33,46 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// The link-layer address of an interface, in the caller's network namespace (SIOCGIFHWADDR:
+/// /sys may belong to another namespace).
+pub fn mac_of(name: &str) -> std::io::Result<[u8; 6]> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: all-zero ifreq is valid; the name is copied in bounded by IFNAMSIZ - 1.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let n = name.as_bytes();
+    if n.is_empty() || n.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(n) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a datagram socket only for the ioctl, owned and closed here.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFHWADDR fills the ifreq it is given.
+    if unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFHWADDR,
+            &mut req,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
+}
+
 /// The kernel's name of an interface index (for log lines about events).
 pub fn ifname_of(ifindex: u32) -> Option<String> {
     let mut buf = [0u8; libc::IF_NAMESIZE];
@@ -265,6 +305,17 @@ impl Dataplane {
         take_map(&mut self.ebpf, m::EVENTS)
     }
 
+    /// A descriptor of the loaded `xdp_lisp` program, for running frames through it.
+    pub fn program_fd(&self) -> anyhow::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd as _;
+        let prog: &Xdp = self
+            .ebpf
+            .program(m::PROG_XDP_LISP)
+            .ok_or_else(|| anyhow!("the XDP object has no program {}", m::PROG_XDP_LISP))?
+            .try_into()?;
+        Ok(prog.fd()?.as_fd().try_clone_to_owned()?)
+    }
+
     /// The slow-path perf array (packets for the agent to encapsulate).
     pub fn take_slow_path(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
         take_map(&mut self.ebpf, m::SLOW_PATH)
@@ -401,6 +452,13 @@ mod tests {
             "the XDP object has no program {}",
             m::PROG_XDP_LISP
         );
+    }
+
+    #[test]
+    fn loopback_has_an_all_zero_mac() {
+        assert_eq!(super::mac_of("lo").unwrap(), [0; 6]);
+        assert!(super::mac_of("no-such-if0").is_err());
+        assert!(super::mac_of("").is_err());
     }
 
     #[test]

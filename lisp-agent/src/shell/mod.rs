@@ -48,6 +48,38 @@ pub struct Stats {
 /// and counted rather than blocking the perf readers.
 const EVENT_QUEUE: usize = 4096;
 
+/// What the slow path needs to run reassembled datagrams back through the XDP program: the
+/// program and the MAC of each ETR interface. `None` (the slow path then decapsulates itself,
+/// main table only) if the program cannot be had.
+fn slow_path_reinjection(
+    dp: &Dataplane,
+    plan: &dataplane::Plan,
+) -> Option<(
+    slow_path::Reinjector,
+    std::collections::HashMap<u32, [u8; 6]>,
+)> {
+    let fd = match dp.program_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!("slow path: XDP program not available for reinjection: {e:#}");
+            return None;
+        }
+    };
+    let mut macs = std::collections::HashMap::new();
+    for i in &plan.interfaces {
+        if i.value.flags & lisp_common::maps::iface_flags::ETR == 0 {
+            continue;
+        }
+        match dataplane::mac_of(&i.name) {
+            Ok(m) => {
+                macs.insert(i.ifindex, m);
+            }
+            Err(e) => warn!("slow path: no MAC address for {}: {e}", i.name),
+        }
+    }
+    Some((slow_path::Reinjector::new(fd), macs))
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
@@ -92,6 +124,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .spawn(
             dp.take_slow_path()?,
             if cfg.etr { &plan.iid_tables[..] } else { &[] },
+            slow_path_reinjection(&dp, &plan),
         )?
     } else {
         Vec::new()

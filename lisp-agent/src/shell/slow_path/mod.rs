@@ -8,17 +8,20 @@
 //!   with path-MTU discovery off, so the kernel fragments the outer packet instead of refusing
 //!   it. The UDP checksum is the kernel's (non-zero; an ETR accepts both).
 //! - **ETR, reassembly.** XDP passes outer fragments of LISP data to the kernel untouched; the
-//!   kernel reassembles them and delivers the datagram to the same socket. It is decapsulated
-//!   here, only for the configured instance-ids, and the inner packet is sent on a raw socket
-//!   (IP_HDRINCL) routed by the kernel.
+//!   kernel reassembles them and delivers the datagram to the same socket. The agent rebuilds
+//!   the unfragmented frame and runs it once more through the XDP program (BPF_PROG_TEST_RUN,
+//!   live frames; see [`reinject`]), which decapsulates it exactly as it does any packet:
+//!   configured instances only, the instance's routing table, TTL, ECN, the absent-EID check,
+//!   its counters.
 //!
-//! As on the fast path, the inner TTL becomes min(inner, outer) − 1 (RFC 9300 §5.3; the outer
-//! TTL and TOS of the reassembled datagram come with it as ancillary data) and ECN is combined
-//! per RFC 6040 §4.2. A limit, on purpose: inner packets of an instance with its own table
-//! (other than main) are refused and counted (delivering into another table needs a VRF
-//! binding this agent does not set up).
+//! Only when that cannot be done (a datagram bigger than a live test run takes, ~3.5 KB, or
+//! one that arrived on an interface without the ETR role) is it decapsulated here
+//! ([`datagram`]) and sent on a raw socket (IP_HDRINCL), with the same TTL (min(inner, outer)
+//! − 1, outer TTL/TOS from ancillary data) and ECN (RFC 6040) rules; that fallback delivers
+//! into the main table only, and counts what it cannot deliver.
 
 mod datagram;
+mod reinject;
 
 use std::collections::HashMap;
 use std::io;
@@ -37,6 +40,7 @@ use tokio::net::UdpSocket;
 
 use crate::config::TABLE_MAIN;
 pub use datagram::{Incoming, OuterHeader, Outgoing, SlowPathError, decapsulate, encapsulate};
+pub use reinject::{Arrival, Reinjector, rebuild_frame};
 
 /// Counters of the slow path (exported as `lisp_slow_path_packets_total{outcome=...}`).
 #[derive(Debug, Default)]
@@ -48,7 +52,10 @@ pub struct SlowPathStats {
     pub encap_failed: AtomicU64,
     /// Perf samples lost (buffer full).
     pub lost: AtomicU64,
-    /// Reassembled LISP datagrams decapsulated and delivered.
+    /// Reassembled LISP datagrams run back through the XDP program (which then counts and
+    /// decapsulates them like any other).
+    pub decap_reinjected: AtomicU64,
+    /// Reassembled LISP datagrams decapsulated and delivered here (main table).
     pub decap_delivered: AtomicU64,
     /// Refused: instance-id not configured (or with a table this path cannot deliver into).
     pub decap_unknown_instance: AtomicU64,
@@ -62,12 +69,13 @@ pub struct SlowPathStats {
 
 impl SlowPathStats {
     /// `(outcome, value)` for the metrics.
-    pub fn series(&self) -> [(&'static str, u64); 8] {
+    pub fn series(&self) -> [(&'static str, u64); 9] {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("encap_sent", l(&self.encap_sent)),
             ("encap_failed", l(&self.encap_failed)),
             ("lost", l(&self.lost)),
+            ("decap_reinjected", l(&self.decap_reinjected)),
             ("decap_delivered", l(&self.decap_delivered)),
             ("decap_unknown_instance", l(&self.decap_unknown_instance)),
             ("decap_malformed", l(&self.decap_malformed)),
@@ -135,6 +143,7 @@ fn data_socket(rloc: IpAddr) -> io::Result<UdpSocket> {
             setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1)?;
             setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)?;
             setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
+            setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
         }
         IpAddr::V6(_) => {
             setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
@@ -147,6 +156,7 @@ fn data_socket(rloc: IpAddr) -> io::Result<UdpSocket> {
             setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1)?;
             setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
             setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
+            setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         }
     }
     let (sa, len) = sockaddr_of(SocketAddr::new(rloc, LISP_DATA_PORT));
@@ -166,16 +176,51 @@ fn data_socket(rloc: IpAddr) -> io::Result<UdpSocket> {
 
 /// Receives one datagram with the TTL and TOS of its (outer) IP header, which the socket asks
 /// for with IP_RECVTTL/IP_RECVTOS (IPV6_RECVHOPLIMIT/IPV6_RECVTCLASS).
-fn recv_with_outer(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, OuterHeader)> {
+/// A datagram as received: its length, what the ancillary data said of the outer header, the
+/// sender and the ingress interface.
+struct Received {
+    len: usize,
+    outer: OuterHeader,
+    from: Option<SocketAddr>,
+    ifindex: Option<u32>,
+}
+
+fn socket_addr_of(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says sockaddr_in, which fits in sockaddr_storage.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read(ss as *const _ as *const _) };
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())),
+                u16::from_be(sin.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, sockaddr_in6.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read(ss as *const _ as *const _) };
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)),
+                u16::from_be(sin6.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn recv_with_outer(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     #[repr(C, align(8))]
-    struct Cmsgs([u8; 128]);
-    let mut cmsgs = Cmsgs([0; 128]);
+    struct Cmsgs([u8; 256]);
+    let mut cmsgs = Cmsgs([0; 256]);
+    // SAFETY: all-zero sockaddr_storage is valid.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
     // SAFETY: an all-zero msghdr is valid; it is filled with buffers that outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsgs.0.as_mut_ptr().cast();
@@ -186,6 +231,7 @@ fn recv_with_outer(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Outer
         return Err(io::Error::last_os_error());
     }
     let mut outer = OuterHeader::default();
+    let mut ifindex = None;
     // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
     // msg_controllen; each payload is read unaligned with its documented size.
     unsafe {
@@ -199,12 +245,25 @@ fn recv_with_outer(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Outer
                 (libc::IPPROTO_IP, libc::IP_TOS) => outer.tos = Some(*data),
                 (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => outer.ttl = u8::try_from(int()).ok(),
                 (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => outer.tos = u8::try_from(int()).ok(),
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let i = (data as *const libc::in_pktinfo).read_unaligned();
+                    ifindex = u32::try_from(i.ipi_ifindex).ok();
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let i = (data as *const libc::in6_pktinfo).read_unaligned();
+                    ifindex = Some(i.ipi6_ifindex);
+                }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok((n as usize, outer))
+    Ok(Received {
+        len: n as usize,
+        outer,
+        from: socket_addr_of(&name),
+        ifindex,
+    })
 }
 
 /// Sets the outer TTL / hop limit and TOS / traffic class of the next sends on `sock`.
@@ -320,6 +379,43 @@ fn sockaddr_of(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
+/// Runs a reassembled datagram through the XDP program if it arrived on an ETR interface and
+/// fits a live test run; `false` if it must be decapsulated here instead.
+fn reinjected(
+    (prog, macs): &(Reinjector, HashMap<u32, [u8; 6]>),
+    rx: &Received,
+    local: IpAddr,
+    datagram: &[u8],
+) -> bool {
+    let (Some(ifindex), Some(from)) = (rx.ifindex, rx.from) else {
+        return false;
+    };
+    let Some(mac) = macs.get(&ifindex) else {
+        return false;
+    };
+    let a = Arrival {
+        from,
+        to: local,
+        // The kernel reports both; the defaults only matter if it did not.
+        ttl: rx.outer.ttl.unwrap_or(64),
+        tos: rx.outer.tos.unwrap_or(0),
+        ifindex,
+    };
+    let Some(frame) = rebuild_frame(&a, *mac, datagram) else {
+        return false;
+    };
+    if frame.len() > reinject::MAX_FRAME {
+        return false;
+    }
+    match prog.run(ifindex, &frame) {
+        Ok(_) => true,
+        Err(e) => {
+            debug!("slow path: reinjecting through XDP: {e}; decapsulating here");
+            false
+        }
+    }
+}
+
 /// The per-family sockets of the slow path.
 pub struct SlowPath {
     v4: Option<Arc<UdpSocket>>,
@@ -362,10 +458,16 @@ impl SlowPath {
     /// (so that per-packet TTL/TOS settings on a socket never interleave), and the receivers
     /// of reassembled datagrams (one per socket). `tables`: the instances to decapsulate
     /// (instance-id → kernel table, as in IID_TABLES).
+    ///
+    /// `reinject`: the XDP program and the MACs of the ETR interfaces (ifindex → MAC). A
+    /// reassembled datagram that arrived on one of them goes back through the program (see
+    /// [`reinject`]), which decapsulates it like any other; others, and those too big for a
+    /// live test run, are decapsulated here into the main table.
     pub fn spawn(
         self,
         mut perf: PerfEventArray<MapData>,
         tables: &[(u32, u32)],
+        reinject: Option<(Reinjector, HashMap<u32, [u8; 6]>)>,
     ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
         use anyhow::Context as _;
         let mut tasks = Vec::new();
@@ -450,29 +552,36 @@ impl SlowPath {
             }));
         }
 
-        // Delivery into the main table only (see the module doc).
+        // The fallback decapsulation delivers into the main table only (see the module doc).
         let mut deliverable = HashMap::new();
         for &(iid, table) in tables {
             if table == 0 || table == TABLE_MAIN {
                 deliverable.insert(iid, table);
             } else {
-                warn!(
-                    "slow path: reassembled LISP data of instance-id {iid} (table {table}) cannot be delivered (main table only); it is counted and dropped"
+                info!(
+                    "slow path: reassembled LISP data of instance-id {iid} (table {table}) too big to go back through XDP (over {} bytes) cannot be delivered: counted and dropped",
+                    reinject::MAX_FRAME
                 );
             }
         }
         let deliverable = Arc::new(deliverable);
         let delivery = Arc::new(Delivery::open());
+        let reinject = reinject.map(Arc::new);
         for sock in [self.v4, self.v6].into_iter().flatten() {
-            let (tables, delivery, stats) =
-                (deliverable.clone(), delivery.clone(), self.stats.clone());
+            let (tables, delivery, stats, reinject) = (
+                deliverable.clone(),
+                delivery.clone(),
+                self.stats.clone(),
+                reinject.clone(),
+            );
+            let local = sock.local_addr().context("slow-path socket address")?.ip();
             tasks.push(tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 loop {
                     let r = sock
                         .async_io(Interest::READABLE, || recv_with_outer(&sock, &mut buf))
                         .await;
-                    let (n, outer) = match r {
+                    let rx = match r {
                         Ok(r) => r,
                         Err(e) => {
                             // ICMP errors of earlier sends surface here: not fatal.
@@ -480,6 +589,13 @@ impl SlowPath {
                             continue;
                         }
                     };
+                    let (n, outer) = (rx.len, rx.outer);
+                    if let Some(r) = &reinject
+                        && reinjected(r, &rx, local, &buf[..n])
+                    {
+                        stats.decap_reinjected.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     match decapsulate(&buf[..n], outer, &tables) {
                         Ok(inc) => match delivery.send(&inc) {
                             Ok(()) => {
