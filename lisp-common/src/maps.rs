@@ -206,8 +206,8 @@ pub mod iface_flags {
     pub const ITR: u32 = 0x01;
     /// RLOC-facing: LISP data arriving here for a local RLOC is decapsulated (ETR).
     pub const ETR: u32 = 0x02;
-    /// Mobility enabled (`mobility:` on the interface). Reserved: the XDP program does not act
-    /// on it yet (dynamic-EID detection is not implemented).
+    /// Mobility enabled (`mobility:` on the interface): untagged frames are looked at for
+    /// dynamic-EID detection with the [`super::MOBILITY_IFACES`] entry of (ifindex, VLAN 0).
     pub const MOBILITY: u32 = 0x04;
     /// 802.1Q trunk parent: tagged frames whose VID has a [`super::MOBILITY_IFACES`] entry are
     /// processed (detection, ITR with the tag removed); other tagged frames are the kernel's.
