@@ -2929,3 +2929,45 @@ fn data_for_an_away_eid_is_reencapsulated_to_its_new_rloc() {
     let (rv, _, moved) = dp.run(core0, &f4);
     assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
 }
+
+/// The agent's side: the plan of the example config (its SVI as itr0) loads into the kernel,
+/// and the writer keeps local dynamic EIDs and reports their activity by stamp.
+#[test]
+fn agent_writer_keeps_local_dynamic_eids_and_reports_activity() {
+    use lisp_agent::config::Config;
+    use lisp_agent::dataplane::{self, Dataplane, plan};
+    use std::net::IpAddr;
+    let ns = Netns::new();
+    let yaml = include_str!("../../deploy/lisp-agent.example.yaml")
+        .replace("name: vlan10", "name: itr0")
+        .replace("name: eth0", "name: core0");
+    let cfg = Config::from_yaml_str(&yaml).unwrap();
+    let mut p = plan::plan(&cfg, dataplane::ifindex_of).unwrap();
+    p.set_interface_subnets("itr0", &["192.0.2.1/24".parse().unwrap()])
+        .unwrap();
+    assert_eq!(p.mobility_ifaces.len(), 1);
+    assert_eq!(
+        p.mobility_ifaces[0].key,
+        MobilityIfaceKey::new(ns.ifindex("itr0"), 0)
+    );
+    let mut dp = Dataplane::load(&p).unwrap();
+    let mut w = dp.take_map_cache_writer().unwrap();
+    let a4: IpAddr = "198.51.100.10".parse().unwrap();
+    let a6: IpAddr = "2001:db8:1::10".parse().unwrap();
+    let t0 = dataplane::monotonic_coarse_ns();
+    w.add_local_dynamic_eid(0, a4, 7, None).unwrap();
+    w.add_local_dynamic_eid(0, a6, 5, Some(10)).unwrap();
+    let mut seen = w.dynamic_eid_activity(t0).unwrap();
+    seen.sort();
+    assert_eq!(seen, vec![(0, a4), (0, a6)], "stamped when added");
+    assert!(
+        w.dynamic_eid_activity(dataplane::monotonic_coarse_ns() + 3_600_000_000_000)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(w.remove_local_dynamic_eid(0, a4).unwrap());
+    assert!(!w.remove_local_dynamic_eid(0, a4).unwrap(), "already gone");
+    assert_eq!(w.dynamic_eid_activity(0).unwrap(), vec![(0, a6)]);
+    // An instance-id beyond 24 bits is an error, not a bad key.
+    assert!(w.add_local_dynamic_eid(1 << 24, a4, 7, None).is_err());
+}
