@@ -2803,6 +2803,21 @@ fn trunk_vlans_select_the_mobility_interface_and_lose_the_tag_when_encapsulated(
             detection::GRATUITOUS_ARP
         )]
     );
+    // Too big for the path with DF: the ICMP error goes back out of the trunk, tagged.
+    let big = tagged(&host_packet(&EID4_V4OUT, 64, 0, 1, CORE_MTU), VID);
+    let (rv, out, moved) = dp.run(itr0, &big);
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_TX,
+            vec![Counter::TooBigIcmp, Counter::DetectionSuppressed]
+        )
+    );
+    assert_eq!(&out[0..6], &MAC_HOST, "back to the host");
+    assert_eq!(&out[12..16], &big[12..16], "with the frame's tag");
+    assert_eq!(be16(&out, 16), 0x0800);
+    assert_eq!(out[18 + 9], 1, "an ICMP error");
+    assert_eq!(&out[18 + 16..18 + 20], &V4_HOST, "to the source");
     let frame = tagged(&f, VID);
     let (rv, out, moved) = dp.run(dp.core0, &frame);
     assert_eq!((rv, moved), (XDP_PASS, vec![Counter::PassOther]));
