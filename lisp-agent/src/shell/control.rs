@@ -154,7 +154,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             ev = ctx.events.recv() => match ev {
                 Some(ev) => {
                     ctx.stats.events_handled.fetch_add(1, Ordering::Relaxed);
-                    Some(dataplane_event(ev))
+                    dataplane_event(ev)
                 }
                 None => break,
             },
@@ -199,8 +199,8 @@ fn datagram_event(from: SocketAddr, to: Option<IpAddr>, port: u16, bytes: &[u8])
     }
 }
 
-fn dataplane_event(ev: DataplaneEvent) -> Event {
-    match ev {
+fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
+    Some(match ev {
         DataplaneEvent::Miss(m) => Event::Miss {
             instance_id: m.instance_id,
             src: m.src,
@@ -209,7 +209,25 @@ fn dataplane_event(ev: DataplaneEvent) -> Event {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-    }
+        // The xTR answers with a rate-limited SMR to the ITR (core::xtr::etr).
+        DataplaneEvent::DataForAbsentEid(a) => {
+            debug!("{a}");
+            Event::DataForAbsentEid {
+                instance_id: a.instance_id,
+                itr_rloc: a.itr_rloc,
+                src_eid: a.src_eid,
+                dst_eid: a.dst_eid,
+            }
+        }
+        DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
+            ifindex: d.ifindex,
+            vlan: d.vlan,
+            instance_id: d.instance_id,
+            eid: d.eid,
+            mac: d.mac,
+            kind: d.kind,
+        },
+    })
 }
 
 /// How often the control-plane metrics text is rebuilt (at most).
@@ -445,6 +463,27 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("lisp_map_server_total"));
+    }
+
+    #[test]
+    fn data_for_an_absent_eid_reaches_the_core_with_its_fields() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = super::super::events::AbsentEid {
+            instance_id: 7,
+            itr_rloc: ip("192.0.2.17"),
+            src_eid: ip("198.51.100.10"),
+            dst_eid: ip("203.0.113.7"),
+            ifindex: 3,
+        };
+        assert_eq!(
+            dataplane_event(DataplaneEvent::DataForAbsentEid(a)),
+            Some(Event::DataForAbsentEid {
+                instance_id: 7,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip("198.51.100.10"),
+                dst_eid: ip("203.0.113.7"),
+            })
+        );
     }
 
     #[test]
