@@ -437,6 +437,12 @@ impl Sim {
                 Action::EnsureNeighbour { ifindex, addr } => {
                     self.nodes[node].neighbours.push((ifindex, addr));
                 }
+                // Mobility: not simulated yet.
+                Action::AddLocalDynamicEid { .. }
+                | Action::RemoveLocalDynamicEid { .. }
+                | Action::AddHostRoute { .. }
+                | Action::RemoveHostRoute { .. }
+                | Action::SendMulticast { .. } => {}
             }
         }
     }
@@ -543,6 +549,7 @@ impl NodeConfig {
         NodeConfig {
             xtr,
             map_server: None,
+            ..NodeConfig::default()
         }
     }
 
@@ -551,6 +558,7 @@ impl NodeConfig {
         NodeConfig {
             xtr: XtrConfig::default(),
             map_server: Some(ms),
+            ..NodeConfig::default()
         }
     }
 }
