@@ -30,6 +30,10 @@ use lisp_common::maps::{
     MissEvent, NEXT_HOP_IID, Rloc, RlocKey, SELECT_SLOTS, Settings, SlowPathRecord, action,
     entry_flags, event_kind, iface_flags, rloc_flags, settings_flags,
 };
+use lisp_common::maps::{
+    Detection, DynamicEidState, MobilityIface, MobilityIfaceKey, SCOPED_KEY_PREFIX_BITS,
+    ScopedEidKey, detection, mobility_flags,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -2270,4 +2274,794 @@ fn ipv6_inner_over_a_path_below_1280_goes_to_the_slow_path() {
     let f = host_packet(&EID6_V6OUT, 64, 0, 9, 1244 - 48);
     let (rv, _, moved) = dp.run(dp.itr0, &f);
     assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::EncapIpv6]));
+}
+
+// ------------------------------------------------------------------ mobility
+
+// itr0 is the mobility interface (the SVI): dynamic prefixes 192.0.2.0/25 and
+// 2001:db8:1::/112 of map 1 (instance IID); its own subnet 192.0.2.0/24 (across-subnet mode
+// skips sources inside it).
+const DYN4_A: [u8; 4] = [192, 0, 2, 50];
+const DYN4_B: [u8; 4] = [192, 0, 2, 51];
+const NOT_DYN4: [u8; 4] = [192, 0, 2, 200];
+const DYN6: [u8; 16] = v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20]);
+const VID: u16 = 10;
+
+impl Dp {
+    /// Makes `ifindex` (untagged, `vlan` 0) or a VLAN of it a mobility interface of map 1.
+    fn set_mobility(&mut self, ifindex: u32, vlan: u16, flags: u32) {
+        let mut m: HashMap<_, MobilityIfaceKey, MobilityIface> =
+            HashMap::try_from(self.ebpf.map_mut("MOBILITY_IFACES").unwrap()).unwrap();
+        m.insert(
+            MobilityIfaceKey::new(ifindex, vlan),
+            MobilityIface {
+                flags,
+                map_instance_id: IID,
+                itr_instance_id: IID,
+                map_id: 1,
+                subnet_scope: 1,
+                svi_ifindex: 99,
+            },
+            0,
+        )
+        .unwrap();
+    }
+
+    fn mobility_prefixes(&mut self) {
+        for (name, scope, family, addr, len) in [
+            ("DYNAMIC_PREFIXES", 1, AF_IPV4, a16(&[192, 0, 2, 0]), 25),
+            (
+                "DYNAMIC_PREFIXES",
+                1,
+                AF_IPV6,
+                v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 0]),
+                112,
+            ),
+            ("IFACE_SUBNETS", 1, AF_IPV4, a16(&[192, 0, 2, 0]), 24),
+            // Another map's prefix covering the IPv4 "not dynamic" address: scopes keep apart.
+            ("DYNAMIC_PREFIXES", 2, AF_IPV4, a16(&[192, 0, 2, 128]), 25),
+        ] {
+            let mut t: LpmTrie<_, ScopedEidKey, u8> =
+                LpmTrie::try_from(self.ebpf.map_mut(name).unwrap()).unwrap();
+            t.insert(
+                &Key::new(
+                    SCOPED_KEY_PREFIX_BITS + len,
+                    ScopedEidKey::new(scope, EidKey::new(family, IID, addr)),
+                ),
+                1,
+                0,
+            )
+            .unwrap();
+        }
+    }
+
+    fn local_dynamic_eids(&mut self) -> HashMap<&mut aya::maps::MapData, EidKey, DynamicEidState> {
+        HashMap::try_from(self.ebpf.map_mut("LOCAL_DYNAMIC_EIDS").unwrap()).unwrap()
+    }
+}
+
+/// A host packet behind itr0 from `src` towards `dst` (both IPv4).
+fn packet_from(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let u = udp(1, 5000, &payload(30, 1));
+    eth(MAC_ITR0, MAC_HOST, &ipv4(src, dst, 17, 64, 0, true, &u))
+}
+
+/// An ARP (0x0806) or RARP (0x8035) frame from MAC_HOST.
+fn arp_frame(ethertype: u16, oper: u16, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&MAC_HOST);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+    f.extend_from_slice(&oper.to_be_bytes());
+    f.extend_from_slice(&MAC_HOST);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa);
+    f
+}
+
+/// An ICMPv6 NS (135) or NA (136) for `target`, hop limit `hop`.
+fn nd_frame(src: [u8; 16], icmp_type: u8, target: [u8; 16], hop: u8) -> Vec<u8> {
+    let mut icmp = vec![icmp_type, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target);
+    let dst = v6([0xff02, 0, 0, 0, 0, 1, 0xff00, 0x20]);
+    let mut f = eth(
+        [0x33, 0x33, 0xff, 0, 0, 0x20],
+        MAC_HOST,
+        &ipv6(src, dst, 58, hop, 0, &icmp),
+    );
+    // eth() picks the type from the IP version already; keep it explicit for the reader.
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    f
+}
+
+/// `f` with an 802.1Q tag (priority 5, VLAN `vid`) after the MACs.
+fn tagged(f: &[u8], vid: u16) -> Vec<u8> {
+    let mut t = f[..12].to_vec();
+    t.extend_from_slice(&[0x81, 0x00]);
+    t.extend_from_slice(&((5u16 << 13) | vid).to_be_bytes());
+    t.extend_from_slice(&f[12..]);
+    t
+}
+
+fn detected(family: u8, addr: [u8; 16], ifindex: u32, vlan: u16, kind: u8) -> MissEvent {
+    MissEvent {
+        dst: EidKey::new(family, IID, addr),
+        src: Detection {
+            mac: MAC_HOST,
+            vlan,
+            kind,
+        }
+        .pack(),
+        ifindex,
+        kind: event_kind::DYNAMIC_EID_DETECTED,
+        ..Default::default()
+    }
+}
+
+fn coarse_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Detection by data (both modes), gratuitous ARP, RARP and ND; the packet itself is handled
+/// as before (encapsulated, or passed untouched).
+#[test]
+fn dynamic_eids_are_detected_by_data_garp_rarp_and_nd() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let itr0 = dp.itr0;
+    dp.set_iface(itr0, iface_flags::ITR | iface_flags::MOBILITY, IID);
+    dp.set_mobility(itr0, 0, mobility_flags::ITR);
+    dp.mobility_prefixes();
+    let mut bufs = open_events(&mut dp);
+
+    // Across-subnet mode: V4_HOST (192.0.2.10) is in the dynamic prefix but also in the
+    // interface's own subnet: no detection. Encapsulated as ever.
+    let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
+    let (rv, _, moved) = dp.run(itr0, &f);
+    assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::EncapIpv4]));
+    assert!(drain_events(&mut bufs).is_empty());
+    // IPv6: no subnet of that family, so the dynamic prefix alone decides.
+    let f6 = host_packet(&EID6_V6OUT, 64, 0, 1, 30);
+    let (rv, _, moved) = dp.run(itr0, &f6);
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_REDIRECT,
+            vec![Counter::EncapIpv6, Counter::DetectionEvent]
+        )
+    );
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![detected(AF_IPV6, V6_HOST, itr0, 0, detection::DATA)]
+    );
+
+    // Extended-subnet mode: the subnet does not matter.
+    dp.set_mobility(
+        itr0,
+        0,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    let (rv, out, moved) = dp.run(itr0, &f);
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_REDIRECT,
+            vec![Counter::EncapIpv4, Counter::DetectionEvent]
+        )
+    );
+    check_encap(
+        &f,
+        &out,
+        &Encap {
+            outer_v6: false,
+            rloc: V4_RLOC2.to_vec(),
+            mac: MAC_RLOC2,
+            iid: Some(IID),
+        },
+    );
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![detected(AF_IPV4, a16(&V4_HOST), itr0, 0, detection::DATA)]
+    );
+    // Within the interval (1 s default): no second event for that EID.
+    let (_, _, moved) = dp.run(itr0, &f);
+    assert_eq!(
+        moved,
+        vec![Counter::EncapIpv4, Counter::DetectionSuppressed]
+    );
+    assert!(drain_events(&mut bufs).is_empty());
+    // Outside the map's prefixes (another map's prefix holds it: scopes stay apart).
+    let (_, _, moved) = dp.run(itr0, &packet_from(NOT_DYN4, EID4_V4OUT));
+    assert_eq!(moved, vec![Counter::EncapIpv4]);
+    // Not a mobility interface: nothing, even from a dynamic address.
+    dp.set_iface(itr0, iface_flags::ITR, IID);
+    let (_, _, moved) = dp.run(itr0, &packet_from(DYN4_A, EID4_V4OUT));
+    assert_eq!(moved, vec![Counter::EncapIpv4]);
+    let (rv, _, moved) = dp.run(itr0, &arp_frame(0x0806, 1, DYN4_A, DYN4_A));
+    assert_eq!((rv, moved), (XDP_PASS, vec![Counter::PassOther]));
+    assert!(drain_events(&mut bufs).is_empty());
+    dp.set_iface(itr0, iface_flags::ITR | iface_flags::MOBILITY, IID);
+
+    // Announcements: passed untouched, detected with their kind.
+    let garp = arp_frame(0x0806, 1, DYN4_A, DYN4_A);
+    let garp_reply = arp_frame(0x0806, 2, DYN4_B, DYN4_B);
+    let rarp = arp_frame(0x8035, 3, [0; 4], [192, 0, 2, 52]);
+    let dad = nd_frame([0; 16], 135, DYN6, 255);
+    let mut na_target = DYN6;
+    na_target[15] = 0x21;
+    let na = nd_frame(v6([0xfe80, 0, 0, 0, 0, 0, 0, 1]), 136, na_target, 255);
+    let mut ns_src = DYN6;
+    ns_src[15] = 0x22;
+    let ns_from = nd_frame(ns_src, 135, v6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 1]), 255);
+    let cases: [(&[u8], u32, Counter, MissEvent); 6] = [
+        (
+            &garp,
+            XDP_PASS,
+            Counter::PassArp,
+            detected(AF_IPV4, a16(&DYN4_A), itr0, 0, detection::GRATUITOUS_ARP),
+        ),
+        (
+            &garp_reply,
+            XDP_PASS,
+            Counter::PassArp,
+            detected(AF_IPV4, a16(&DYN4_B), itr0, 0, detection::GRATUITOUS_ARP),
+        ),
+        (
+            &rarp,
+            XDP_PASS,
+            Counter::PassArp,
+            detected(AF_IPV4, a16(&[192, 0, 2, 52]), itr0, 0, detection::RARP),
+        ),
+        (
+            &dad,
+            XDP_PASS,
+            Counter::PassNoMatch,
+            detected(AF_IPV6, DYN6, itr0, 0, detection::NEIGHBOUR_DISCOVERY),
+        ),
+        (
+            &na,
+            XDP_PASS,
+            Counter::PassNoMatch,
+            detected(AF_IPV6, na_target, itr0, 0, detection::NEIGHBOUR_DISCOVERY),
+        ),
+        (
+            &ns_from,
+            XDP_PASS,
+            Counter::PassNoMatch,
+            detected(AF_IPV6, ns_src, itr0, 0, detection::NEIGHBOUR_DISCOVERY),
+        ),
+    ];
+    for (frame, verdict, counter, event) in cases {
+        let (rv, out, moved) = dp.run(itr0, frame);
+        assert_eq!(rv, verdict, "{event:?}");
+        assert_eq!(out, frame, "passed untouched");
+        let mut expect = vec![counter, Counter::DetectionEvent];
+        expect.sort_by_key(|c| *c as u32);
+        assert_eq!(moved, expect, "{event:?}");
+        assert_eq!(drain_events(&mut bufs), vec![event]);
+    }
+    // Not announcements: an ordinary ARP request, a RARP without an address, ND with a hop
+    // limit other than 255 (forged from afar), ND for an address outside the prefixes.
+    let mut not_dyn6 = DYN6;
+    not_dyn6[13] = 1;
+    for frame in [
+        arp_frame(0x0806, 1, DYN4_A, [192, 0, 2, 1]),
+        arp_frame(0x8035, 3, [0; 4], [0; 4]),
+        nd_frame([0; 16], 135, [0x20; 16], 255),
+        nd_frame([0; 16], 135, not_dyn6, 255),
+        nd_frame(v6([0xfe80, 0, 0, 0, 0, 0, 0, 1]), 136, na_target, 64),
+    ] {
+        let (rv, out, moved) = dp.run(itr0, &frame);
+        assert_eq!(rv, XDP_PASS);
+        assert_eq!(out, frame);
+        assert!(!moved.contains(&Counter::DetectionEvent), "{frame:?}");
+    }
+    assert!(drain_events(&mut bufs).is_empty());
+}
+
+/// A known local dynamic EID costs a lookup: no event, and its last-seen stamp is written at
+/// most once a second (never per packet); known elsewhere (another VLAN) is a move: detected.
+#[test]
+fn known_dynamic_eids_refresh_a_stamp_not_the_map() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let itr0 = dp.itr0;
+    dp.set_iface(itr0, iface_flags::ITR | iface_flags::MOBILITY, IID);
+    dp.set_mobility(
+        itr0,
+        0,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    dp.mobility_prefixes();
+    dp.update_settings(|s| s.event_interval_ns = 1);
+    let mut bufs = open_events(&mut dp);
+    let key = EidKey::new(AF_IPV4, IID, a16(&V4_HOST));
+    let state = |last_seen_ns, vlan| DynamicEidState {
+        last_seen_ns,
+        ifindex: itr0,
+        vlan,
+        _pad: [0; 2],
+    };
+    // Fresh (a stamp the data plane's clock has not reached): 1000 packets, no write.
+    let fresh = coarse_now() + 3_600_000_000_000;
+    dp.local_dynamic_eids()
+        .insert(key, state(fresh, 0), 0)
+        .unwrap();
+    let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
+    let before = dp.counters();
+    for _ in 0..1000 {
+        let (rv, _, _) = dp.run_prog("xdp_lisp", itr0, &f);
+        assert_eq!(rv, XDP_REDIRECT);
+    }
+    let after = dp.counters();
+    assert_eq!(
+        after[Counter::EncapIpv4 as usize] - before[Counter::EncapIpv4 as usize],
+        1000
+    );
+    assert_eq!(
+        after[Counter::DetectionEvent as usize],
+        before[Counter::DetectionEvent as usize]
+    );
+    assert_eq!(
+        dp.local_dynamic_eids().get(&key, 0).unwrap(),
+        state(fresh, 0)
+    );
+    assert!(drain_events(&mut bufs).is_empty());
+    // Stale: the next packet refreshes it to the data plane's clock.
+    dp.local_dynamic_eids().insert(key, state(1, 0), 0).unwrap();
+    let t0 = coarse_now();
+    let (_, _, moved) = dp.run(itr0, &f);
+    let refreshed = std::time::Instant::now();
+    assert_eq!(moved, vec![Counter::EncapIpv4]);
+    let stamp = dp.local_dynamic_eids().get(&key, 0).unwrap().last_seen_ns;
+    assert!(stamp >= t0 && stamp <= coarse_now(), "{t0} <= {stamp}");
+    // ... and the packets after it within the second leave it alone. (Only checked if this
+    // thread was not held up for most of that second, which would prove nothing.)
+    for _ in 0..100 {
+        dp.run_prog("xdp_lisp", itr0, &f);
+    }
+    if refreshed.elapsed() < std::time::Duration::from_millis(900) {
+        assert_eq!(
+            dp.local_dynamic_eids().get(&key, 0).unwrap().last_seen_ns,
+            stamp
+        );
+    }
+    // Known on another VLAN of this router: here it is new again.
+    dp.local_dynamic_eids()
+        .insert(key, state(fresh, VID), 0)
+        .unwrap();
+    let (_, _, moved) = dp.run(itr0, &f);
+    assert_eq!(moved, vec![Counter::EncapIpv4, Counter::DetectionEvent]);
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![detected(AF_IPV4, a16(&V4_HOST), itr0, 0, detection::DATA)]
+    );
+    // Removed (it went away): detected again.
+    dp.local_dynamic_eids().remove(&key).unwrap();
+    let (_, _, moved) = dp.run(itr0, &f);
+    assert_eq!(moved, vec![Counter::EncapIpv4, Counter::DetectionEvent]);
+}
+
+/// A flood of spoofed sources (one packet each) inside the dynamic prefix emits exactly the
+/// detection bucket's burst; a real host interleaved with it, which keeps sending, is still
+/// reported (from the repeat bucket), and every packet is still forwarded.
+#[test]
+fn a_spoofed_source_flood_cannot_hide_a_real_host() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    pin_to_one_cpu();
+    let itr0 = dp.itr0;
+    dp.set_iface(itr0, iface_flags::ITR | iface_flags::MOBILITY, IID);
+    dp.set_mobility(
+        itr0,
+        0,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    dp.mobility_prefixes();
+    const BURST: u64 = 5;
+    const FLOOD: u64 = 100;
+    // No credit comes back while the test runs (one event per 10 s); one event per EID a
+    // minute.
+    dp.update_settings(|s| {
+        s.event_cost_ns = 10_000_000_000;
+        s.event_credit_max_ns = BURST * 10_000_000_000;
+        s.event_interval_ns = 60_000_000_000;
+    });
+    let mut bufs = open_events(&mut dp);
+    let real = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
+    let before = dp.counters();
+    for i in 0..FLOOD {
+        // 192.0.2.20 .. .119: in 192.0.2.0/25, each once.
+        let f = packet_from([192, 0, 2, 20 + i as u8], EID4_V4OUT);
+        let (rv, _, _) = dp.run(itr0, &f);
+        assert_eq!(rv, XDP_REDIRECT, "still encapsulated");
+        if i == 40 || i == 60 {
+            // The real host's first packet finds the bucket empty; its second is reported.
+            let (rv, _, _) = dp.run(itr0, &real);
+            assert_eq!(rv, XDP_REDIRECT);
+        }
+    }
+    let after = dp.counters();
+    let d = |c: Counter| after[c as usize] - before[c as usize];
+    let events = drain_events(&mut bufs);
+    assert_eq!(events.len() as u64, BURST + 1, "{events:?}");
+    assert_eq!(d(Counter::DetectionEvent), BURST + 1);
+    assert_eq!(d(Counter::DetectionSuppressed), FLOOD + 2 - (BURST + 1));
+    assert_eq!(d(Counter::EncapIpv4), FLOOD + 2);
+    assert_eq!(
+        events.last(),
+        Some(&detected(AF_IPV4, a16(&V4_HOST), itr0, 0, detection::DATA))
+    );
+    assert!(
+        events[..BURST as usize]
+            .iter()
+            .all(|e| e.dst.addr[..3] == [192, 0, 2] && (20..25).contains(&e.dst.addr[3]))
+    );
+    // Reported once, the host is then held back by the per-EID interval.
+    let (_, _, moved) = dp.run(itr0, &real);
+    assert_eq!(
+        moved,
+        vec![Counter::EncapIpv4, Counter::DetectionSuppressed]
+    );
+    assert!(drain_events(&mut bufs).is_empty());
+}
+
+/// 802.1Q trunk: the VLAN ID selects the mobility interface; the tag is removed before
+/// encapsulation, and a frame the kernel gets back keeps it, byte for byte.
+#[test]
+fn trunk_vlans_select_the_mobility_interface_and_lose_the_tag_when_encapsulated() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let itr0 = dp.itr0;
+    // itr0 as a trunk parent only: untagged frames are not ours.
+    dp.set_iface(itr0, iface_flags::TRUNK, 0);
+    dp.set_mobility(
+        itr0,
+        VID,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    dp.mobility_prefixes();
+    let mut bufs = open_events(&mut dp);
+    let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
+    let (rv, out, moved) = dp.run(itr0, &tagged(&f, VID));
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_REDIRECT,
+            vec![Counter::EncapIpv4, Counter::DetectionEvent]
+        )
+    );
+    check_encap(
+        &f,
+        &out,
+        &Encap {
+            outer_v6: false,
+            rloc: V4_RLOC2.to_vec(),
+            mac: MAC_RLOC2,
+            iid: Some(IID),
+        },
+    );
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![detected(AF_IPV4, a16(&V4_HOST), itr0, VID, detection::DATA)]
+    );
+    // IPv6 too.
+    let f6 = host_packet(&EID6_V6OUT, 64, 0, 1, 30);
+    let (rv, out, _) = dp.run(itr0, &tagged(&f6, VID));
+    assert_eq!(rv, XDP_REDIRECT);
+    check_encap(
+        &f6,
+        &out,
+        &Encap {
+            outer_v6: true,
+            rloc: V6_RLOC2.to_vec(),
+            mac: MAC_RLOC2,
+            iid: Some(IID),
+        },
+    );
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![detected(AF_IPV6, V6_HOST, itr0, VID, detection::DATA)]
+    );
+    // Passed to the kernel with the tag: no map-cache entry, TTL expiring, a GARP (detected).
+    for (frame, counters) in [
+        (
+            // (V4_HOST was just reported: held back by the per-EID interval.)
+            tagged(&host_packet(&[198, 51, 100, 77], 64, 0, 1, 30), VID),
+            vec![Counter::PassNoMatch, Counter::DetectionSuppressed],
+        ),
+        (
+            tagged(&host_packet(&EID4_V4OUT, 1, 0, 1, 30), VID),
+            vec![Counter::TtlExpired, Counter::DetectionSuppressed],
+        ),
+        (
+            tagged(&arp_frame(0x0806, 1, DYN4_A, DYN4_A), VID),
+            vec![Counter::DetectionEvent, Counter::PassArp],
+        ),
+        // Another VLAN, untagged frames, a tag on a non-trunk interface: the kernel's.
+        (tagged(&f, 20), vec![Counter::PassOtherVlan]),
+        (f.clone(), vec![Counter::PassNoMatch]),
+    ] {
+        let (rv, out, moved) = dp.run(itr0, &frame);
+        assert_eq!((rv, &moved), (XDP_PASS, &counters));
+        assert_eq!(out, frame, "passed byte for byte");
+    }
+    assert_eq!(
+        drain_events(&mut bufs),
+        vec![detected(
+            AF_IPV4,
+            a16(&DYN4_A),
+            itr0,
+            VID,
+            detection::GRATUITOUS_ARP
+        )]
+    );
+    // Too big for the path with DF: the ICMP error goes back out of the trunk, tagged.
+    let big = tagged(&host_packet(&EID4_V4OUT, 64, 0, 1, CORE_MTU), VID);
+    let (rv, out, moved) = dp.run(itr0, &big);
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_TX,
+            vec![Counter::TooBigIcmp, Counter::DetectionSuppressed]
+        )
+    );
+    assert_eq!(&out[0..6], &MAC_HOST, "back to the host");
+    assert_eq!(&out[12..16], &big[12..16], "with the frame's tag");
+    assert_eq!(be16(&out, 16), 0x0800);
+    assert_eq!(out[18 + 9], 1, "an ICMP error");
+    assert_eq!(&out[18 + 16..18 + 20], &V4_HOST, "to the source");
+    let frame = tagged(&f, VID);
+    let (rv, out, moved) = dp.run(dp.core0, &frame);
+    assert_eq!((rv, moved), (XDP_PASS, vec![Counter::PassOther]));
+    assert_eq!(out, frame);
+    // A router that is no ITR: the VLAN is watched, not encapsulated.
+    dp.set_mobility(itr0, VID, mobility_flags::EXTENDED_SUBNET);
+    let (rv, out, moved) = dp.run(itr0, &tagged(&f, VID));
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_PASS,
+            vec![Counter::PassNoMatch, Counter::DetectionSuppressed]
+        )
+    );
+    assert_eq!(out, tagged(&f, VID));
+}
+
+/// The old site of a moved host: LISP data for it is decapsulated and encapsulated again
+/// towards its new RLOC (the "away" host entry), with the absent-EID event for the SMR; a
+/// next hop cached while the host was here does not win. Only with the flag (mobility
+/// configured); a negative entry does not count.
+#[test]
+fn data_for_an_away_eid_is_reencapsulated_to_its_new_rloc() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let core0 = dp.core0;
+    let mut bufs = open_events(&mut dp);
+    let f4 = lisp_frame(&inner_v4(V4_HOST, 30, 0), false, 64, 0, Some(IID));
+    let f6 = lisp_frame(&inner_v6(V6_HOST, 30, 0), true, 64, 0, Some(IID));
+    // Here: delivered (and the next hop cached).
+    dp.update_settings(|s| s.flags |= settings_flags::REENCAP_AWAY);
+    for f in [&f4, &f6] {
+        let (rv, _, moved) = dp.run(core0, f);
+        assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
+    }
+    // Moved: V4_HOST to RLOC 198.51.100.3 (IPv4), V6_HOST to 2001:db8:ff::2 (IPv6).
+    {
+        let mut host: HashMap<_, EidKey, MapCacheEntry> =
+            HashMap::try_from(dp.ebpf.map_mut("MAP_CACHE_HOST").unwrap()).unwrap();
+        host.insert(
+            EidKey::new(AF_IPV4, IID, a16(&V4_HOST)),
+            positive(&[rloc4(V4_RLOC3)], entry_flags::INSTANCE_ID),
+            0,
+        )
+        .unwrap();
+        host.insert(
+            EidKey::new(AF_IPV6, IID, V6_HOST),
+            positive(&[rloc6(V6_RLOC2)], entry_flags::INSTANCE_ID),
+            0,
+        )
+        .unwrap();
+    }
+    for (f, inner, outer_v6, rloc, mac, family, dst, src) in [
+        (
+            &f4,
+            inner_v4(V4_HOST, 30, 0),
+            false,
+            V4_RLOC3.to_vec(),
+            MAC_RLOC3,
+            AF_IPV4,
+            a16(&V4_HOST),
+            a16(&[203, 0, 113, 5]),
+        ),
+        (
+            &f6,
+            inner_v6(V6_HOST, 30, 0),
+            true,
+            V6_RLOC2.to_vec(),
+            MAC_RLOC2,
+            AF_IPV6,
+            V6_HOST,
+            EID6_V6OUT,
+        ),
+    ] {
+        let (rv, out, moved) = dp.run(core0, f);
+        assert_eq!(
+            (rv, moved),
+            (XDP_REDIRECT, vec![Counter::MissEvent, Counter::Reencap])
+        );
+        check_encap(
+            &eth(MAC_CORE0, MAC_RLOC2, &inner),
+            &out,
+            &Encap {
+                outer_v6,
+                rloc,
+                mac,
+                iid: Some(IID),
+            },
+        );
+        let (rloc_family, itr) = if outer_v6 {
+            (AF_IPV6, V6_RLOC2)
+        } else {
+            (AF_IPV4, a16(&V4_RLOC2))
+        };
+        assert_eq!(
+            drain_events(&mut bufs),
+            vec![MissEvent {
+                dst: EidKey::new(family, IID, dst),
+                src,
+                ifindex: core0,
+                kind: event_kind::DATA_FOR_ABSENT_EID,
+                rloc_family,
+                rloc: itr,
+                ..Default::default()
+            }]
+        );
+    }
+    // Without the flag the host entry is not looked at: delivered here.
+    dp.update_settings(|s| s.flags &= !settings_flags::REENCAP_AWAY);
+    let (rv, _, moved) = dp.run(core0, &f4);
+    assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
+    // A negative entry is no "away" entry.
+    dp.update_settings(|s| s.flags |= settings_flags::REENCAP_AWAY);
+    {
+        let mut host: HashMap<_, EidKey, MapCacheEntry> =
+            HashMap::try_from(dp.ebpf.map_mut("MAP_CACHE_HOST").unwrap()).unwrap();
+        host.insert(
+            EidKey::new(AF_IPV4, IID, a16(&V4_HOST)),
+            negative(action::DROP),
+            0,
+        )
+        .unwrap();
+    }
+    let (rv, _, moved) = dp.run(core0, &f4);
+    assert_eq!((rv, moved), (XDP_REDIRECT, vec![Counter::Decap]));
+}
+
+/// The agent's side: the plan of the example config (its SVI as itr0) loads into the kernel,
+/// and the writer keeps local dynamic EIDs and reports their activity by stamp.
+#[test]
+fn agent_writer_keeps_local_dynamic_eids_and_reports_activity() {
+    use lisp_agent::config::Config;
+    use lisp_agent::dataplane::{self, Dataplane, plan};
+    use std::net::IpAddr;
+    let ns = Netns::new();
+    let yaml = include_str!("../../deploy/lisp-agent.example.yaml")
+        .replace("name: vlan10", "name: itr0")
+        .replace("name: eth0", "name: core0");
+    let cfg = Config::from_yaml_str(&yaml).unwrap();
+    let mut p = plan::plan(&cfg, dataplane::ifindex_of).unwrap();
+    p.set_interface_subnets("itr0", &["192.0.2.1/24".parse().unwrap()])
+        .unwrap();
+    assert_eq!(p.mobility_ifaces.len(), 1);
+    assert_eq!(
+        p.mobility_ifaces[0].key,
+        MobilityIfaceKey::new(ns.ifindex("itr0"), 0)
+    );
+    let mut dp = Dataplane::load(&p).unwrap();
+    let mut w = dp.take_map_cache_writer().unwrap();
+    let a4: IpAddr = "198.51.100.10".parse().unwrap();
+    let a6: IpAddr = "2001:db8:1::10".parse().unwrap();
+    let t0 = dataplane::monotonic_coarse_ns();
+    w.add_local_dynamic_eid(0, a4, 7, None).unwrap();
+    w.add_local_dynamic_eid(0, a6, 5, Some(10)).unwrap();
+    let mut seen = w.dynamic_eid_activity(t0).unwrap();
+    seen.sort();
+    assert_eq!(seen, vec![(0, a4), (0, a6)], "stamped when added");
+    assert!(
+        w.dynamic_eid_activity(dataplane::monotonic_coarse_ns() + 3_600_000_000_000)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(w.remove_local_dynamic_eid(0, a4).unwrap());
+    assert!(!w.remove_local_dynamic_eid(0, a4).unwrap(), "already gone");
+    assert_eq!(w.dynamic_eid_activity(0).unwrap(), vec![(0, a6)]);
+    // An instance-id beyond 24 bits is an error, not a bad key.
+    assert!(w.add_local_dynamic_eid(1 << 24, a4, 7, None).is_err());
+}
+
+/// On a veth in native mode: a tagged gratuitous ARP sent from the peer (the tag inline, as a
+/// trunk carries it) is detected with its VLAN, and still reaches the kernel.
+#[test]
+fn a_tagged_garp_on_a_native_veth_trunk_is_detected() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let itr0 = dp.itr0;
+    dp.set_iface(itr0, iface_flags::TRUNK, 0);
+    dp.set_mobility(
+        itr0,
+        VID,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    dp.mobility_prefixes();
+    let mut bufs = open_events(&mut dp);
+    {
+        let p: &mut Xdp = dp.ebpf.program_mut("xdp_lisp").unwrap().try_into().unwrap();
+        p.attach("itr0", aya::programs::xdp::XdpMode::Driver)
+            .expect("native XDP on a veth");
+    }
+    let before = dp.counters();
+    let frame = tagged(&arp_frame(0x0806, 1, DYN4_A, DYN4_A), VID);
+    let peer = ns.ifindex("itr0p");
+    // SAFETY: plain socket calls on a socket this test owns; the address is a valid
+    // sockaddr_ll for the peer.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = peer as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(fd);
+    }
+    // The frame is received in softirq context, on whatever CPU: wait for it (bounded).
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events.extend(drain_events(&mut bufs));
+        if !events.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        events,
+        vec![detected(
+            AF_IPV4,
+            a16(&DYN4_A),
+            itr0,
+            VID,
+            detection::GRATUITOUS_ARP
+        )]
+    );
+    let after = dp.counters();
+    assert_eq!(
+        after[Counter::PassArp as usize] - before[Counter::PassArp as usize],
+        1
+    );
 }

@@ -47,6 +47,18 @@ pub const LOCAL_EIDS: &str = "LOCAL_EIDS";
 /// can (too big for the path and not to be answered with ICMP): each sample is a
 /// [`SlowPathRecord`] followed by the whole frame.
 pub const SLOW_PATH: &str = "SLOW_PATH";
+/// `HashMap<MobilityIfaceKey, MobilityIface>`: mobility interfaces. Key: the ingress ifindex and
+/// the 802.1Q VLAN ID (0: untagged, the SVI itself; a VID: a trunk parent's VLAN).
+pub const MOBILITY_IFACES: &str = "MOBILITY_IFACES";
+/// `LpmTrie<ScopedEidKey, u8>`: dynamic-EID prefixes, scope = [`MobilityIface::map_id`].
+pub const DYNAMIC_PREFIXES: &str = "DYNAMIC_PREFIXES";
+/// `LpmTrie<ScopedEidKey, u8>`: the subnets of each mobility interface (its kernel addresses),
+/// scope = [`MobilityIface::subnet_scope`]. Across-subnet mode: a source inside is no detection.
+pub const IFACE_SUBNETS: &str = "IFACE_SUBNETS";
+/// `HashMap<EidKey, DynamicEidState>`: local dynamic EIDs the agent knows (no more detection
+/// events for them); the program refreshes `last_seen_ns` at most once per
+/// [`LAST_SEEN_REFRESH_NS`] per EID.
+pub const LOCAL_DYNAMIC_EIDS: &str = "LOCAL_DYNAMIC_EIDS";
 
 /// Name of the main XDP program in the object.
 pub const PROG_XDP_LISP: &str = "xdp_lisp";
@@ -194,9 +206,115 @@ pub mod iface_flags {
     pub const ITR: u32 = 0x01;
     /// RLOC-facing: LISP data arriving here for a local RLOC is decapsulated (ETR).
     pub const ETR: u32 = 0x02;
-    /// Mobility enabled (`mobility:` on the interface). Reserved: the XDP program does not act
-    /// on it yet (dynamic-EID detection is not implemented).
+    /// Mobility enabled (`mobility:` on the interface): untagged frames are looked at for
+    /// dynamic-EID detection with the [`super::MOBILITY_IFACES`] entry of (ifindex, VLAN 0).
     pub const MOBILITY: u32 = 0x04;
+    /// 802.1Q trunk parent: tagged frames whose VID has a [`super::MOBILITY_IFACES`] entry are
+    /// processed (detection, ITR with the tag removed); other tagged frames are the kernel's.
+    pub const TRUNK: u32 = 0x08;
+}
+
+// ---------------------------------------------------------------- mobility
+
+/// Key of [`MOBILITY_IFACES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MobilityIfaceKey {
+    /// Ingress interface: the SVI (untagged) or the trunk parent.
+    pub ifindex: u32,
+    /// 802.1Q VLAN ID; 0 for untagged frames.
+    pub vlan: u16,
+    pub _pad: [u8; 2],
+}
+
+impl MobilityIfaceKey {
+    pub const fn new(ifindex: u32, vlan: u16) -> Self {
+        MobilityIfaceKey {
+            ifindex,
+            vlan,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Flags of [`MobilityIface::flags`].
+pub mod mobility_flags {
+    /// Extended-subnet mode: every source in a dynamic prefix counts, whatever the interface's
+    /// own subnets (across-subnet mode, the default, skips sources inside them).
+    pub const EXTENDED_SUBNET: u32 = 0x01;
+    /// This router is an ITR: encapsulate the VLAN's traffic (tagged frames of a trunk; an
+    /// untagged SVI goes by its [`super::InterfaceConfig`]).
+    pub const ITR: u32 = 0x02;
+}
+
+/// Value of [`MOBILITY_IFACES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MobilityIface {
+    /// [`mobility_flags`].
+    pub flags: u32,
+    /// Instance-id of the dynamic-EID map (the key of detections and local dynamic EIDs).
+    pub map_instance_id: u32,
+    /// Instance-id the ITR encapsulates this interface's traffic with (for tagged frames; an
+    /// untagged SVI uses its [`InterfaceConfig`]).
+    pub itr_instance_id: u32,
+    /// Scope of the map's prefixes in [`DYNAMIC_PREFIXES`] (the map's index + 1).
+    pub map_id: u32,
+    /// Scope of this interface's subnets in [`IFACE_SUBNETS`] (the interface's index + 1).
+    pub subnet_scope: u32,
+    /// The SVI (host routes, ARP): for the agent's logs; events name the ingress interface.
+    pub svi_ifindex: u32,
+}
+
+/// Bits of [`ScopedEidKey`] before the address (scope, family, instance-id): an LPM key of an
+/// EID prefix of length `n` has prefix length `SCOPED_KEY_PREFIX_BITS + n`.
+pub const SCOPED_KEY_PREFIX_BITS: u32 = 64;
+
+/// An [`EidKey`] within a scope (a map or an interface), for the mobility tries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ScopedEidKey {
+    /// Big-endian, so that LPM matches it bit by bit.
+    pub scope: [u8; 4],
+    pub key: EidKey,
+}
+
+impl ScopedEidKey {
+    pub const fn new(scope: u32, key: EidKey) -> Self {
+        ScopedEidKey {
+            scope: scope.to_be_bytes(),
+            key,
+        }
+    }
+}
+
+/// Value of [`LOCAL_DYNAMIC_EIDS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DynamicEidState {
+    /// CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`) of the last refresh.
+    pub last_seen_ns: u64,
+    /// Where the agent learned it: a packet from the same EID arriving elsewhere (another
+    /// interface or VLAN of this router) is a detection again.
+    pub ifindex: u32,
+    pub vlan: u16,
+    pub _pad: [u8; 2],
+}
+
+/// A known dynamic EID's last-seen stamp is rewritten at most this often: one store per EID
+/// per second, not one per packet (a per-CPU-contended cache line otherwise).
+pub const LAST_SEEN_REFRESH_NS: u64 = 1_000_000_000;
+
+/// What made the data plane report a dynamic EID ([`event_kind::DYNAMIC_EID_DETECTED`]).
+pub mod detection {
+    /// An IP packet with the EID as source.
+    pub const DATA: u8 = 0;
+    /// A gratuitous ARP (sender address = target address).
+    pub const GRATUITOUS_ARP: u8 = 1;
+    /// A RARP frame carrying the EID (sender or target protocol address).
+    pub const RARP: u8 = 2;
+    /// IPv6 Neighbour Solicitation / Advertisement (a DAD NS: its target address).
+    pub const NEIGHBOUR_DISCOVERY: u8 = 3;
 }
 
 /// Value of [`INTERFACES`].
@@ -220,6 +338,10 @@ pub mod settings_flags {
     /// [`super::LOCAL_EIDS`] holds this router's EID prefixes: the ETR raises
     /// [`super::event_kind::DATA_FOR_ABSENT_EID`] for inner destinations outside them.
     pub const CHECK_LOCAL_EIDS: u32 = 0x10;
+    /// Mobility is configured: the ETR looks each decapsulated packet's inner destination up
+    /// in [`super::MAP_CACHE_HOST`]; a positive entry there is an "away" dynamic EID (it moved
+    /// to another site) and the packet is re-encapsulated to it, with an absent-EID event.
+    pub const REENCAP_AWAY: u32 = 0x20;
 }
 
 /// Value of [`SETTINGS`] (index 0): the source locators and global knobs.
@@ -272,8 +394,18 @@ pub mod event_kind {
     /// destination (with the packet's instance-id), `src` the inner source, `rloc` the outer
     /// source (the ITR), `ifindex` the ingress interface. The packet is still delivered.
     pub const DATA_FOR_ABSENT_EID: u8 = 4;
-    /// Number of kinds, plus one (index 0 unused): size of [`super::EVENT_BUCKETS`].
-    pub const SLOTS: u32 = 5;
+    /// A source inside a mobility interface's dynamic-EID prefix that is not a known local
+    /// dynamic EID (there). `dst` is the EID (family, the map's instance-id, address),
+    /// `ifindex` the ingress interface (a trunk: the parent), and `src` packs the rest, see
+    /// [`super::MissEvent::detection`]. Rate-limited per EID, and by two buckets: first
+    /// sightings, and sources refused once and seen again ([`DETECTION_REPEAT_BUCKET`]), so
+    /// that a flood of one-packet spoofed sources cannot starve a real host, which keeps
+    /// sending.
+    pub const DYNAMIC_EID_DETECTED: u8 = 5;
+    /// Bucket index (not an event kind) of detections of sources seen before.
+    pub const DETECTION_REPEAT_BUCKET: u8 = 6;
+    /// Number of buckets, plus one (index 0 unused): size of [`super::EVENT_BUCKETS`].
+    pub const SLOTS: u32 = 7;
 }
 
 /// Instance-id field of the [`EidKey`] of a next-hop event: outside any EID space, so that its
@@ -298,6 +430,41 @@ pub struct MissEvent {
     pub _pad: [u8; 2],
     /// For [`event_kind::DATA_FOR_ABSENT_EID`]: the outer source address (the ITR's RLOC).
     pub rloc: [u8; 16],
+}
+
+/// The detection part of a [`event_kind::DYNAMIC_EID_DETECTED`] event, packed into
+/// [`MissEvent::src`]: bytes 0..6 the source MAC, 6..8 the VLAN ID (big-endian, 0 = untagged),
+/// byte 8 the [`detection`] kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detection {
+    pub mac: [u8; 6],
+    pub vlan: u16,
+    pub kind: u8,
+}
+
+impl Detection {
+    pub const fn pack(&self) -> [u8; 16] {
+        let v = self.vlan.to_be_bytes();
+        let m = self.mac;
+        [
+            m[0], m[1], m[2], m[3], m[4], m[5], v[0], v[1], self.kind, 0, 0, 0, 0, 0, 0, 0,
+        ]
+    }
+}
+
+impl MissEvent {
+    /// The detection of a [`event_kind::DYNAMIC_EID_DETECTED`] event.
+    pub const fn detection(&self) -> Option<Detection> {
+        if self.kind != event_kind::DYNAMIC_EID_DETECTED {
+            return None;
+        }
+        let s = self.src;
+        Some(Detection {
+            mac: [s[0], s[1], s[2], s[3], s[4], s[5]],
+            vlan: u16::from_be_bytes([s[6], s[7]]),
+            kind: s[8],
+        })
+    }
 }
 
 /// Record of a [`SLOW_PATH`] sample, followed by the frame (Ethernet header first) as it
@@ -388,10 +555,22 @@ pub enum Counter {
     /// To be encapsulated, but the encapsulation cannot happen (outer header would exceed 64 KiB,
     /// or an inconsistent map-cache entry): dropped, never passed bare into the underlay.
     DropCannotEncap,
+    /// A dynamic-EID detection event raised (also counted in neither miss counter).
+    DetectionEvent,
+    /// A detection suppressed: the same EID was reported within the interval, or the
+    /// detection buckets were empty (a flood of new sources).
+    DetectionSuppressed,
+    /// An ARP or RARP frame of a mobility interface (looked at for detection), passed.
+    PassArp,
+    /// Decapsulated for an "away" dynamic EID (a positive host entry in the map-cache: it
+    /// moved to another site) and re-encapsulated towards its new RLOC.
+    Reencap,
+    /// An 802.1Q-tagged frame of a trunk whose VLAN has no mobility interface: the kernel's.
+    PassOtherVlan,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 29] = [
         Counter::PassOther,
         Counter::PassNoMatch,
         Counter::EncapIpv4,
@@ -416,6 +595,11 @@ impl Counter {
         Counter::SlowPath,
         Counter::SlowPathLost,
         Counter::DropCannotEncap,
+        Counter::DetectionEvent,
+        Counter::DetectionSuppressed,
+        Counter::PassArp,
+        Counter::Reencap,
+        Counter::PassOtherVlan,
     ];
     /// Size of [`COUNTERS`].
     pub const SLOTS: u32 = 32;
@@ -446,6 +630,11 @@ impl Counter {
             Counter::SlowPath => "slow_path",
             Counter::SlowPathLost => "slow_path_lost",
             Counter::DropCannotEncap => "drop_cannot_encap",
+            Counter::DetectionEvent => "detection_event",
+            Counter::DetectionSuppressed => "detection_suppressed",
+            Counter::PassArp => "pass_arp",
+            Counter::Reencap => "reencap",
+            Counter::PassOtherVlan => "pass_other_vlan",
         }
     }
 }
@@ -461,6 +650,10 @@ mod pod {
     unsafe impl aya::Pod for super::MissEvent {}
     unsafe impl aya::Pod for super::EventBucket {}
     unsafe impl aya::Pod for super::SlowPathRecord {}
+    unsafe impl aya::Pod for super::MobilityIfaceKey {}
+    unsafe impl aya::Pod for super::MobilityIface {}
+    unsafe impl aya::Pod for super::ScopedEidKey {}
+    unsafe impl aya::Pod for super::DynamicEidState {}
 }
 
 #[cfg(test)]
@@ -482,6 +675,31 @@ mod tests {
         assert_eq!(size_of::<MissEvent>(), 20 + 16 + 4 + 4 + 16);
         assert_eq!(size_of::<SlowPathRecord>(), 16 + 4 + 4 + 8);
         assert_eq!(size_of::<EventBucket>(), 16);
+        assert_eq!(size_of::<MobilityIfaceKey>(), 8);
+        assert_eq!(size_of::<MobilityIface>(), 24);
+        assert_eq!(size_of::<ScopedEidKey>(), 24);
+        assert_eq!(size_of::<DynamicEidState>(), 16);
+    }
+
+    #[test]
+    fn detection_packs_into_the_event_and_back() {
+        let d = Detection {
+            mac: [2, 0, 0, 0, 0, 0x10],
+            vlan: 0x0abc,
+            kind: detection::RARP,
+        };
+        let ev = MissEvent {
+            kind: event_kind::DYNAMIC_EID_DETECTED,
+            src: d.pack(),
+            ..Default::default()
+        };
+        assert_eq!(ev.detection(), Some(d));
+        assert_eq!(&ev.src[6..9], &[0x0a, 0xbc, detection::RARP]);
+        let miss = MissEvent {
+            kind: event_kind::MAP_CACHE_MISS,
+            ..ev
+        };
+        assert_eq!(miss.detection(), None);
     }
 
     #[test]

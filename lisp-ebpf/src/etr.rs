@@ -7,6 +7,9 @@ use crate::*;
 /// Verdict of [`etr`] for a packet that is not LISP data for us (the ITR path may still want
 /// it): not an XDP action.
 pub(crate) const NOT_FOR_ETR: u32 = u32::MAX;
+/// Verdict of [`etr`] for LISP data whose inner destination is an "away" entry of the
+/// map-cache (`Scratch::inner_off`, `inner`, `etr_key` describe it; nothing written yet).
+pub(crate) const REENCAPSULATE: u32 = u32::MAX - 2;
 
 /// LISP data for a local RLOC: decapsulate; otherwise `(NOT_FOR_ETR, _)`.
 ///
@@ -34,6 +37,7 @@ pub(crate) fn etr_decapsulate(
         etr_key,
         ekey,
         absent_eid,
+        inner_off: inner_off_out,
         ..
     } = s;
     let outer: &Ip = outer;
@@ -91,6 +95,23 @@ pub(crate) fn etr_decapsulate(
     let inner: &Ip = inner;
     if inner.total_len > avail {
         return drop;
+    }
+    // A dynamic EID that moved away: the map-cache holds its new RLOC (one hash lookup per
+    // decapsulated packet, on routers with mobility only; a cached next hop must not win,
+    // since it was filled while the host was here).
+    if let Some(st) = settings()
+        && st.flags & settings_flags::REENCAP_AWAY != 0
+    {
+        let family = if inner_v6 { AF_IPV6 } else { AF_IPV4 };
+        *ekey = EidKey::new(family, iid, inner.dst);
+        if let Some(e) = MAP_CACHE_HOST.get_ptr(&*ekey)
+            && unsafe { (*e).action } == action::ENCAPSULATE
+        {
+            etr_key.instance_id = iid;
+            etr_key.ifindex = ifindex;
+            *inner_off_out = inner_off;
+            return Some((REENCAPSULATE, Counter::Reencap));
+        }
     }
 
     // ECN decapsulation, RFC 6040 §4.2 (a drop is returned after the instance check, whose

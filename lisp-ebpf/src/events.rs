@@ -186,3 +186,55 @@ fn raise_event(
     EVENTS.output(ctx, ev, 0);
     count(Counter::MissEvent);
 }
+
+/// Bit set in the family byte of a detection's rate-limit key (see [`ABSENT_EID_KEY_BIT`]).
+const DETECTION_KEY_BIT: u8 = 0x20;
+/// Marks an EVENT_RATE stamp of a source whose detection the bucket refused: seen again, it
+/// draws from the repeat bucket.
+const REFUSED: u64 = 1 << 63;
+
+/// A dynamic EID detected (`s.dkey`, `s.det` packed, see
+/// [`lisp_common::maps::event_kind::DYNAMIC_EID_DETECTED`]).
+///
+/// Limits: one event per EID per interval; first sightings draw from the detection bucket,
+/// and a source the bucket refused is remembered (in the same LRU) so that its next packet
+/// draws from a second, repeat bucket. A flood of spoofed sources, each sending once, empties
+/// the first bucket only; a real host keeps sending (and a hypervisor repeats its GARPs), so
+/// it is still reported within one more packet.
+#[inline(never)]
+pub fn dynamic_eid_detected(ctx: &XdpContext, s: &mut Scratch, ifindex: u32) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let interval = match settings() {
+        Some(st) if st.event_interval_ns != 0 => st.event_interval_ns,
+        _ => DEFAULT_EVENT_INTERVAL_NS,
+    };
+    s.rate_key = s.dkey;
+    s.rate_key.family_iid[0] |= DETECTION_KEY_BIT;
+    let mut bucket = event_kind::DYNAMIC_EID_DETECTED;
+    if let Some(last) = EVENT_RATE.get_ptr(&s.rate_key) {
+        let last = unsafe { *last };
+        if last & REFUSED != 0 {
+            bucket = event_kind::DETECTION_REPEAT_BUCKET;
+        } else if now.wrapping_sub(last) < interval {
+            count(Counter::DetectionSuppressed);
+            return;
+        }
+    }
+    if !bucket_allows(bucket, now) {
+        if bucket == event_kind::DYNAMIC_EID_DETECTED {
+            let _ = EVENT_RATE.insert(&s.rate_key, now | REFUSED, 0);
+        }
+        count(Counter::DetectionSuppressed);
+        return;
+    }
+    let _ = EVENT_RATE.insert(&s.rate_key, now, 0);
+    s.ev.dst = s.dkey;
+    s.ev.src = s.det;
+    s.ev.ifindex = ifindex;
+    s.ev.kind = event_kind::DYNAMIC_EID_DETECTED;
+    s.ev.rloc_family = AF_NONE;
+    s.ev._pad = [0; 2];
+    s.ev.rloc = [0; 16];
+    EVENTS.output(ctx, &s.ev, 0);
+    count(Counter::DetectionEvent);
+}

@@ -25,6 +25,7 @@ mod etr;
 mod events;
 mod icmp;
 mod itr;
+mod mobility;
 mod next_hop;
 mod packet;
 mod parse;
@@ -52,9 +53,10 @@ use aya_ebpf::{
 };
 use lisp_common::{
     maps::{
-        AF_IPV4, AF_IPV6, Counter, EID_KEY_PREFIX_BITS, EidKey, EventBucket, InterfaceConfig,
-        MAX_RLOCS, MapCacheEntry, MissEvent, Rloc, RlocKey, SELECT_SLOTS, Settings, SlowPathRecord,
-        action, entry_flags, event_kind, iface_flags, rloc_flags, settings_flags,
+        AF_IPV4, AF_IPV6, Counter, DynamicEidState, EID_KEY_PREFIX_BITS, EidKey, EventBucket,
+        InterfaceConfig, MAX_RLOCS, MapCacheEntry, MissEvent, MobilityIface, MobilityIfaceKey,
+        Rloc, RlocKey, SELECT_SLOTS, ScopedEidKey, Settings, SlowPathRecord, action, entry_flags,
+        event_kind, iface_flags, mobility_flags, rloc_flags, settings_flags,
     },
     wire::{
         LISP_DATA_PORT,
@@ -93,6 +95,18 @@ static EVENT_BUCKETS: PerCpuArray<EventBucket> =
 static LOCAL_EIDS: LpmTrie<EidKey, u8> = LpmTrie::with_max_entries(4096, 0);
 #[map(name = "SLOW_PATH")]
 static SLOW_PATH: PerfEventArray<SlowPathRecord> = PerfEventArray::new(0);
+#[map(name = "MOBILITY_IFACES")]
+static MOBILITY_IFACES: HashMap<MobilityIfaceKey, MobilityIface> =
+    HashMap::with_max_entries(1024, 0);
+#[map(name = "DYNAMIC_PREFIXES")]
+static DYNAMIC_PREFIXES: LpmTrie<ScopedEidKey, u8> = LpmTrie::with_max_entries(4096, 0);
+#[map(name = "IFACE_SUBNETS")]
+static IFACE_SUBNETS: LpmTrie<ScopedEidKey, u8> = LpmTrie::with_max_entries(4096, 0);
+// Written by the agent only (one entry per detected host it accepted), so bounded by what it
+// accepts; 100k dynamic EIDs is the benchmark's figure.
+#[map(name = "LOCAL_DYNAMIC_EIDS")]
+static LOCAL_DYNAMIC_EIDS: HashMap<EidKey, DynamicEidState> =
+    HashMap::with_max_entries(1 << 18, BPF_F_NO_PREALLOC);
 
 /// Per-CPU working memory of one program run (not part of the agent's contract). The BPF stack
 /// is 512 bytes for the whole call chain and LLVM's BPF backend packs it poorly; the parsed
@@ -124,6 +138,23 @@ struct Scratch {
     udp6_checksum: bool,
     /// What the slow path needs of a packet the ITR hands it (set with the verdict).
     slow: SlowPathRecord,
+    /// The mobility interface of the packet (valid when the packet is on one).
+    mob: MobilityIface,
+    /// 802.1Q VLAN ID of the frame, 0 when untagged.
+    vlan: u16,
+    /// The frame's 802.1Q tag (TPID + TCI) while it is removed for the ITR.
+    tag: [u8; 4],
+    /// Offset of the inner IP header of a packet the ETR hands over for re-encapsulation.
+    inner_off: usize,
+    /// Detection: the candidate EID, its key, the LPM key, the packed detection, the
+    /// rate-limit key.
+    det_addr: [u8; 16],
+    dkey: EidKey,
+    lpm: Key<ScopedEidKey>,
+    det: [u8; 16],
+    rate_key: EidKey,
+    /// The event record being sent (BPF stack is short).
+    ev: MissEvent,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -141,6 +172,10 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 const ETH_LEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_RARP: u16 = 0x8035;
+const ETH_P_8021Q: u16 = 0x8100;
+const VLAN_TAG_LEN: usize = 4;
 const IPV4_LEN: usize = 20;
 const IPV6_LEN: usize = 40;
 const UDP_LEN: usize = 8;
@@ -215,36 +250,185 @@ fn process(ctx: &XdpContext, s: &mut Scratch) -> (u32, Counter) {
     let Some(iface) = (unsafe { INTERFACES.get(ifindex) }).copied() else {
         return (xdp_action::XDP_PASS, Counter::PassOther);
     };
-    let Some(eth) = ptr_at::<[u8; ETH_LEN]>(ctx, 0) else {
-        return (xdp_action::XDP_PASS, Counter::PassOther);
-    };
-    let v6 = match rd_be16(eth as *const u8, 12) {
-        ETH_P_IP => false,
-        ETH_P_IPV6 => true,
-        // VLAN tags, ARP, ... are the kernel's.
+    let l3 = match classify(ctx, s, ifindex, iface.flags) {
+        L2_IP => ETH_LEN,
+        L2_TAGGED_IP => ETH_LEN + VLAN_TAG_LEN,
+        L2_OTHER_VLAN => return (xdp_action::XDP_PASS, Counter::PassOtherVlan),
+        L2_ARP => return (xdp_action::XDP_PASS, Counter::PassArp),
+        L2_MALFORMED => return (xdp_action::XDP_PASS, Counter::PassMalformed),
         _ => return (xdp_action::XDP_PASS, Counter::PassOther),
     };
-    if parse_ip(ctx, ETH_LEN, v6, &mut s.outer).is_none() {
-        return (xdp_action::XDP_PASS, Counter::PassMalformed);
+    if l3 != ETH_LEN {
+        if s.mob.flags & mobility_flags::ITR == 0 {
+            return (xdp_action::XDP_PASS, Counter::PassNoMatch);
+        }
+        if !untag(ctx, s) {
+            return (xdp_action::XDP_DROP, Counter::PassNoHeadroom);
+        }
+        let iid = s.mob.itr_instance_id;
+        let r = itr_path(ctx, s, ifindex, iid);
+        if (r.0 == xdp_action::XDP_PASS || r.0 == xdp_action::XDP_TX) && !retag(ctx, s) {
+            return (xdp_action::XDP_DROP, Counter::PassNoHeadroom);
+        }
+        return r;
     }
     if iface.flags & iface_flags::ETR != 0 {
         let r = etr(ctx, s, ifindex);
+        if r.0 == REENCAPSULATE {
+            if !strip_for_reencap(ctx, s) {
+                return (xdp_action::XDP_DROP, Counter::DropBadLisp);
+            }
+            let iid = s.etr_key.instance_id;
+            let r = itr(ctx, s, ifindex, iid);
+            return match r.1 {
+                Counter::EncapIpv4 | Counter::EncapIpv6 => (r.0, Counter::Reencap),
+                // An ICMP error would leave bare into the underlay towards a remote EID.
+                Counter::TooBigIcmp => (xdp_action::XDP_DROP, Counter::DropCannotEncap),
+                _ if r.0 == TO_SLOW_PATH => slow_path::hand_over(ctx, &mut s.slow),
+                _ => r,
+            };
+        }
         if r.0 != NOT_FOR_ETR {
             return r;
         }
     }
     if iface.flags & iface_flags::ITR != 0 {
-        let mut r = itr(ctx, s, ifindex, iface.instance_id);
-        // Called from here rather than from `itr` so that the stack frames do not add up.
-        if r.1 == Counter::TooBigIcmp {
-            r = too_big(ctx, s, ifindex);
-        }
-        if r.0 == TO_SLOW_PATH {
-            return slow_path::hand_over(ctx, &mut s.slow);
-        }
-        return r;
+        return itr_path(ctx, s, ifindex, iface.instance_id);
     }
     (xdp_action::XDP_PASS, Counter::PassNoMatch)
+}
+
+// Results of `classify`.
+const L2_OTHER: u8 = 0;
+const L2_IP: u8 = 1;
+const L2_TAGGED_IP: u8 = 2;
+const L2_OTHER_VLAN: u8 = 3;
+const L2_ARP: u8 = 4;
+const L2_MALFORMED: u8 = 5;
+
+/// The frame's layer 2 (an 802.1Q tag on a trunk, ARP), its IP header parsed into `s.outer`,
+/// and the dynamic-EID detection of a mobility interface. A function of its own, off the
+/// ITR's call chain, so that its stack does not add to the deepest one.
+#[inline(never)]
+fn classify(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, flags: u32) -> u8 {
+    let Some(eth) = ptr_at::<[u8; ETH_LEN]>(ctx, 0) else {
+        return L2_OTHER;
+    };
+    let mut proto = rd_be16(eth as *const u8, 12);
+    let mut l3 = ETH_LEN;
+    s.vlan = 0;
+    if proto == ETH_P_8021Q {
+        // Tags are only ours on a trunk parent (mobility on one of its VLANs).
+        if flags & iface_flags::TRUNK == 0 {
+            return L2_OTHER;
+        }
+        let Some(t) = ptr_at::<[u8; ETH_LEN + VLAN_TAG_LEN]>(ctx, 0) else {
+            return L2_MALFORMED;
+        };
+        s.vlan = rd_be16(t as *const u8, 14) & 0x0fff;
+        proto = rd_be16(t as *const u8, 16);
+        l3 = ETH_LEN + VLAN_TAG_LEN;
+    }
+    let mut mobile = false;
+    if s.vlan != 0 || flags & iface_flags::MOBILITY != 0 {
+        // SAFETY: read-only use of a value the agent writes whole.
+        if let Some(m) = unsafe { MOBILITY_IFACES.get(&MobilityIfaceKey::new(ifindex, s.vlan)) } {
+            s.mob = *m;
+            mobile = true;
+        }
+    }
+    if l3 != ETH_LEN && !mobile {
+        // Another VLAN of the trunk (or a priority tag, VID 0): the kernel's.
+        return L2_OTHER_VLAN;
+    }
+    let v6 = match proto {
+        ETH_P_IP => false,
+        ETH_P_IPV6 => true,
+        ETH_P_ARP | ETH_P_RARP if mobile => {
+            mobility::observe_arp(ctx, s, l3, proto == ETH_P_RARP, ifindex);
+            return L2_ARP;
+        }
+        // Other VLAN tags (QinQ), ARP elsewhere, ... are the kernel's.
+        _ => return L2_OTHER,
+    };
+    if parse_ip(ctx, l3, v6, &mut s.outer).is_none() {
+        return L2_MALFORMED;
+    }
+    if mobile {
+        mobility::observe_ip(ctx, s, l3, ifindex);
+    }
+    if l3 == ETH_LEN { L2_IP } else { L2_TAGGED_IP }
+}
+
+/// The ITR and what its verdicts hand on (ICMP too-big, slow path).
+#[inline(always)]
+fn itr_path(ctx: &XdpContext, s: &mut Scratch, ifindex: u32, iid: u32) -> (u32, Counter) {
+    let mut r = itr(ctx, s, ifindex, iid);
+    // Called from here rather than from `itr` so that the stack frames do not add up.
+    if r.1 == Counter::TooBigIcmp {
+        r = too_big(ctx, s, ifindex);
+    }
+    if r.0 == TO_SLOW_PATH {
+        return slow_path::hand_over(ctx, &mut s.slow);
+    }
+    r
+}
+
+// The trunk and re-encapsulation steps below are functions of their own that return before
+// the ITR runs: calling the ITR from inside them would add a frame to the deepest call chain,
+// and the BPF stack (512 bytes for the whole chain) has no room for it.
+
+/// A tagged frame of a mobility VLAN of a trunk (`s.outer` parsed after the tag): removes the
+/// tag so that the ITR sees a plain Ethernet frame and the encapsulated packet leaves untagged.
+/// `false`: could not (then the frame is to be dropped: its MACs may have moved).
+#[inline(never)]
+fn untag(ctx: &XdpContext, s: &mut Scratch) -> bool {
+    let Some(t) = ptr_at::<[u8; ETH_LEN + VLAN_TAG_LEN]>(ctx, 0) else {
+        return false;
+    };
+    let t = t as *mut u8;
+    let macs: [u8; 12] = rd_bytes(t, 0);
+    s.tag = rd_bytes(t, 12);
+    wr_bytes(t, VLAN_TAG_LEN, &macs);
+    unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, VLAN_TAG_LEN as i32) == 0 }
+}
+
+/// Puts back the tag [`untag`] removed (a frame the kernel gets back, passed or an ICMP error
+/// sent back out, is then byte for byte what arrived, or properly tagged).
+#[inline(never)]
+fn retag(ctx: &XdpContext, s: &mut Scratch) -> bool {
+    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, -(VLAN_TAG_LEN as i32)) } != 0 {
+        return false;
+    }
+    let Some(t) = ptr_at::<[u8; ETH_LEN + VLAN_TAG_LEN]>(ctx, 0) else {
+        return false;
+    };
+    let t = t as *mut u8;
+    let macs: [u8; 12] = rd_bytes(t, VLAN_TAG_LEN);
+    wr_bytes(t, 0, &macs);
+    wr_bytes(t, 12, &s.tag);
+    true
+}
+
+/// The ETR found the inner destination in the map-cache: an "away" dynamic EID, now at
+/// another site. Tells the agent (the sending ITR gets an SMR) and strips the outer headers,
+/// leaving the inner packet parsed in `s.outer` for the ITR to encapsulate again towards the
+/// EID's new RLOC. `false`: the packet is to be dropped.
+#[inline(never)]
+fn strip_for_reencap(ctx: &XdpContext, s: &mut Scratch) -> bool {
+    // Before `s.outer` is overwritten: the event names the sending ITR.
+    events::data_for_absent_eid(ctx, s);
+    let v6 = s.inner.v6;
+    let shrink = (s.inner_off - ETH_LEN) & 0xff;
+    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr() as *mut _, shrink as i32) } != 0 {
+        return false;
+    }
+    let Some(p) = ptr_at::<[u8; ETH_LEN]>(ctx, 0) else {
+        return false;
+    };
+    // The MACs are the ITR's to write; the type must say what follows now.
+    wr_be16(p as *mut u8, 12, if v6 { ETH_P_IPV6 } else { ETH_P_IP });
+    parse_ip(ctx, ETH_LEN, v6, &mut s.outer).is_some()
 }
 
 #[cfg(not(test))]

@@ -17,7 +17,8 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerfEventArray};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
 use lisp_common::maps::{
-    self as m, Counter, EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings,
+    self as m, Counter, DynamicEidState, EidKey, InterfaceConfig, MapCacheEntry, MobilityIface,
+    MobilityIfaceKey, RlocKey, ScopedEidKey, Settings,
 };
 use log::{info, warn};
 
@@ -87,9 +88,13 @@ pub fn ifname_of(ifindex: u32) -> Option<String> {
 
 /// Writes map-cache entries into the XDP maps (host hash map or prefix trie by prefix length).
 /// The control plane programs Map-Replies through this.
+///
+/// It also holds the local dynamic EIDs (mobility): the agent adds one when it accepts a
+/// detection, so that the data plane stops reporting it, and reads their last-seen stamps.
 pub struct MapCacheWriter {
     host: HashMap<MapData, EidKey, MapCacheEntry>,
     prefix: LpmTrie<MapData, EidKey, MapCacheEntry>,
+    dynamic: HashMap<MapData, EidKey, DynamicEidState>,
     /// RLOCs configured with `ipv6-udp-checksum`: marked in every entry written, so that the
     /// option also holds for the same RLOC learned from a Map-Reply.
     checksum_rlocs: Vec<IpAddr>,
@@ -100,6 +105,7 @@ impl MapCacheWriter {
         Ok(MapCacheWriter {
             host: take_map(ebpf, m::MAP_CACHE_HOST)?,
             prefix: take_map(ebpf, m::MAP_CACHE_PREFIX)?,
+            dynamic: take_map(ebpf, m::LOCAL_DYNAMIC_EIDS)?,
             checksum_rlocs,
         })
     }
@@ -140,6 +146,67 @@ impl MapCacheWriter {
         }
     }
 
+    /// Makes `addr` (a host of a dynamic-EID map of `instance_id`) a known local dynamic EID
+    /// on `ifindex` (the SVI, or the trunk parent with `vlan`, as the detection event named
+    /// it): no more detection events for it from there, last-seen stamps instead. Its stamp
+    /// starts now.
+    pub fn add_local_dynamic_eid(
+        &mut self,
+        instance_id: u32,
+        addr: IpAddr,
+        ifindex: u32,
+        vlan: Option<u16>,
+    ) -> anyhow::Result<()> {
+        let key = dynamic_key(instance_id, addr)?;
+        let state = DynamicEidState {
+            last_seen_ns: monotonic_coarse_ns(),
+            ifindex,
+            vlan: vlan.unwrap_or(0),
+            _pad: [0; 2],
+        };
+        self.dynamic
+            .insert(key, state, 0)
+            .with_context(|| format!("writing local dynamic EID {addr} (iid {instance_id})"))
+    }
+
+    /// Forgets a local dynamic EID; `Ok(false)` if it was not there.
+    pub fn remove_local_dynamic_eid(
+        &mut self,
+        instance_id: u32,
+        addr: IpAddr,
+    ) -> anyhow::Result<bool> {
+        let key = dynamic_key(instance_id, addr)?;
+        match self.dynamic.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e)
+                .with_context(|| format!("removing local dynamic EID {addr} (iid {instance_id})")),
+        }
+    }
+
+    /// The local dynamic EIDs whose last-seen stamp is at or after `since` (a
+    /// [`monotonic_coarse_ns`] reading): those that sent something since then. Stamps are
+    /// refreshed at most once per second per EID, so poll with `since` = the previous poll's
+    /// time minus a second to see every active EID (the contract polls every second; an
+    /// inactivity timeout is minutes).
+    pub fn dynamic_eid_activity(&self, since: u64) -> anyhow::Result<Vec<(u32, IpAddr)>> {
+        let mut seen = Vec::new();
+        for r in self.dynamic.iter() {
+            let (k, v) = r.context("reading LOCAL_DYNAMIC_EIDS")?;
+            if v.last_seen_ns >= since
+                && let Some(a) = ip_of_key(&k)
+            {
+                seen.push((k.instance_id(), a));
+            }
+        }
+        Ok(seen)
+    }
+
     fn insert_key(
         &mut self,
         key: EidKey,
@@ -154,6 +221,33 @@ impl MapCacheWriter {
         }
         Ok(())
     }
+}
+
+/// Key of a local dynamic EID: a host address (/32 or /128) in its instance.
+fn dynamic_key(instance_id: u32, addr: IpAddr) -> anyhow::Result<EidKey> {
+    let len = if addr.is_ipv4() { 32 } else { 128 };
+    Ok(map_cache::eid_key(instance_id, addr, len)?.0)
+}
+
+fn ip_of_key(k: &EidKey) -> Option<IpAddr> {
+    let a = k.addr;
+    match k.family() {
+        m::AF_IPV4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+        m::AF_IPV6 => Some(IpAddr::from(a)),
+        _ => None,
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the clock of the data plane's last-seen stamps
+/// (`bpf_ktime_get_coarse_ns`).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer; this clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Reads the per-CPU outcome counters, summed over CPUs.
@@ -262,6 +356,23 @@ impl Dataplane {
             local
                 .insert(&LpmKey::new(*lpm, *key), 1, 0)
                 .context("writing LOCAL_EIDS")?;
+        }
+
+        let mut mob: HashMap<_, MobilityIfaceKey, MobilityIface> =
+            map_mut(&mut ebpf, m::MOBILITY_IFACES)?;
+        for i in &plan.mobility_ifaces {
+            mob.insert(i.key, i.value, 0)
+                .with_context(|| format!("writing MOBILITY_IFACES for {}", i.svi))?;
+        }
+        for (name, entries) in [
+            (m::DYNAMIC_PREFIXES, &plan.dynamic_prefixes),
+            (m::IFACE_SUBNETS, &plan.iface_subnets),
+        ] {
+            let mut trie: LpmTrie<_, ScopedEidKey, u8> = map_mut(&mut ebpf, name)?;
+            for (key, lpm) in entries {
+                trie.insert(&LpmKey::new(*lpm, *key), 1, 0)
+                    .with_context(|| format!("writing {name}"))?;
+            }
         }
 
         let mut writer = MapCacheWriter::take(&mut ebpf, plan.checksum_rlocs.clone())?;

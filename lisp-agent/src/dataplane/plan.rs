@@ -4,9 +4,11 @@
 use std::net::IpAddr;
 
 use lisp_common::maps::{
-    EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings, iface_flags, rloc_flags,
+    EidKey, InterfaceConfig, MapCacheEntry, MobilityIface, MobilityIfaceKey, RlocKey,
+    SCOPED_KEY_PREFIX_BITS, ScopedEidKey, Settings, iface_flags, mobility_flags, rloc_flags,
     settings_flags,
 };
+use lisp_common::prefix::IpPrefix;
 
 use crate::config::{Config, InterfaceRole, XdpModeConfig};
 use crate::core::map_cache::{self, Locator, Placement};
@@ -46,6 +48,48 @@ pub struct Plan {
     /// Remote RLOCs whose IPv6 outer headers get a computed UDP checksum.
     pub checksum_rlocs: Vec<IpAddr>,
     pub map_cache: Vec<PlannedEntry>,
+    /// Mobility interfaces (ingress ifindex + VLAN → map, instance, mode).
+    pub mobility_ifaces: Vec<PlannedMobilityIface>,
+    /// Dynamic-EID prefixes, scoped by map: key and LPM prefix length.
+    pub dynamic_prefixes: Vec<(ScopedEidKey, u32)>,
+    /// The mobility interfaces' own subnets (from the kernel, [`Plan::set_interface_subnets`]),
+    /// scoped by interface: key and LPM prefix length.
+    pub iface_subnets: Vec<(ScopedEidKey, u32)>,
+}
+
+/// One mobility interface: the SVI, or a VLAN of a trunk parent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedMobilityIface {
+    /// Kernel name of the SVI (the `interfaces[].name`).
+    pub svi: String,
+    pub key: MobilityIfaceKey,
+    pub value: MobilityIface,
+}
+
+impl Plan {
+    /// Sets the subnets of the mobility interface `svi` (its kernel addresses, read by the
+    /// shell at start): across-subnet mode does not report sources inside them. Replaces what
+    /// was set before for that interface; an interface that is not a mobility one is ignored.
+    pub fn set_interface_subnets(
+        &mut self,
+        svi: &str,
+        subnets: &[IpPrefix],
+    ) -> Result<(), map_cache::MapCacheError> {
+        let Some(m) = self.mobility_ifaces.iter().find(|m| m.svi == svi) else {
+            return Ok(());
+        };
+        let (scope, iid) = (m.value.subnet_scope, m.value.map_instance_id);
+        let scope_bytes = scope.to_be_bytes();
+        self.iface_subnets.retain(|(k, _)| k.scope != scope_bytes);
+        for p in subnets {
+            let (key, _) = map_cache::eid_key(iid, p.addr(), p.prefix_len())?;
+            self.iface_subnets.push((
+                ScopedEidKey::new(scope, key),
+                SCOPED_KEY_PREFIX_BITS + u32::from(p.prefix_len()),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Sets [`rloc_flags::IPV6_UDP_CHECKSUM`] on the locators of `entry` listed in `rlocs`.
@@ -75,6 +119,12 @@ pub enum PlanError {
         "interfaces[{index}]: interface '{name}' does not exist on this host (or in this network namespace)"
     )]
     NoSuchInterface { index: usize, name: String },
+    #[error("interfaces[{index}]: mobility map '{map}' is not among dynamic-eid-maps")]
+    NoSuchMap { index: usize, map: String },
+    #[error(
+        "interfaces[{index}].trunk.parent: interface '{name}' does not exist on this host (or in this network namespace)"
+    )]
+    NoSuchTrunkParent { index: usize, name: String },
     #[error("{label}: {source}")]
     Entry {
         label: String,
@@ -115,7 +165,15 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
         settings.flags |= settings_flags::IPV6_UDP_CHECKSUM;
     }
 
-    let mut interfaces = Vec::new();
+    let entry_err = |label: &str| {
+        let label = label.to_string();
+        move |source| PlanError::Entry { label, source }
+    };
+
+    let mut interfaces: Vec<PlannedInterface> = Vec::new();
+    // Per entry of `interfaces`: made up for a trunk parent that is not configured itself.
+    let mut synthetic: Vec<bool> = Vec::new();
+    let mut mobility_ifaces = Vec::new();
     for (index, i) in cfg.interfaces.iter().enumerate() {
         let idx = ifindex(&i.name).ok_or_else(|| PlanError::NoSuchInterface {
             index,
@@ -126,8 +184,61 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
             InterfaceRole::Rloc if cfg.etr => iface_flags::ETR,
             _ => 0,
         };
-        if i.mobility.is_some() {
+        if let Some(map_name) = &i.mobility {
+            let pos = cfg
+                .dynamic_eid_maps
+                .iter()
+                .position(|m| &m.name == map_name)
+                .ok_or_else(|| PlanError::NoSuchMap {
+                    index,
+                    map: map_name.clone(),
+                })?;
+            let map = &cfg.dynamic_eid_maps[pos];
+            let mut mflags = 0;
+            if i.extended_subnet_mode {
+                mflags |= mobility_flags::EXTENDED_SUBNET;
+            }
+            if flags & iface_flags::ITR != 0 {
+                mflags |= mobility_flags::ITR;
+            }
+            let value = MobilityIface {
+                flags: mflags,
+                map_instance_id: map.instance_id,
+                itr_instance_id: i.instance_id,
+                map_id: pos as u32 + 1,
+                subnet_scope: index as u32 + 1,
+                svi_ifindex: idx,
+            };
+            if let Some(t) = &i.trunk {
+                // XDP runs on the parent (native), the VLAN ID selects this interface; the SVI
+                // itself gets no program (it would see the same frames again, untagged).
+                let pidx = ifindex(&t.parent).ok_or_else(|| PlanError::NoSuchTrunkParent {
+                    index,
+                    name: t.parent.clone(),
+                })?;
+                mobility_ifaces.push(PlannedMobilityIface {
+                    svi: i.name.clone(),
+                    key: MobilityIfaceKey::new(pidx, t.vlan_id as u16),
+                    value,
+                });
+                interfaces.push(PlannedInterface {
+                    name: t.parent.clone(),
+                    ifindex: pidx,
+                    value: InterfaceConfig {
+                        flags: iface_flags::TRUNK,
+                        instance_id: 0,
+                    },
+                    mode: cfg.xdp_mode_of(i),
+                });
+                synthetic.push(true);
+                continue;
+            }
             flags |= iface_flags::MOBILITY;
+            mobility_ifaces.push(PlannedMobilityIface {
+                svi: i.name.clone(),
+                key: MobilityIfaceKey::new(idx, 0),
+                value,
+            });
         }
         interfaces.push(PlannedInterface {
             name: i.name.clone(),
@@ -138,12 +249,32 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
             },
             mode: cfg.xdp_mode_of(i),
         });
+        synthetic.push(false);
     }
+    let interfaces = merge_interfaces(interfaces, &synthetic);
 
-    let entry_err = |label: &str| {
-        let label = label.to_string();
-        move |source| PlanError::Entry { label, source }
-    };
+    let mut dynamic_prefixes = Vec::new();
+    for (pos, m) in cfg.dynamic_eid_maps.iter().enumerate() {
+        for d in &m.database_mappings {
+            let label = format!(
+                "dynamic-eid-maps {} {} (iid {})",
+                m.name, d.eid_prefix, m.instance_id
+            );
+            let (key, _) = map_cache::eid_key(
+                m.instance_id,
+                d.eid_prefix.addr(),
+                d.eid_prefix.prefix_len(),
+            )
+            .map_err(entry_err(&label))?;
+            dynamic_prefixes.push((
+                ScopedEidKey::new(pos as u32 + 1, key),
+                SCOPED_KEY_PREFIX_BITS + u32::from(d.eid_prefix.prefix_len()),
+            ));
+        }
+    }
+    if cfg.etr && !cfg.dynamic_eid_maps.is_empty() {
+        settings.flags |= settings_flags::REENCAP_AWAY;
+    }
 
     let mut eid_space = Vec::new();
     for iid in cfg.itr_instance_ids() {
@@ -230,7 +361,31 @@ pub fn plan(cfg: &Config, ifindex: impl Fn(&str) -> Option<u32>) -> Result<Plan,
         local_eids,
         checksum_rlocs,
         map_cache: entries,
+        mobility_ifaces,
+        dynamic_prefixes,
+        iface_subnets: Vec::new(),
     })
+}
+
+/// One entry per ifindex: a trunk parent named by several SVIs, or also configured itself,
+/// is attached once with the flags of all (and its own name, instance-id and mode when it is
+/// configured itself).
+fn merge_interfaces(all: Vec<PlannedInterface>, synthetic: &[bool]) -> Vec<PlannedInterface> {
+    let mut out: Vec<(PlannedInterface, bool)> = Vec::new();
+    for (i, syn) in all.into_iter().zip(synthetic.iter().copied()) {
+        match out.iter_mut().find(|(o, _)| o.ifindex == i.ifindex) {
+            Some((o, o_syn)) => {
+                let flags = o.value.flags | i.value.flags;
+                if *o_syn && !syn {
+                    *o = i;
+                    *o_syn = false;
+                }
+                o.value.flags = flags;
+            }
+            None => out.push((i, syn)),
+        }
+    }
+    out.into_iter().map(|(i, _)| i).collect()
 }
 
 #[cfg(test)]
@@ -261,6 +416,7 @@ mod tests {
                 | settings_flags::HAS_RLOC6
                 | settings_flags::NONCE
                 | settings_flags::CHECK_LOCAL_EIDS
+                | settings_flags::REENCAP_AWAY
         );
         assert_eq!(s.rloc4, [192, 0, 2, 17]);
         assert_eq!(s.rloc6[..4], [0x20, 0x01, 0x0d, 0xb8]);
@@ -293,9 +449,158 @@ mod tests {
     fn roles_follow_itr_etr_switches() {
         let y = EXAMPLE.replace("itr: true", "itr: false");
         let cfg = Config::from_yaml_str(&y).unwrap();
-        let p = plan(&cfg, |_| Some(1)).unwrap();
+        let p = plan(&cfg, |n| Some(if n == "vlan10" { 1 } else { 2 })).unwrap();
         assert_eq!(p.interfaces[0].value.flags, iface_flags::MOBILITY);
         assert_eq!(p.interfaces[1].value.flags, iface_flags::ETR);
+        // Not an ITR: detection still, but no encapsulation of a trunk VLAN's frames.
+        assert_eq!(p.mobility_ifaces[0].value.flags, 0);
+    }
+
+    fn ip_prefix(s: &str) -> IpPrefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn mobility_maps_from_example() {
+        let mut p = example_plan();
+        assert_eq!(
+            p.mobility_ifaces,
+            vec![PlannedMobilityIface {
+                svi: "vlan10".into(),
+                key: MobilityIfaceKey::new(7, 0),
+                value: MobilityIface {
+                    flags: mobility_flags::ITR,
+                    map_instance_id: 0,
+                    itr_instance_id: 0,
+                    map_id: 1,
+                    subnet_scope: 1,
+                    svi_ifindex: 7,
+                },
+            }]
+        );
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[198, 51, 100, 0]);
+        assert_eq!(
+            p.dynamic_prefixes,
+            vec![(
+                ScopedEidKey::new(1, EidKey::new(AF_IPV4, 0, a)),
+                SCOPED_KEY_PREFIX_BITS + 25
+            )]
+        );
+        // The SVI's kernel addresses become its subnets (host bits cleared), replaced when
+        // set again; an interface without mobility is ignored.
+        assert!(p.iface_subnets.is_empty());
+        p.set_interface_subnets("vlan10", &[ip_prefix("198.51.100.1/24")])
+            .unwrap();
+        p.set_interface_subnets(
+            "vlan10",
+            &[
+                ip_prefix("198.51.100.129/24"),
+                ip_prefix("2001:db8:1::1/64"),
+            ],
+        )
+        .unwrap();
+        p.set_interface_subnets("eth0", &[ip_prefix("192.0.2.17/28")])
+            .unwrap();
+        assert_eq!(p.iface_subnets.len(), 2);
+        assert_eq!(
+            p.iface_subnets[0],
+            (
+                ScopedEidKey::new(1, EidKey::new(AF_IPV4, 0, a)),
+                SCOPED_KEY_PREFIX_BITS + 24
+            )
+        );
+        assert_eq!(p.iface_subnets[1].0.key.family(), AF_IPV6);
+        assert_eq!(p.iface_subnets[1].1, SCOPED_KEY_PREFIX_BITS + 64);
+    }
+
+    #[test]
+    fn trunk_vlans_attach_to_the_parent_once() {
+        let y = EXAMPLE.replace(
+            "    extended-subnet-mode: false\n",
+            "    extended-subnet-mode: true\n    instance-id: 0\n    trunk: { parent: eth1, vlan-id: 10 }\n  - { name: vlan20, role: eid, mobility: vm-mobility, trunk: { parent: eth1, vlan-id: 20 } }\n",
+        );
+        let y = y.replace("    instance-id: 0\n    mobility: vm-mobility\n    extended-subnet-mode: true\n    instance-id: 0\n", "    instance-id: 0\n    mobility: vm-mobility\n    extended-subnet-mode: true\n");
+        let cfg = Config::from_yaml_str(&y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+        let p = plan(&cfg, |n| match n {
+            "vlan10" => Some(7),
+            "vlan20" => Some(8),
+            "eth1" => Some(5),
+            "eth0" => Some(3),
+            _ => None,
+        })
+        .unwrap();
+        // eth1 (native XDP, tagged frames only), eth0; no program on the SVIs.
+        let names: Vec<_> = p
+            .interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), i.ifindex))
+            .collect();
+        assert_eq!(names, vec![("eth1", 5), ("eth0", 3)]);
+        assert_eq!(p.interfaces[0].value.flags, iface_flags::TRUNK);
+        let keys: Vec<_> = p
+            .mobility_ifaces
+            .iter()
+            .map(|m| (m.svi.as_str(), m.key, m.value.svi_ifindex, m.value.flags))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    "vlan10",
+                    MobilityIfaceKey::new(5, 10),
+                    7,
+                    mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET
+                ),
+                (
+                    "vlan20",
+                    MobilityIfaceKey::new(5, 20),
+                    8,
+                    mobility_flags::ITR
+                ),
+            ]
+        );
+        assert_eq!(p.mobility_ifaces[1].value.subnet_scope, 2);
+        // A trunk parent that is missing is named as such.
+        let e = plan(&cfg, |n| (n != "eth1").then_some(1)).unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::NoSuchTrunkParent {
+                index: 0,
+                name: "eth1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_trunk_parent_configured_itself_keeps_its_role() {
+        let trunk = IfaceEntry(7, "parent", true);
+        let own = IfaceEntry(7, "parent", false);
+        let merged = merge_interfaces(
+            vec![
+                trunk.planned(iface_flags::TRUNK, 0),
+                own.planned(iface_flags::ITR, 3),
+            ],
+            &[trunk.2, own.2],
+        );
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].value.flags, iface_flags::TRUNK | iface_flags::ITR);
+        assert_eq!(merged[0].value.instance_id, 3);
+    }
+
+    struct IfaceEntry(u32, &'static str, bool);
+    impl IfaceEntry {
+        fn planned(&self, flags: u32, iid: u32) -> PlannedInterface {
+            PlannedInterface {
+                name: self.1.into(),
+                ifindex: self.0,
+                value: InterfaceConfig {
+                    flags,
+                    instance_id: iid,
+                },
+                mode: XdpModeConfig::Auto,
+            }
+        }
     }
 
     #[test]

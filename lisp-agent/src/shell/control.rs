@@ -210,6 +210,14 @@ fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
             debug!("{a}: no SMR sent (not wired to the core)");
             return None;
         }
+        DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
+            ifindex: d.ifindex,
+            vlan: d.vlan,
+            instance_id: d.instance_id,
+            eid: d.eid,
+            mac: d.mac,
+            kind: d.kind,
+        },
     })
 }
 
