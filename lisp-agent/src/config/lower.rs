@@ -109,7 +109,11 @@ pub fn mobility_config(c: &Config) -> MobilityConfig {
             })
         })
         .collect();
-    MobilityConfig { maps, interfaces }
+    MobilityConfig {
+        maps,
+        interfaces,
+        ..MobilityConfig::default()
+    }
 }
 
 /// The config's view of a locator: priority/weight already validated to fit a byte.

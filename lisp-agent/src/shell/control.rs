@@ -276,6 +276,8 @@ fn log_notifications(node: &mut Node) {
             } => warn!(
                 "registration with map-server {map_server} expired ({unanswered} Map-Registers unanswered)"
             ),
+            // The contract's wording (`core::mobility::MobilityNotification`'s Display).
+            Notification::Mobility(m) => info!("{m}"),
         }
     }
 }

@@ -38,7 +38,14 @@ impl Xtr {
         let mut records: Vec<Record> = Vec::new();
         for e in &r.eids {
             let want = from_wire_eid(e);
-            for m in &self.cfg.database_mappings {
+            // A dynamic host is answered with its own /32 or /128, not the prefix around it (a
+            // request for a host address: one lookup, whatever the number of hosts).
+            let host = EidPrefix::host(want.instance_id, want.addr);
+            let mine: Vec<&super::DatabaseMapping> = match self.dynamic.get(&host) {
+                Some(d) => vec![&d.mapping],
+                None => self.cfg.database_mappings.iter().collect(),
+            };
+            for m in mine {
                 if !covers(&m.eid, &want) {
                     continue;
                 }

@@ -12,6 +12,7 @@
 //! * `etr`: authoritative Map-Replies, RLOC-probe replies, SMRs received and sent.
 
 pub mod counters;
+mod dynamic;
 mod etr;
 mod register;
 mod resolve;
@@ -31,6 +32,7 @@ use super::nonce::NonceSource;
 use super::prefix_lengths::LengthSet;
 use super::time::{Timestamp, earliest};
 pub use counters::{Counters, Reject};
+pub use dynamic::MAX_REGISTER_LEN;
 pub use register::{RegistrationState, RegistrationStatus};
 pub use resolve::CachedMapping;
 
@@ -184,6 +186,8 @@ pub struct Xtr {
     smr_invoked_last: HashMap<EidPrefix, Timestamp>,
     smr_sent_last: HashMap<IpAddr, Timestamp>,
     last_prune: Timestamp,
+    /// Hosts of the mobility role, registered beside the database-mappings (`dynamic`).
+    dynamic: dynamic::DynamicTable,
 }
 
 impl Xtr {
@@ -216,6 +220,7 @@ impl Xtr {
             smr_invoked_last: HashMap::new(),
             smr_sent_last: HashMap::new(),
             last_prune: now,
+            dynamic: dynamic::DynamicTable::new(),
         }
     }
 
