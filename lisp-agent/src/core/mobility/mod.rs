@@ -14,8 +14,10 @@
 //! * **away** — was ours, now at another site: told by the map-server (a Map-Notify for our
 //!   host with locators none of which are ours, across-subnet mode) or by the other site's
 //!   group Map-Notify (extended-subnet mode: the group crosses the LAN extension). The entry and
-//!   route are removed, the host deregistered (TTL 0: in a map-server that sees both sites as
-//!   one, our registration would otherwise stay in the merged set), and an away map-cache entry
+//!   route are removed, the host is no longer registered (no TTL-0 deregistration: it would
+//!   race the new site's registration, and a map-server that keeps one registration per
+//!   prefix would withdraw the new site's; ours ends with the map-server's registration
+//!   timeout or is superseded at once by the newer site), and an away map-cache entry
 //!   (/32 or /128 → the new RLOCs) lets the data plane re-encapsulate traffic that still
 //!   arrives; the ETR's SMRs to the senders are the xTR's (`Event::DataForAbsentEid`).
 //!
@@ -758,7 +760,7 @@ impl Mobility {
         }
         if e.origin != Origin::Away {
             self.remove_local(&key, &e, out);
-            out.extend(xtr.deregister_dynamic(&host));
+            xtr.forget_dynamic(&host);
             self.counters.moved_away += 1;
             self.notifications
                 .push_back(MobilityNotification::MovedAway {

@@ -85,6 +85,12 @@ impl Xtr {
         out
     }
 
+    /// Stops registering the host `eid` without a TTL-0 Map-Register (it registered elsewhere:
+    /// see `core::mobility`).
+    pub fn forget_dynamic(&mut self, eid: &EidPrefix) {
+        self.dynamic.remove(eid);
+    }
+
     /// Is `eid` a registered dynamic host?
     pub fn is_dynamic(&self, eid: &EidPrefix) -> bool {
         self.dynamic.contains_key(eid)
