@@ -194,7 +194,7 @@ pub fn xtr_config(c: &Config, seeds: Seeds) -> XtrConfig {
         record_ttl_min: DEFAULT_RECORD_TTL_MIN,
         xtr_id: Some(XtrId {
             xtr_id: id,
-            site_id: 0,
+            site_id: c.site_id,
         }),
         nonce_seed: seeds.nonce_seed,
         register_nonce_base: seeds.register_nonce_base,

@@ -638,12 +638,11 @@ impl Mobility {
         let nonce = self.next_nonce;
         self.next_nonce = self.next_nonce.wrapping_add(1).max(1);
         let msg = Message::MapNotify(MapNotify {
-            rtr: false,
             nonce,
             auth: Auth::zeroed(alg),
             records: vec![rec],
             xtr: self.xtr_id,
-            reserved: 0,
+            ..MapNotify::default()
         });
         let Ok(payload) = auth::emit_signed(&msg, &sign_key) else {
             return out;

@@ -75,10 +75,16 @@ fn mobility(site_rlocs: &[&str], group: &str, mode: MobilityMode) -> MobilityCon
     }
 }
 
+/// An xTR of the data centre whose locators are `site_rlocs`: its Site-ID is the last byte of
+/// the first of them (the xTRs of one data centre share it, the map-server tells them apart).
 fn vm_xtr(rloc: &str, site_rlocs: &[&str], group: &str, mode: MobilityMode) -> NodeConfig {
+    let mut x = xtr(rloc, &[], &[MS], KEY);
+    if let (Some(id), IpAddr::V4(first)) = (x.xtr_id.as_mut(), ip(site_rlocs[0])) {
+        id.site_id = u64::from(first.octets()[3]);
+    }
     NodeConfig {
         mobility: mobility(site_rlocs, group, mode),
-        ..NodeConfig::xtr(xtr(rloc, &[], &[MS], KEY))
+        ..NodeConfig::xtr(x)
     }
 }
 
@@ -509,7 +515,6 @@ fn group_notify(key: &[u8], host: &str, rlocs: &[&str], xtr: bool) -> Vec<u8> {
         .map(|r| WireLocator::new(ip(r), 1, 100))
         .collect();
     let n = MapNotify {
-        rtr: false,
         nonce: 77,
         auth: Auth::zeroed(Algorithm::HmacSha256),
         records: vec![rec],
@@ -517,7 +522,7 @@ fn group_notify(key: &[u8], host: &str, rlocs: &[&str], xtr: bool) -> Vec<u8> {
             xtr_id: [9; 16],
             site_id: 0,
         }),
-        reserved: 0,
+        ..MapNotify::default()
     };
     auth::emit_signed(&Message::MapNotify(n), key).unwrap()
 }
