@@ -14,7 +14,7 @@ use crate::core::action::{Action, CONTROL_PORT, Event};
 use crate::core::map_cache::Locator;
 use crate::core::node::{Node, NodeConfig, Notification};
 use crate::core::sim::build::{eid, ip, map_server, xtr};
-use crate::core::sim::{NodeId, Sim};
+use crate::core::sim::{DataOutcome, NodeId, Sim};
 use crate::core::xtr::{MAX_REGISTER_LEN, MapServerPeer};
 
 const KEY: &[u8] = b"site-secret";
@@ -679,11 +679,15 @@ fn ten_thousand_dynamic_eids_move_at_once() {
     let mut sim = Sim::new(3);
     let ms = sim.add_node(
         "ms",
-        NodeConfig::map_server(map_server(KEY, &["198.51.0.0/16"])),
+        NodeConfig::map_server(map_server(KEY, &["198.51.0.0/16", "203.0.113.0/24"])),
         &[MS],
     );
     let a = sim.add_node("a", big(&[A1], A1, GROUP_A), &[]);
     let b = sim.add_node("b", big(&[B], B, GROUP_A), &[]);
+    // A remote ITR subscribed to what it resolves (pubsub): it must follow every host.
+    let mut rc = xtr(R, &["203.0.113.0/24"], &[MS], KEY);
+    rc.subscribe = true;
+    let r = sim.add_node("r", NodeConfig::xtr(rc), &[]);
     sim.join(GROUP_A, a);
     sim.join(GROUP_A, b);
     sim.run_for(secs(2));
@@ -692,6 +696,22 @@ fn ten_thousand_dynamic_eids_move_at_once() {
         l.sim.inject(a, detected(&h.to_string()));
     }
     l.sim.run_for(secs(5));
+    // The ITR resolves every host (in chunks its pending table takes).
+    for chunk in hosts.chunks(2000) {
+        for h in chunk {
+            l.sim.send_data(r, 0, "203.0.113.1", &h.to_string());
+        }
+        l.sim.run_for(secs(1));
+    }
+    // Exact /32 entries (a longest-match scan per host would be quadratic here).
+    let entries = |sim: &Sim, rloc: &str| {
+        let want = MapCacheData::Positive(vec![loc(rloc)]);
+        hosts
+            .iter()
+            .filter(|h| sim.map_cache(r).get(&EidPrefix::host(0, **h)) == Some(&want))
+            .count()
+    };
+    assert_eq!(entries(&l.sim, A1), N as usize);
     assert_eq!(
         l.sim.node(b).mobility().table_sizes().0,
         0,
@@ -733,6 +753,8 @@ fn ten_thousand_dynamic_eids_move_at_once() {
     }
     l.sim.run_for(secs(5));
     assert!(hosts.iter().all(|h| at(&l.sim, h) == vec![ip(B)]));
+    // Every host's publication reached the ITR.
+    assert_eq!(entries(&l.sim, B), N as usize);
     assert_eq!(
         l.sim.node(a).mobility().counts(),
         [("local", 0), ("site", 0), ("away", N as usize)]
@@ -747,4 +769,102 @@ fn ten_thousand_dynamic_eids_move_at_once() {
     assert_eq!(eids, N as usize);
     assert!(due <= 2 * N as usize + EXPIRE_BATCH);
     assert_eq!(l.sim.node(a).xtr().dynamic_count(), 0);
+}
+
+/// The remote ITR's map-cache entry for the VM: (prefix length, locators).
+fn itr_entry(sim: &Sim, r: NodeId, e: &str) -> Option<(u8, Vec<IpAddr>)> {
+    sim.lookup(r, 0, e).map(|(p, d)| match d {
+        MapCacheData::Positive(l) => (p.len, l.iter().map(|l| l.addr).collect()),
+        MapCacheData::Negative(_) => (p.len, Vec::new()),
+    })
+}
+
+/// The remote ITR streams to the VM at site A, the VM moves to B: the old router (away entry)
+/// answers the ITR's next packet with an SMR, rate-limited, and the ITR re-resolves to the
+/// /32 at B through the mapping system.
+fn remote_itr_follows_the_move(mode: MobilityMode) {
+    let mut l = lab(mode);
+    l.sim.inject(l.a1, detected(VM));
+    l.sim.run_for(secs(1));
+    assert_eq!(
+        l.sim.send_data(l.r, 0, "203.0.113.1", VM),
+        DataOutcome::Miss
+    );
+    l.sim.run_for(secs(1));
+    // Answered by the ETR that holds the host, with the /32 (not the /25 around it).
+    assert_eq!(itr_entry(&l.sim, l.r, VM), Some((32, vec![ip(A1), ip(A2)])));
+
+    l.sim.inject(l.b, detected(VM));
+    l.sim.run_for(secs(1));
+    // The stale entry still sends to a1, which no longer holds the host.
+    let out = l.sim.send_data(l.r, 0, "203.0.113.1", VM);
+    assert_eq!(
+        out,
+        DataOutcome::Encapsulated {
+            rloc: ip(A1),
+            etr: Some(l.a1),
+            owned: false
+        }
+    );
+    // a1's data plane re-encapsulates it (its away entry) and reports it.
+    assert_eq!(itr_entry(&l.sim, l.a1, VM), Some((32, vec![ip(B)])));
+    let absent = Event::DataForAbsentEid {
+        instance_id: 0,
+        itr_rloc: ip(R),
+        src_eid: ip("203.0.113.1"),
+        dst_eid: ip(VM),
+    };
+    let smrs = |sim: &Sim| {
+        sim.messages_from(l.a1)
+            .into_iter()
+            .filter(|(to, m)| to.ip() == ip(R) && matches!(m, Message::MapRequest(r) if r.smr))
+            .count()
+    };
+    l.sim.inject(l.a1, absent.clone());
+    l.sim.inject(l.a1, absent.clone());
+    assert_eq!(smrs(&l.sim), 1, "rate-limited per ITR");
+    l.sim.run_for(secs(1));
+    assert_eq!(itr_entry(&l.sim, l.r, VM), Some((32, vec![ip(B)])));
+    assert_eq!(
+        l.sim.send_data(l.r, 0, "203.0.113.1", VM),
+        DataOutcome::Encapsulated {
+            rloc: ip(B),
+            etr: Some(l.b),
+            owned: true
+        }
+    );
+}
+
+#[test]
+fn remote_itr_follows_the_move_extended_subnet_mode() {
+    remote_itr_follows_the_move(MobilityMode::ExtendedSubnet);
+}
+
+#[test]
+fn remote_itr_follows_the_move_across_subnet_mode() {
+    remote_itr_follows_the_move(MobilityMode::AcrossSubnet);
+}
+
+#[test]
+fn subscribed_itr_follows_the_move_without_traffic() {
+    let mut l = lab(MobilityMode::AcrossSubnet);
+    let mut cfg = xtr("192.0.2.32", &["203.0.113.128/25"], &[MS], KEY);
+    cfg.subscribe = true;
+    let r2 = l.sim.add_node("r2", NodeConfig::xtr(cfg), &[]);
+    l.sim.run_for(secs(2));
+    l.sim.inject(l.a1, detected(VM));
+    l.sim.run_for(secs(1));
+    assert_eq!(
+        l.sim.send_data(r2, 0, "203.0.113.129", VM),
+        DataOutcome::Miss
+    );
+    l.sim.run_for(secs(1));
+    assert_eq!(
+        itr_entry(&l.sim, r2, VM).map(|e| e.1),
+        Some(vec![ip(A1), ip(A2)])
+    );
+    l.sim.inject(l.b, detected(VM));
+    // No data, no SMR: the map-server's publication moves it.
+    l.sim.run_for(Duration::from_millis(50));
+    assert_eq!(itr_entry(&l.sim, r2, VM), Some((32, vec![ip(B)])));
 }
