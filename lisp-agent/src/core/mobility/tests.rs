@@ -868,3 +868,35 @@ fn subscribed_itr_follows_the_move_without_traffic() {
     l.sim.run_for(Duration::from_millis(50));
     assert_eq!(itr_entry(&l.sim, r2, VM), Some((32, vec![ip(B)])));
 }
+
+#[test]
+fn only_a_verified_map_server_notify_moves_a_host_away() {
+    let mut l = lab(MobilityMode::AcrossSubnet);
+    l.sim.inject(l.a1, detected(VM));
+    l.sim.run_for(secs(1));
+    // "Your host is at B": from the map-server's address but signed with another key, then
+    // signed right but from an address that is not one of our map-servers.
+    let forged = group_notify(b"wrong", VM, &[B], true);
+    l.sim.send_as(l.ms, Some(MS), &format!("{A1}:4342"), forged);
+    let stranger = l
+        .sim
+        .add_node("x", NodeConfig::xtr(xtr("192.0.2.99", &[], &[], KEY)), &[]);
+    l.sim.send_as(
+        stranger,
+        None,
+        &format!("{A1}:4342"),
+        group_notify(KEY, VM, &[B], true),
+    );
+    l.sim.run_for(secs(1));
+    assert_eq!(origin(&l.sim, l.a1, VM), Some(Origin::Local));
+    assert_eq!(l.sim.node(l.a1).mobility().counters().moved_away, 0);
+    // The real one.
+    l.sim.send_as(
+        l.ms,
+        Some(MS),
+        &format!("{A1}:4342"),
+        group_notify(KEY, VM, &[B], true),
+    );
+    l.sim.run_for(secs(1));
+    assert_eq!(origin(&l.sim, l.a1, VM), Some(Origin::Away));
+}
