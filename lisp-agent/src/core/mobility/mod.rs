@@ -45,6 +45,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lisp_common::wire::control::auth::{self, Algorithm, Auth};
@@ -169,7 +170,9 @@ pub struct DynamicEidView<'a> {
 pub struct Mobility {
     cfg: MobilityConfig,
     /// Per map: the xTR registration-engine indices of its map-servers.
-    peers: Vec<Vec<usize>>,
+    peers: Vec<Arc<[usize]>>,
+    /// Per map and prefix: the locators its hosts register with (shared with the xTR).
+    locator_sets: Vec<Vec<Arc<[Locator]>>>,
     /// Per map: the key that signs our group notifies, and every key a received one may use.
     sign: Vec<Option<(Vec<u8>, Algorithm)>>,
     verify: Vec<Vec<Vec<u8>>>,
@@ -212,12 +215,23 @@ impl Mobility {
                     .collect(),
             );
         }
+        let locator_sets = cfg
+            .maps
+            .iter()
+            .map(|m| {
+                m.prefixes
+                    .iter()
+                    .map(|p| Arc::from(p.locators.as_slice()))
+                    .collect()
+            })
+            .collect();
         Mobility {
             locators: xtr.config().locators.clone(),
             xtr_id: xtr.config().xtr_id,
             record_ttl_min: xtr.config().record_ttl_min,
             cfg,
             peers,
+            locator_sets,
             sign,
             verify,
             eids: HashMap::new(),
@@ -608,7 +622,7 @@ impl Mobility {
         };
         xtr.register_dynamic(
             EidPrefix::host(key.0, key.1),
-            self.cfg.maps[map].prefixes[p].locators.clone(),
+            self.locator_sets[map][p].clone(),
             self.peers[map].clone(),
         )
     }
