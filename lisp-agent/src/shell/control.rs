@@ -109,6 +109,11 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         },
     )
     .context("map-server configuration")?;
+    let mut node = node;
+    // The core matches detections by ifindex; the config knows names only.
+    node.mobility
+        .resolve_ifindexes(crate::dataplane::ifindex_of)
+        .context("mobility interfaces")?;
     let mut node = Node::new(node, clock.now());
     let sock = bind_control_socket(CONTROL_PORT).await?;
     enable_destination_info(&sock)
@@ -209,12 +214,14 @@ fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-        // For the core's SMR logic (Event::DataForAbsentEid, same fields): not on this
-        // branch's core yet.
-        DataplaneEvent::DataForAbsentEid(a) => {
-            debug!("{a}: no SMR sent (not wired to the core)");
-            return None;
-        }
+        // The ETR's SMR to the sender (and, for a moved dynamic EID, after the data plane
+        // re-encapsulated it to the new site).
+        DataplaneEvent::DataForAbsentEid(a) => Event::DataForAbsentEid {
+            instance_id: a.instance_id,
+            itr_rloc: a.itr_rloc,
+            src_eid: a.src_eid,
+            dst_eid: a.dst_eid,
+        },
         DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
             ifindex: d.ifindex,
             vlan: d.vlan,
