@@ -522,6 +522,11 @@ pub struct Config {
     pub map_cache: Vec<MapCacheConfig>,
     #[serde(default)]
     pub instance_tables: Vec<InstanceTable>,
+    /// Site-ID of the xTR-ID trailer of our Map-Registers and group Map-Notifies. The xTRs of
+    /// one data centre share it; data centres that hosts move between need different ones, so
+    /// that the map-server lets the newer one take a moved host over instead of merging both.
+    #[serde(default)]
+    pub site_id: u64,
     #[serde(default)]
     pub dynamic_eid_maps: Vec<DynamicEidMap>,
     #[serde(default)]

@@ -112,7 +112,11 @@ pub fn mobility_config(c: &Config) -> MobilityConfig {
             })
         })
         .collect();
-    MobilityConfig { maps, interfaces }
+    MobilityConfig {
+        maps,
+        interfaces,
+        ..MobilityConfig::default()
+    }
 }
 
 /// The config's view of a locator: priority/weight already validated to fit a byte.
@@ -193,7 +197,7 @@ pub fn xtr_config(c: &Config, seeds: Seeds) -> XtrConfig {
         record_ttl_min: DEFAULT_RECORD_TTL_MIN,
         xtr_id: Some(XtrId {
             xtr_id: id,
-            site_id: 0,
+            site_id: c.site_id,
         }),
         nonce_seed: seeds.nonce_seed,
         register_nonce_base: seeds.register_nonce_base,

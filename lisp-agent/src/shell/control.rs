@@ -109,6 +109,11 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         },
     )
     .context("map-server configuration")?;
+    let mut node = node;
+    // The core matches detections by ifindex; the config knows names only.
+    node.mobility
+        .resolve_ifindexes(crate::dataplane::ifindex_of)
+        .context("mobility interfaces")?;
     let mut node = Node::new(node, clock.now());
     let sock = bind_control_socket(CONTROL_PORT).await?;
     enable_destination_info(&sock)
@@ -304,6 +309,8 @@ fn log_notifications(node: &mut Node) {
             } => warn!(
                 "registration with map-server {map_server} expired ({unanswered} Map-Registers unanswered)"
             ),
+            // The contract's wording (`core::mobility::MobilityNotification`'s Display).
+            Notification::Mobility(m) => info!("{m}"),
         }
     }
 }

@@ -47,6 +47,15 @@ impl Xtr {
         let mut records: Vec<Record> = Vec::new();
         for e in &r.eids {
             let want = from_wire_eid(e);
+            // A dynamic host is answered with its own /32 or /128, not the prefix around it (a
+            // request for a host address: one lookup, whatever the number of hosts).
+            let host = EidPrefix::host(want.instance_id, want.addr);
+            if let Some(rec) = self.dynamic_record(&host, r.probe.then_some(to.ip())) {
+                if !records.iter().any(|x| x.eid == rec.eid) {
+                    records.push(rec);
+                }
+                continue;
+            }
             for m in &self.cfg.database_mappings {
                 if !covers(&m.eid, &want) {
                     continue;

@@ -13,6 +13,7 @@
 //! * `notify`: records of unsolicited Map-Notifies and RFC 9437 publications → map-cache.
 
 pub mod counters;
+mod dynamic;
 mod etr;
 mod notify;
 mod register;
@@ -33,6 +34,7 @@ use super::nonce::{NonceSeed, NonceSource};
 use super::prefix_lengths::LengthSet;
 use super::time::{Timestamp, earliest};
 pub use counters::{Counters, Reject};
+pub use dynamic::MAX_REGISTER_LEN;
 pub use register::{RegistrationState, RegistrationStatus};
 pub use resolve::CachedMapping;
 
@@ -83,19 +85,28 @@ impl DatabaseMapping {
     /// and as answered. `probed` is the locator an RLOC-probe was addressed to (p bit).
     /// `None` if the prefix cannot be encoded.
     pub(crate) fn to_record(&self, ttl_min: u32, probed: Option<IpAddr>) -> Option<Record> {
-        let mut rec = Record::new(to_wire_eid(&self.eid)?, ttl_min);
-        rec.locators = self
-            .locators
-            .iter()
-            .map(|l| {
-                let mut w = WireLocator::new(l.addr, l.priority, l.weight);
-                w.local = true;
-                w.probed = probed == Some(l.addr);
-                w
-            })
-            .collect();
-        Some(rec)
+        record_of(&self.eid, &self.locators, ttl_min, probed)
     }
+}
+
+/// One of our mappings as a wire record (see [`DatabaseMapping::to_record`]).
+pub(crate) fn record_of(
+    eid: &EidPrefix,
+    locators: &[Locator],
+    ttl_min: u32,
+    probed: Option<IpAddr>,
+) -> Option<Record> {
+    let mut rec = Record::new(to_wire_eid(eid)?, ttl_min);
+    rec.locators = locators
+        .iter()
+        .map(|l| {
+            let mut w = WireLocator::new(l.addr, l.priority, l.weight);
+            w.local = true;
+            w.probed = probed == Some(l.addr);
+            w
+        })
+        .collect();
+    Some(rec)
 }
 
 /// Everything the xTR needs, independent of the YAML shape (tests build it directly).
@@ -279,6 +290,8 @@ pub struct Xtr {
     /// (map-server, nonce) of the last unsolicited Map-Notifies applied, oldest first.
     notify_seen: VecDeque<(IpAddr, u64)>,
     last_prune: Timestamp,
+    /// Hosts of the mobility role, registered beside the database-mappings (`dynamic`).
+    dynamic: dynamic::DynamicTable,
 }
 
 impl Xtr {
@@ -313,6 +326,7 @@ impl Xtr {
             smr_sent_last: HashMap::new(),
             notify_seen: VecDeque::with_capacity(register::NOTIFY_SEEN),
             last_prune: now,
+            dynamic: dynamic::DynamicTable::new(),
         }
     }
 

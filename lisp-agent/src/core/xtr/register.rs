@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lisp_common::wire::control::auth::{self, Auth};
-use lisp_common::wire::control::{MapNotify, MapRegister, Message};
+use lisp_common::wire::control::{MapNotify, Message};
 
 use super::{Reject, Xtr};
 use crate::core::action::{Action, CONTROL_PORT};
@@ -50,6 +50,9 @@ pub(super) struct Registration {
     notifies: u64,
     /// Map-Notifies from this map-server refused (bad HMAC).
     bad_auth: u64,
+    /// Whether this map-server gets the database-mappings (false: a dynamic-EID map's own
+    /// map-server, which only gets that map's hosts; see `dynamic`).
+    pub(super) statics: bool,
 }
 
 impl Registration {
@@ -64,7 +67,19 @@ impl Registration {
             sends: 0,
             notifies: 0,
             bad_auth: 0,
+            statics: true,
         }
+    }
+
+    /// A Map-Register with `nonce` was sent, one of `batches` of its round: the nonces of this
+    /// and the previous send of every batch stay acceptable.
+    pub(super) fn note_sent(&mut self, nonce: u64, batches: usize) {
+        let keep = OUTSTANDING.max(2 * batches);
+        while self.outstanding.len() >= keep {
+            self.outstanding.remove(0);
+        }
+        self.outstanding.push(nonce);
+        self.sends += 1;
     }
 }
 
@@ -130,13 +145,26 @@ impl Xtr {
             if self.registrations[i].next_send > now {
                 continue;
             }
-            let nonce = self.next_register_nonce;
-            self.next_register_nonce = self.next_register_nonce.wrapping_add(1).max(1);
-            let Some(payload) = self.build_register(i, nonce) else {
+            let batches = self.register_batches(i);
+            if batches.is_empty() {
+                // A dynamic-only map-server without hosts: look again next interval.
+                self.registrations[i].next_send = now + self.cfg.register_interval;
+                continue;
+            }
+            let n = batches.len();
+            let mut payloads = Vec::with_capacity(n);
+            for records in batches {
+                let nonce = self.take_register_nonce();
+                match self.sign_register(i, nonce, records) {
+                    Some(p) => payloads.push((nonce, p)),
+                    None => break,
+                }
+            }
+            if payloads.len() != n {
                 // Cannot happen with a validated config (sizes fit); retry later rather than spin.
                 self.registrations[i].next_send = now + self.cfg.register_interval;
                 continue;
-            };
+            }
             let cap = self.backoff_cap();
             let r = &mut self.registrations[i];
             if r.outstanding.is_empty() {
@@ -144,42 +172,22 @@ impl Xtr {
                 r.round_start = now;
                 r.backoff = RETRANSMIT_INITIAL.min(cap);
             }
-            if r.outstanding.len() == OUTSTANDING {
-                r.outstanding.remove(0);
+            for (nonce, _) in &payloads {
+                r.note_sent(*nonce, n);
             }
-            r.outstanding.push(nonce);
-            r.sends += 1;
             r.next_send = now + r.backoff;
             r.backoff = (r.backoff * 2).min(cap);
-            self.counters.sent_map_register += 1;
+            self.counters.sent_map_register += n as u64;
             let ms = self.cfg.map_servers[i].address;
-            out.push(Action::Send {
-                // The map-server sends its Map-Notify to, and records, the source address.
-                from: self.local_locator_like(&ms),
-                to: SocketAddr::new(ms, CONTROL_PORT),
-                payload,
-            });
+            for (_, payload) in payloads {
+                out.push(Action::Send {
+                    // The map-server sends its Map-Notify to, and records, the source address.
+                    from: self.local_locator_like(&ms),
+                    to: SocketAddr::new(ms, CONTROL_PORT),
+                    payload,
+                });
+            }
         }
-    }
-
-    fn build_register(&self, ms: usize, nonce: u64) -> Option<Vec<u8>> {
-        let peer = &self.cfg.map_servers[ms];
-        let records = self
-            .cfg
-            .database_mappings
-            .iter()
-            .filter_map(|m| m.to_record(self.cfg.record_ttl_min, None))
-            .collect();
-        let reg = MapRegister {
-            proxy_reply: peer.proxy_reply,
-            want_map_notify: true,
-            nonce,
-            auth: Auth::zeroed(peer.algorithm),
-            records,
-            xtr: self.cfg.xtr_id,
-            ..MapRegister::default()
-        };
-        auth::emit_signed(&Message::MapRegister(reg), &peer.key).ok()
     }
 
     pub(super) fn on_map_notify(
