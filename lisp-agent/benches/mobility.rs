@@ -1,159 +1,186 @@
-//! The mobility core at scale: `cargo bench -p lisp-agent --bench mobility` (also run by
-//! `cargo xtask bench-mobility`). Figures, not a test.
-//!
-//! A node built from the YAML a site xTR runs (one dynamic-EID map, a /96 IPv6 dynamic prefix,
-//! its mobility interface resolved to ifindex 3) is fed `MOB_BENCH_EIDS` (default 100 000)
-//! detections, one `Event::DynamicEidDetected` each, all at one instant, then one activity
-//! report naming them all. A counting allocator reports the heap the node holds before and
-//! after (the core's share of the agent's memory; the XDP maps live in the kernel), and the
-//! wall time gives detections per second including the actions they return (routes, entries,
-//! Map-Registers, group notifies), which are dropped unread.
+//! What the mobility core costs: `Node::handle` for a detection (entry, route, the immediate
+//! Map-Register and the group Map-Notify, both signed) with 100k dynamic EIDs known, the
+//! periodic registration round of all of them (batched Map-Registers), a move away told by a
+//! group Map-Notify, and the resident memory the 100k entries add (from /proc/self/statm).
+//! Figures, not a test: `cargo bench -p lisp-agent --bench mobility`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use lisp_agent::config::Config;
-use lisp_agent::config::lower::{Seeds, node_config};
-use lisp_agent::core::action::{DetectionKind, Event};
-use lisp_agent::core::node::Node;
+use lisp_agent::core::action::{Action, DetectionKind, EidPrefix, Event};
+use lisp_agent::core::map_cache::Locator;
+use lisp_agent::core::mobility::{
+    DynamicEidMapConfig, DynamicPrefix, MobilityConfig, MobilityInterface, MobilityMode,
+};
+use lisp_agent::core::node::{Node, NodeConfig};
 use lisp_agent::core::time::Timestamp;
+use lisp_agent::core::xtr::{MapServerPeer, XtrConfig};
+use lisp_common::wire::control::auth::{self, Algorithm, Auth};
+use lisp_common::wire::control::{
+    Eid, IpPrefix, Locator as WireLocator, MapNotify, Message, Record, XtrId,
+};
 
-/// Bytes currently allocated through the global allocator.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+const N: u32 = 100_000;
+const KEY: &[u8] = b"bench-key";
+const BASE: u32 = 0x0a00_0000; // 10.0.0.0/8: room for 100k hosts
 
-struct Counting;
+fn host(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(BASE + i))
+}
 
-// SAFETY: forwards to the system allocator; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        // SAFETY: same layout, caller's contract.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p was allocated by System with l.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: caller's contract.
-        unsafe { System.realloc(p, l, new) }
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+fn node() -> Node {
+    let me: IpAddr = "192.0.2.11".parse().unwrap();
+    let xtr = XtrConfig {
+        locators: vec![me],
+        map_servers: vec![MapServerPeer {
+            address: "192.0.2.1".parse().unwrap(),
+            key: KEY.to_vec(),
+            algorithm: Algorithm::HmacSha256,
+            proxy_reply: true,
+        }],
+        xtr_id: Some(XtrId {
+            xtr_id: [1; 16],
+            site_id: 1,
+        }),
+        ..XtrConfig::default()
+    };
+    let mobility = MobilityConfig {
+        maps: vec![DynamicEidMapConfig {
+            name: "Roamer-1".into(),
+            instance_id: 0,
+            prefixes: vec![DynamicPrefix {
+                eid: EidPrefix::from_ip_prefix(0, "10.0.0.0/8".parse().unwrap()),
+                locators: vec![Locator {
+                    addr: me,
+                    priority: 1,
+                    weight: 100,
+                }],
+            }],
+            group: "239.1.1.1".parse().unwrap(),
+            map_servers: Vec::new(),
+            inactivity: Duration::from_secs(3600),
+        }],
+        interfaces: vec![MobilityInterface {
+            name: "vlan10".into(),
+            map: 0,
+            mode: MobilityMode::ExtendedSubnet,
+            trunk: None,
+            ifindex: 10,
+        }],
+        ..MobilityConfig::default()
+    };
+    Node::new(
+        NodeConfig {
+            xtr,
+            mobility,
+            ..NodeConfig::default()
+        },
+        Timestamp::ZERO,
+    )
+}
+
+fn detected(i: u32) -> Event {
+    Event::DynamicEidDetected {
+        ifindex: 10,
+        vlan: None,
+        instance_id: 0,
+        eid: host(i),
+        mac: [2, 0, 0, 0, 0, 1],
+        kind: DetectionKind::Data,
     }
 }
 
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-const SVI_IFINDEX: u32 = 3;
-
-const YAML: &str = r#"
-locators: { ipv4: 192.0.2.2 }
-register-interval: 60s
-map-servers:
-  - { address: 192.0.2.66, key: dc-a-secret, key-algorithm: hmac-sha-256 }
-map-resolvers: [192.0.2.66]
-database-mappings:
-  - eid-prefix: "2001:db8:1::/64"
-    locators: [ { address: 192.0.2.2, priority: 1, weight: 100 } ]
-dynamic-eid-maps:
-  - name: Roamer-1
-    database-mappings:
-      - eid-prefix: "2001:db8:1::/96"
-        locators: [ { address: 192.0.2.2, priority: 1, weight: 100 } ]
-    map-notify-group: 239.1.1.254
-    inactivity-timeout: 180s
-interfaces:
-  - { name: vlan10, role: eid, mobility: Roamer-1, extended-subnet-mode: true }
-  - { name: rloc0, role: rloc }
-"#;
-
-/// Host `i` of the /96: 2001:db8:1::10:0 + i.
-fn eid(i: u32) -> IpAddr {
-    let v = 0x0010_0000u32 + i;
-    IpAddr::V6(Ipv6Addr::new(
-        0x2001,
-        0xdb8,
-        1,
-        0,
-        0,
-        0,
-        (v >> 16) as u16,
-        v as u16,
-    ))
+fn group_notify(i: u32) -> Vec<u8> {
+    let mut rec = Record::new(Eid::new(None, IpPrefix::host(host(i))), 1440);
+    rec.locators = vec![WireLocator::new("192.0.2.21".parse().unwrap(), 1, 100)];
+    let n = MapNotify {
+        nonce: u64::from(i) + 1,
+        auth: Auth::zeroed(Algorithm::HmacSha256),
+        records: vec![rec],
+        xtr: Some(XtrId {
+            xtr_id: [2; 16],
+            site_id: 2,
+        }),
+        ..MapNotify::default()
+    };
+    auth::emit_signed(&Message::MapNotify(n), KEY).unwrap()
 }
 
 fn main() {
-    let n: u32 = std::env::var("MOB_BENCH_EIDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let cfg = Config::from_yaml_str(YAML).expect("bench config");
-    let mut nc = node_config(
-        &cfg,
-        Seeds {
-            nonce_seed: 1,
-            register_nonce_base: 1,
-        },
-    )
-    .expect("lowering");
-    nc.mobility
-        .resolve_ifindexes(|name| (name == "vlan10").then_some(SVI_IFINDEX))
-        .expect("ifindex");
-    let t0 = Timestamp::from_secs(1_000);
-    let base = LIVE.load(Ordering::Relaxed);
-    let mut node = Node::new(nc, t0);
-    let empty = LIVE.load(Ordering::Relaxed);
-
-    let started = Instant::now();
-    let mut actions = 0usize;
-    for i in 0..n {
-        let a = node.handle(
-            t0,
-            Event::DynamicEidDetected {
-                ifindex: SVI_IFINDEX,
-                vlan: None,
-                instance_id: 0,
-                eid: eid(i),
-                mac: [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8],
-                kind: DetectionKind::Data,
-            },
-        );
-        actions += a.len();
-        black_box(a);
+    let before = rss_kib();
+    let mut n = node();
+    n.handle(Timestamp::ZERO, Event::Timer);
+    let now = Timestamp::from_secs(1);
+    let t = Instant::now();
+    let mut regs = 0usize;
+    for i in 0..N {
+        let out = n.handle(now, detected(i));
+        regs += out
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        black_box(out);
+        // The shell drains notifications after every event (log lines).
+        while let Some(x) = n.poll_notification() {
+            black_box(x);
+        }
     }
-    let took = started.elapsed();
-    let held = LIVE.load(Ordering::Relaxed);
-    // One activity report for all of them (what the shell sends every second).
-    let seen: Vec<(u32, IpAddr)> = (0..n).map(|i| (0, eid(i))).collect();
-    let started_act = Instant::now();
-    let a = node.handle(
-        Timestamp::from_secs(1_001),
-        Event::DynamicEidActivity { seen },
+    let per = t.elapsed() / N;
+    let after = rss_kib();
+    println!(
+        "detection -> actions (Map-Register + group Map-Notify) with up to {N} EIDs: {per:?} per detection, {regs} Map-Registers"
     );
-    let took_act = started_act.elapsed();
-    black_box(a);
-    let after_act = LIVE.load(Ordering::Relaxed);
+    println!(
+        "resident memory: {} KiB before, {} KiB after {N} dynamic EIDs (+{} KiB)",
+        before,
+        after,
+        after.saturating_sub(before)
+    );
 
-    println!("mobility core, {n} dynamic EIDs detected on one interface at one instant:");
-    // Signed: building the node may free some of what the lowered config held.
-    let d = |a: usize, b: usize| a as f64 - b as f64;
+    let t = Instant::now();
+    let out = n.handle(Timestamp::from_secs(61), Event::Timer);
+    let sends: Vec<usize> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { payload, .. } => Some(payload.len()),
+            _ => None,
+        })
+        .collect();
     println!(
-        "  node heap: {:.1} KiB empty, {:.1} MiB with the EIDs ({:.0} bytes per EID), {:.1} MiB after an activity report",
-        d(empty, base) / 1024.0,
-        d(held, base) / (1024.0 * 1024.0),
-        d(held, empty) / f64::from(n.max(1)),
-        d(after_act, base) / (1024.0 * 1024.0)
+        "periodic round of {N} hosts: {:?}, {} Map-Registers, largest {} bytes",
+        t.elapsed(),
+        sends.len(),
+        sends.iter().max().unwrap_or(&0)
     );
+
+    let notifies: Vec<Vec<u8>> = (0..N).map(group_notify).collect();
+    let from = SocketAddr::new("192.0.2.21".parse().unwrap(), 4342);
+    let t = Instant::now();
+    for b in notifies {
+        black_box(n.handle(
+            Timestamp::from_secs(62),
+            Event::GroupDatagram {
+                ifindex: 10,
+                from,
+                group: "239.1.1.1".parse().unwrap(),
+                bytes: b,
+            },
+        ));
+    }
     println!(
-        "  {:.0} detections/s ({:.2} us each, {actions} actions returned); activity report of all: {:.1} ms",
-        f64::from(n) / took.as_secs_f64(),
-        took.as_secs_f64() * 1e6 / f64::from(n.max(1)),
-        took_act.as_secs_f64() * 1e3
+        "group Map-Notify -> move away: {:?} per notify; {:?}",
+        t.elapsed() / N,
+        n.mobility().counts()
     );
-    drop(node);
 }

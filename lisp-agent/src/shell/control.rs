@@ -13,9 +13,7 @@
 //! kernel's own choice (the egress interface's address) would be the wrong source. A `from`
 //! that is not local is warned about once and then left to the kernel.
 
-use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -34,6 +32,7 @@ use crate::config::lower::{self, Seeds};
 use crate::core::action::{Action, CONTROL_PORT, Event, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
 use crate::core::node::{Node, Notification};
+use crate::core::nonce::NonceSeed;
 use crate::core::time::{Timestamp, earliest};
 use crate::core::xtr::RegistrationState;
 use crate::dataplane::MapCacheWriter;
@@ -90,8 +89,13 @@ impl Clock {
 /// Runs until the event channel closes (the agent is stopping).
 pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     let clock = Clock(tokio::time::Instant::now());
-    // Entropy and wall-clock time enter the core only as these two numbers.
-    let seed = RandomState::new().hash_one(std::process::id());
+    // Entropy and wall-clock time enter the core only as these values. The nonce generators'
+    // keys come from the OS: whoever knows them predicts every nonce.
+    let mut xtr_key = [0u8; 32];
+    let mut ms_key = [0u8; 32];
+    getrandom::fill(&mut xtr_key)
+        .and_then(|()| getrandom::fill(&mut ms_key))
+        .map_err(|e| anyhow::anyhow!("reading OS entropy for nonces: {e}"))?;
     let nonce_base = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
@@ -99,11 +103,17 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     let node = lower::node_config(
         &ctx.config,
         Seeds {
-            nonce_seed: seed,
+            nonce_seed: NonceSeed(xtr_key),
+            map_server_nonce_seed: NonceSeed(ms_key),
             register_nonce_base: nonce_base,
         },
     )
     .context("map-server configuration")?;
+    let mut node = node;
+    // The core matches detections by ifindex; the config knows names only.
+    node.mobility
+        .resolve_ifindexes(crate::dataplane::ifindex_of)
+        .context("mobility interfaces")?;
     let mut node = Node::new(node, clock.now());
     let sock = bind_control_socket(CONTROL_PORT).await?;
     enable_destination_info(&sock)
@@ -149,7 +159,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             ev = ctx.events.recv() => match ev {
                 Some(ev) => {
                     ctx.stats.events_handled.fetch_add(1, Ordering::Relaxed);
-                    Some(dataplane_event(ev))
+                    dataplane_event(ev)
                 }
                 None => break,
             },
@@ -194,8 +204,8 @@ fn datagram_event(from: SocketAddr, to: Option<IpAddr>, port: u16, bytes: &[u8])
     }
 }
 
-fn dataplane_event(ev: DataplaneEvent) -> Event {
-    match ev {
+fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
+    Some(match ev {
         DataplaneEvent::Miss(m) => Event::Miss {
             instance_id: m.instance_id,
             src: m.src,
@@ -204,7 +214,25 @@ fn dataplane_event(ev: DataplaneEvent) -> Event {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-    }
+        // The xTR answers with a rate-limited SMR to the ITR (core::xtr::etr).
+        DataplaneEvent::DataForAbsentEid(a) => {
+            debug!("{a}");
+            Event::DataForAbsentEid {
+                instance_id: a.instance_id,
+                itr_rloc: a.itr_rloc,
+                src_eid: a.src_eid,
+                dst_eid: a.dst_eid,
+            }
+        }
+        DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
+            ifindex: d.ifindex,
+            vlan: d.vlan,
+            instance_id: d.instance_id,
+            eid: d.eid,
+            mac: d.mac,
+            kind: d.kind,
+        },
+    })
 }
 
 /// How often the control-plane metrics text is rebuilt (at most).
@@ -243,6 +271,11 @@ pub fn render_metrics(node: &Node, now: Timestamp) -> String {
     s.push_str("# HELP lisp_xtr_map_cache_entries Map-cache entries learnt from Map-Replies.\n");
     s.push_str("# TYPE lisp_xtr_map_cache_entries gauge\n");
     let _ = writeln!(s, "lisp_xtr_map_cache_entries {}", xtr.cached().count());
+    s.push_str("# HELP lisp_xtr_table_entries Entries of the xTR's bounded tables.\n");
+    s.push_str("# TYPE lisp_xtr_table_entries gauge\n");
+    for (name, n) in xtr.table_sizes().named() {
+        let _ = writeln!(s, "lisp_xtr_table_entries{{table=\"{name}\"}} {n}");
+    }
     if let Some(m) = ms {
         s.push_str("# HELP lisp_map_server_total Map-server messages and events.\n");
         s.push_str("# TYPE lisp_map_server_total counter\n");
@@ -276,6 +309,8 @@ fn log_notifications(node: &mut Node) {
             } => warn!(
                 "registration with map-server {map_server} expired ({unanswered} Map-Registers unanswered)"
             ),
+            // The contract's wording (`core::mobility::MobilityNotification`'s Display).
+            Notification::Mobility(m) => info!("{m}"),
         }
     }
 }
@@ -368,6 +403,7 @@ mod tests {
                 algorithm: Algorithm::HmacSha256,
                 proxy_reply: false,
             }],
+            map_resolvers: vec!["192.0.2.1".parse().unwrap()],
             ..XtrConfig::default()
         };
         let mut n = Node::new(
@@ -379,6 +415,14 @@ mod tests {
             Timestamp::ZERO,
         );
         n.handle(Timestamp::ZERO, Event::Timer);
+        n.handle(
+            Timestamp::ZERO,
+            Event::Miss {
+                instance_id: 0,
+                src: "198.51.100.1".parse().unwrap(),
+                dst: "203.0.113.1".parse().unwrap(),
+            },
+        );
         let from: SocketAddr = "192.0.2.1:4342".parse().unwrap();
         n.handle(
             Timestamp::ZERO,
@@ -410,6 +454,14 @@ mod tests {
         );
         assert!(t.contains("lisp_xtr_map_cache_entries 0\n"));
         assert!(
+            t.contains("lisp_xtr_table_entries{table=\"pending\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lisp_xtr_table_entries{table=\"cache\"} 0\n"),
+            "{t}"
+        );
+        assert!(
             t.contains("lisp_node_total{event=\"delivered_locally\"} 0\n"),
             "{t}"
         );
@@ -418,6 +470,27 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("lisp_map_server_total"));
+    }
+
+    #[test]
+    fn data_for_an_absent_eid_reaches_the_core_with_its_fields() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = super::super::events::AbsentEid {
+            instance_id: 7,
+            itr_rloc: ip("192.0.2.17"),
+            src_eid: ip("198.51.100.10"),
+            dst_eid: ip("203.0.113.7"),
+            ifindex: 3,
+        };
+        assert_eq!(
+            dataplane_event(DataplaneEvent::DataForAbsentEid(a)),
+            Some(Event::DataForAbsentEid {
+                instance_id: 7,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip("198.51.100.10"),
+                dst_eid: ip("203.0.113.7"),
+            })
+        );
     }
 
     #[test]
