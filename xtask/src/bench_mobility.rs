@@ -13,8 +13,8 @@
 //! - agent memory with 100k dynamic EIDs (target 64 MiB): xTR A's RSS before and after learning
 //!   100k hosts from signed group Map-Notifies of its own site ([`memory`]).
 //!
-//! First, the pure core at scale (lisp-agent/benches/mobility.rs: heap per dynamic EID and
-//! detections/s for 100k EIDs).
+//! First, the pure core at scale (lisp-agent/benches/mobility.rs, the core's own bench: cost
+//! per detection and move with 100k dynamic EIDs, and their memory).
 //!
 //! Capture timestamps are the kernel's receive times of the capturing namespaces, all on the one
 //! machine clock. The agents are the debug build `cargo xtask` builds; the data path is XDP.
@@ -44,7 +44,7 @@ struct Row {
 }
 
 pub fn run(agent: &Path, object: &[u8]) -> Result<()> {
-    // The core's share at scale first (no namespaces): heap per dynamic EID, detections/s.
+    // The core's share at scale first (no namespaces): per detection / move, memory.
     println!("==> mobility core: cargo bench -p lisp-agent --bench mobility");
     let st = crate::cargo()
         .args(["bench", "-p", "lisp-agent", "--bench", "mobility"])
