@@ -894,7 +894,7 @@ fn bad_group_input(t: &mut Topology, a: &mob::Agents) {
 /// Every configuration the mobility lab generates is one the agent accepts (no root needed):
 /// both modes, the multihomed site, with and without pubsub, the map-server and remote ITR.
 #[test]
-#[ignore = "needs pubsub (`subscribe`, xtr branch) and multihomed locators accepted by the config (MC), see the ME report"]
+#[ignore = "needs multihomed locators accepted by the config (MC), see the ME report"]
 fn generated_configs_are_valid() {
     use lisp_agent::config::Config;
     for mode in [Mode::ExtendedSubnet, Mode::AcrossSubnet] {
