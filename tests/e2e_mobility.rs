@@ -528,11 +528,12 @@ fn check_loss(
     }
 }
 
-// The agent tests are ignored on this branch: they need the mobility core and shell, which
-// were not on main at its last merge. Remove the `ignore`s once both are (see the ME report).
+// The agent tests are ignored on this branch: they need the mobility shell (metrics and local
+// API reading the core), which was not on main at its last merge. They passed on main +
+// mobility-shell with those two functions wired (see the ME report); remove the `ignore`s then.
 
 #[test]
-#[ignore = "needs mobility-core and mobility-shell merged (MC/MS), see the ME report"]
+#[ignore = "needs mobility-shell merged with its metrics and API wired to the core (MS), see the ME report"]
 fn extended_subnet_move_and_back() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mobility(Mode::ExtendedSubnet, false, false);
@@ -541,14 +542,14 @@ fn extended_subnet_move_and_back() {
 /// Extended-subnet mode with site A multihomed: xTR A2 learns the VM from the group, follows it
 /// away and back, and the flapping ends consistent.
 #[test]
-#[ignore = "needs mobility-core and mobility-shell merged, and multihomed locators accepted by the config (MC), see the ME report"]
+#[ignore = "needs mobility-shell merged (MS) and multihomed locators accepted by the config (MC), see the ME report"]
 fn multihomed_site_extended_subnet() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mobility(Mode::ExtendedSubnet, true, false);
 }
 
 #[test]
-#[ignore = "needs mobility-core and mobility-shell merged (MC/MS), see the ME report"]
+#[ignore = "needs mobility-shell merged with its metrics and API wired to the core (MS), see the ME report"]
 fn across_subnet_move_with_spoofed_flood() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mobility(Mode::AcrossSubnet, false, true);
