@@ -56,6 +56,62 @@ pub enum Action {
     /// Have the kernel resolve the neighbour `addr` on interface `ifindex` and keep it resolved
     /// (a managed neighbour entry): the data plane's next hop towards an RLOC.
     EnsureNeighbour { ifindex: u32, addr: IpAddr },
+    /// Tell the data plane that `eid` is a known local dynamic EID on `ifindex` (and 802.1Q
+    /// `vlan` on a trunk): it stops raising detection events for it and stamps its activity.
+    AddLocalDynamicEid {
+        instance_id: u32,
+        eid: IpAddr,
+        ifindex: u32,
+        vlan: Option<u16>,
+    },
+    /// Forget a local dynamic EID (moved away, or inactive): detection applies to it again.
+    RemoveLocalDynamicEid { instance_id: u32, eid: IpAddr },
+    /// A host route for `eid` in the instance's routing table via the SVI `ifindex`.
+    AddHostRoute {
+        instance_id: u32,
+        eid: IpAddr,
+        ifindex: u32,
+    },
+    /// Remove the host route added by [`Action::AddHostRoute`].
+    RemoveHostRoute {
+        instance_id: u32,
+        eid: IpAddr,
+        ifindex: u32,
+    },
+    /// Send `payload` as one UDP datagram 4342 -> 4342 to the multicast `group` out of
+    /// interface `ifindex`, IP TTL / hop limit 1 (the site's map-notify-group). `from` as in
+    /// [`Action::Send`].
+    SendMulticast {
+        group: IpAddr,
+        ifindex: u32,
+        from: Option<IpAddr>,
+        payload: Vec<u8>,
+    },
+}
+
+/// What made the data plane report a dynamic EID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DetectionKind {
+    /// An IP packet from the EID.
+    Data,
+    /// A gratuitous ARP (request or reply with sender = target) from the EID.
+    GratuitousArp,
+    /// A reverse ARP (what hypervisors send after a migration).
+    Rarp,
+    /// An IPv6 Neighbour Solicitation / Advertisement from the EID.
+    NeighbourDiscovery,
+}
+
+impl DetectionKind {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectionKind::Data => "data",
+            DetectionKind::GratuitousArp => "gratuitous-arp",
+            DetectionKind::Rarp => "rarp",
+            DetectionKind::NeighbourDiscovery => "nd",
+        }
+    }
 }
 
 /// Something that happened, as the shell reports it to the core.
@@ -82,4 +138,26 @@ pub enum Event {
     /// The data plane's FIB lookup towards an RLOC found a route via `addr` on `ifindex` but no
     /// resolved neighbour (see `core::next_hop`).
     NextHopUnresolved { ifindex: u32, addr: IpAddr },
+    /// The data plane saw a packet from `eid` (not a known local dynamic EID) inside the
+    /// dynamic-EID prefixes of a mobility interface: `ifindex` is where XDP runs (the trunk's
+    /// parent for a tagged frame, with its 802.1Q `vlan`), `mac` the frame's source.
+    DynamicEidDetected {
+        ifindex: u32,
+        vlan: Option<u16>,
+        instance_id: u32,
+        eid: IpAddr,
+        mac: [u8; 6],
+        kind: DetectionKind,
+    },
+    /// Local dynamic EIDs the data plane saw traffic from since the previous report (the
+    /// shell polls every second): `(instance-id, EID)`.
+    DynamicEidActivity { seen: Vec<(u32, IpAddr)> },
+    /// A control datagram that arrived for the multicast `group` (a map-notify-group) on
+    /// interface `ifindex`.
+    GroupDatagram {
+        ifindex: u32,
+        from: SocketAddr,
+        group: IpAddr,
+        bytes: Vec<u8>,
+    },
 }

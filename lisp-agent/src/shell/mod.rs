@@ -5,10 +5,13 @@
 //! The control plane plugs in at [`control::run`]: it receives a [`ControlContext`] (the
 //! config, the event channel, the map-cache writer) and runs until the agent stops.
 
+pub mod api;
 pub mod control;
 pub mod events;
+pub mod group;
 pub mod metrics;
 pub mod neighbour;
+pub mod routes;
 pub mod udp_dest;
 pub mod udp_source;
 
@@ -95,11 +98,51 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Host routes of dynamic EIDs: ours from a run that did not stop cleanly go first.
+    let routes = match routes::HostRoutes::new(
+        cfg.instance_tables
+            .iter()
+            .map(|t| (t.instance_id, t.table.0)),
+    ) {
+        Ok(r) => {
+            match r.remove_all_ours().await {
+                Ok(0) => {}
+                Ok(n) => info!("removed {n} host route(s) left over by an earlier run"),
+                Err(e) => warn!("removing leftover host routes: {e:#}"),
+            }
+            Some(Arc::new(r))
+        }
+        Err(e) => {
+            warn!("{e:#}: dynamic EIDs get no host routes");
+            None
+        }
+    };
+
+    // The local API: without it the agent still routes, so a socket it cannot have is a
+    // warning (another agent on this host holds the default path), not a failed start.
+    let (api_tx, api_rx) = mpsc::channel(16);
+    let api_path = cfg
+        .api_socket
+        .clone()
+        .unwrap_or_else(|| api::DEFAULT_SOCKET.into());
+    let api_server = match api::spawn(&api_path, api_tx) {
+        Ok(s) => {
+            info!("local API on {}", s.path().display());
+            Some(s)
+        }
+        Err(e) => {
+            warn!("no local API: {e:#}");
+            None
+        }
+    };
+
     let control = tokio::spawn(control::run(ControlContext {
         config: cfg.clone(),
         events: rx,
         map_cache: writer,
         stats: stats.clone(),
+        routes: routes.clone(),
+        api: api_server.is_some().then_some(api_rx),
     }));
 
     info!("lisp-agent running on {}", dp.attached().join(", "));
@@ -120,5 +163,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     info!("{why}: detaching and exiting");
     dp.detach_all();
+    drop(api_server);
+    if let Some(r) = routes {
+        match r.remove_all_ours().await {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} host route(s)"),
+            Err(e) => warn!("removing host routes at stop: {e:#}"),
+        }
+    }
     Ok(())
 }

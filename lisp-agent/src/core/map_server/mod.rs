@@ -237,7 +237,11 @@ impl MapServer {
             Event::Datagram { from, to, bytes } => self.handle_datagram(*from, *to, bytes, now),
             Event::Timer => self.on_timer(now),
             // Data-plane events are the xTR's and the node's.
-            Event::Miss { .. } | Event::NextHopUnresolved { .. } => Vec::new(),
+            Event::Miss { .. }
+            | Event::NextHopUnresolved { .. }
+            | Event::DynamicEidDetected { .. }
+            | Event::DynamicEidActivity { .. }
+            | Event::GroupDatagram { .. } => Vec::new(),
         }
     }
 

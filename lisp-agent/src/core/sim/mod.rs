@@ -437,6 +437,12 @@ impl Sim {
                 Action::EnsureNeighbour { ifindex, addr } => {
                     self.nodes[node].neighbours.push((ifindex, addr));
                 }
+                // Mobility (issue 7): modelled by the harness with core::mobility.
+                Action::AddLocalDynamicEid { .. }
+                | Action::RemoveLocalDynamicEid { .. }
+                | Action::AddHostRoute { .. }
+                | Action::RemoveHostRoute { .. }
+                | Action::SendMulticast { .. } => {}
             }
         }
     }

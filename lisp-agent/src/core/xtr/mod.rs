@@ -237,8 +237,11 @@ impl Xtr {
                 dst,
             } => self.handle_miss(now, instance_id, src, dst),
             Event::Timer => self.handle_timer(now),
-            // The node's, not the xTR's (`core::next_hop`).
-            Event::NextHopUnresolved { .. } => Vec::new(),
+            // The node's, not the xTR's (`core::next_hop`, `core::mobility`).
+            Event::NextHopUnresolved { .. }
+            | Event::DynamicEidDetected { .. }
+            | Event::DynamicEidActivity { .. }
+            | Event::GroupDatagram { .. } => Vec::new(),
         }
     }
 
