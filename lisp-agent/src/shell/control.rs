@@ -213,8 +213,13 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             r = recv_with_pktinfo(&sock, &mut buf) => match r {
                 Ok(r) => {
                     let ev = datagram_event(r, local.port(), &buf[..r.len]);
-                    if matches!(ev, Event::GroupDatagram { .. }) {
+                    if let Event::GroupDatagram { ifindex, from, group, bytes } = &ev {
                         mob.group_datagrams_received += 1;
+                        debug!(
+                            "group datagram from {from} to {group} on {} ({} bytes)",
+                            ifname(*ifindex),
+                            bytes.len()
+                        );
                     }
                     Some(ev)
                 }
