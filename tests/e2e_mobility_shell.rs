@@ -33,6 +33,8 @@ fn workdir(prefix: &str) -> PathBuf {
 }
 
 /// xTR A's lab config with a dynamic-EID map on `eid0`, debug logs, and its own API socket.
+/// The map's dynamic prefix leaves out host A (198.51.100.10) and its map-server (the core,
+/// which is no map-server) is never reached: nothing here is detected or registered.
 fn config(api: &Path) -> String {
     let base = lab::config_a(&AgentOptions {
         log_level: "debug",
@@ -43,8 +45,9 @@ fn config(api: &Path) -> String {
         .expect("lab config has interfaces");
     format!(
         "{}api-socket: {}\ndynamic-eid-maps:\n  - name: Roamer-1\n    instance-id: 0\n    \
-         eid-prefix: 198.51.100.128/25\n    locators: [{{ address: {}, priority: 1, weight: 100 }}]\n    \
-         map-notify-group: {GROUP}\n{}",
+         database-mappings:\n      - {{ eid-prefix: 198.51.100.128/25, locators: [{{ address: {}, priority: 1, weight: 100 }}] }}\n    \
+         map-notify-group: {GROUP}\n    \
+         map-servers: [{{ address: 192.0.2.1, key: unused }}]\n{}",
         &base[..interfaces],
         api.display(),
         lab::RLOC_A_V4,

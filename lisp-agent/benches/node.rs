@@ -113,6 +113,7 @@ fn main() {
         NodeConfig {
             xtr,
             map_server: Some(cfg),
+            ..NodeConfig::default()
         },
         Timestamp::ZERO,
     );

@@ -348,25 +348,46 @@ pub struct InstanceTable {
     pub table: TableId,
 }
 
-/// `lisp dynamic-eid <name>`. Parsed and validated only: dynamic-EID detection is not
-/// implemented, so a map changes neither forwarding nor registration (the data plane gets
-/// [`lisp_common::maps::iface_flags::MOBILITY`] and ignores it).
+/// `lisp dynamic-eid <name>`: prefixes hosts may roam in, and how this site tells the others.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DynamicEidMap {
+    /// Case-sensitive, `[A-Za-z0-9_-]`, 1..=64 characters (the reference's rule).
     pub name: String,
-    #[serde(deserialize_with = "de_prefix")]
-    pub eid_prefix: IpPrefix,
     #[serde(default)]
     pub instance_id: u32,
-    pub locators: Vec<LocatorConfig>,
+    /// One or more `database-mapping` lines: dynamic prefix -> this site's locators.
+    pub database_mappings: Vec<DynamicDatabaseMapping>,
+    /// Required: the site's xTRs tell each other of detected hosts on this group.
     pub map_notify_group: Option<IpAddr>,
+    /// The map's own map-servers; none: the global `map-servers`.
+    #[serde(default)]
+    pub map_servers: Vec<MapServerRef>,
     #[serde(default = "default_inactivity")]
     pub inactivity_timeout: ConfigDuration,
 }
 
+/// A dynamic-EID prefix with the locators its /32 or /128 hosts are registered with.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DynamicDatabaseMapping {
+    #[serde(deserialize_with = "de_prefix")]
+    pub eid_prefix: IpPrefix,
+    pub locators: Vec<LocatorConfig>,
+}
+
 fn default_inactivity() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(180))
+}
+
+/// An 802.1Q trunk: XDP runs natively on `parent`; frames tagged `vlan-id` belong to the
+/// interface (the SVI) this is configured on.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub parent: String,
+    /// Kept wide until validation so that 0 or 5000 is reported with its place.
+    pub vlan_id: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -379,6 +400,11 @@ pub struct InterfaceConfigEntry {
     pub instance_id: u32,
     /// Name of a dynamic-EID map (`lisp mobility <name>`).
     pub mobility: Option<String>,
+    /// `lisp extended-subnet-mode`; default: across-subnet mode.
+    #[serde(default)]
+    pub extended_subnet_mode: bool,
+    /// Mobility on a VLAN of a trunk (needs `mobility`).
+    pub trunk: Option<TrunkConfig>,
     /// Overrides the global `xdp-mode`.
     pub xdp_mode: Option<XdpModeConfig>,
 }
@@ -618,30 +644,7 @@ impl Config {
             })?;
         }
 
-        let mut names = Unique::default();
-        for (i, d) in self.dynamic_eid_maps.iter().enumerate() {
-            let path = format!("dynamic-eid-maps[{i}]");
-            check_name(&path, &d.name)?;
-            names.insert(&path, d.name.as_str(), || {
-                format!("dynamic-eid map '{}' defined twice", d.name)
-            })?;
-            check_eid(&path, &d.eid_prefix, d.instance_id)?;
-            self.check_locator_set(&path, &d.locators, true)?;
-            if let Some(g) = d.map_notify_group
-                && !g.is_multicast()
-            {
-                return Err(invalid(
-                    format!("{path}.map-notify-group"),
-                    format!("{g} is not a multicast address"),
-                ));
-            }
-            if d.inactivity_timeout.0.is_zero() {
-                return Err(invalid(
-                    format!("{path}.inactivity-timeout"),
-                    "must be greater than zero",
-                ));
-            }
-        }
+        self.validate_dynamic_eid_maps()?;
 
         if self.interfaces.is_empty() {
             return Err(invalid(
@@ -650,6 +653,7 @@ impl Config {
             ));
         }
         let mut seen = Unique::default();
+        let mut trunks = Unique::default();
         for (i, f) in self.interfaces.iter().enumerate() {
             let path = format!("interfaces[{i}]");
             check_ifname(&path, &f.name)?;
@@ -676,6 +680,33 @@ impl Config {
                         ),
                     ));
                 }
+            } else if f.extended_subnet_mode || f.trunk.is_some() {
+                return Err(invalid(
+                    &path,
+                    "extended-subnet-mode and trunk need mobility (a dynamic-eid map)",
+                ));
+            }
+            if let Some(t) = &f.trunk {
+                let tp = format!("{path}.trunk");
+                check_ifname(&format!("{tp}.parent"), &t.parent)?;
+                if t.parent == f.name {
+                    return Err(invalid(
+                        &tp,
+                        "parent must be another interface than the SVI",
+                    ));
+                }
+                if !(1..=4094).contains(&t.vlan_id) {
+                    return Err(invalid(
+                        format!("{tp}.vlan-id"),
+                        format!("vlan-id {} out of range 1..=4094", t.vlan_id),
+                    ));
+                }
+                trunks.insert(&tp, (t.parent.as_str(), t.vlan_id), || {
+                    format!(
+                        "vlan-id {} on {} used by two interfaces",
+                        t.vlan_id, t.parent
+                    )
+                })?;
             }
         }
 
@@ -701,6 +732,136 @@ impl Config {
                 "map-server",
                 "enabled without any site: nothing could register",
             ));
+        }
+        Ok(())
+    }
+
+    /// The reference's rules for `lisp dynamic-eid`: name syntax, a group that is multicast,
+    /// dynamic prefixes more specific than the global database-mapping covering them, and no
+    /// prefix in two maps.
+    fn validate_dynamic_eid_maps(&self) -> Result<(), ConfigError> {
+        let mut names = Unique::default();
+        let mut prefixes = Unique::default();
+        for (i, d) in self.dynamic_eid_maps.iter().enumerate() {
+            let path = format!("dynamic-eid-maps[{i}]");
+            check_map_name(&format!("{path}.name"), &d.name)?;
+            names.insert(&path, d.name.as_str(), || {
+                format!("dynamic-eid map '{}' defined twice", d.name)
+            })?;
+            check_iid(&path, d.instance_id)?;
+            if d.database_mappings.is_empty() {
+                return Err(invalid(
+                    format!("{path}.database-mappings"),
+                    "needs at least one dynamic-EID prefix",
+                ));
+            }
+            for (j, m) in d.database_mappings.iter().enumerate() {
+                let mp = format!("{path}.database-mappings[{j}]");
+                check_prefix(&format!("{mp}.eid-prefix"), &m.eid_prefix)?;
+                prefixes.insert(&mp, (d.instance_id, m.eid_prefix), || {
+                    format!(
+                        "dynamic-EID prefix {} (instance-id {}) configured twice",
+                        m.eid_prefix, d.instance_id
+                    )
+                })?;
+                // Overlapping either way: a dynamic prefix wider than a mapping is as wrong as
+                // an equal one (the site would register the same space twice).
+                if let Some(g) = self.database_mappings.iter().find(|g| {
+                    g.instance_id == d.instance_id
+                        && (g.eid_prefix.covers(&m.eid_prefix)
+                            || m.eid_prefix.covers(&g.eid_prefix))
+                        && g.eid_prefix.len() >= m.eid_prefix.len()
+                }) {
+                    return Err(invalid(
+                        format!("{mp}.eid-prefix"),
+                        format!(
+                            "dynamic-EID prefix {} must be more specific than the database-mapping {} covering it",
+                            m.eid_prefix, g.eid_prefix
+                        ),
+                    ));
+                }
+                self.check_locator_set(&mp, &m.locators, true)?;
+            }
+            match d.map_notify_group {
+                None => {
+                    return Err(invalid(
+                        format!("{path}.map-notify-group"),
+                        "is required (the site's xTRs learn detected hosts through it)",
+                    ));
+                }
+                Some(g) if !g.is_multicast() => {
+                    return Err(invalid(
+                        format!("{path}.map-notify-group"),
+                        format!("{g} is not a multicast address"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            let mut seen = Unique::default();
+            for (j, ms) in d.map_servers.iter().enumerate() {
+                let sp = format!("{path}.map-servers[{j}]");
+                check_unicast(&format!("{sp}.address"), &ms.address)?;
+                if ms.key.is_empty() {
+                    return Err(invalid(&sp, "key must not be empty"));
+                }
+                seen.insert(&sp, ms.address, || {
+                    format!("map-server {} listed twice", ms.address)
+                })?;
+            }
+            if d.map_servers.is_empty() && self.map_servers.is_empty() {
+                return Err(invalid(
+                    &path,
+                    "no map-servers: neither the map's own nor global map-servers to register dynamic EIDs with (and to sign its group Map-Notifies)",
+                ));
+            }
+            if d.inactivity_timeout.0.is_zero() {
+                return Err(invalid(
+                    format!("{path}.inactivity-timeout"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The reference's rule against the kernel's view, checked when the agent starts (the
+    /// subnets of an SVI are the addresses on it, which the config does not hold): a
+    /// dynamic-EID prefix of the interface's map that overlaps one of its subnets must be more
+    /// specific than that subnet.
+    pub fn check_interface_subnets(
+        &self,
+        ifname: &str,
+        subnets: &[IpPrefix],
+    ) -> Result<(), ConfigError> {
+        let Some((i, f)) = self
+            .interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name == ifname)
+        else {
+            return Ok(());
+        };
+        let Some(d) = f
+            .mobility
+            .as_ref()
+            .and_then(|m| self.dynamic_eid_maps.iter().find(|d| &d.name == m))
+        else {
+            return Ok(());
+        };
+        for m in &d.database_mappings {
+            for s in subnets {
+                let s = s.network();
+                let overlap = s.covers(&m.eid_prefix) || m.eid_prefix.covers(&s);
+                if overlap && s.len() >= m.eid_prefix.len() {
+                    return Err(invalid(
+                        format!("interfaces[{i}]"),
+                        format!(
+                            "dynamic-EID prefix {} of map '{}' must be more specific than the subnet {s} of {ifname}",
+                            m.eid_prefix, d.name
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -820,7 +981,22 @@ impl<K: Ord> Unique<K> {
     }
 }
 
-/// Names of dynamic-eid maps and sites: they identify entries in logs and references.
+/// `lisp dynamic-eid <name>`: case-sensitive, alphanumeric (plus `-` and `_`), 1..=64.
+fn check_map_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(invalid(
+            path,
+            format!("'{name}' is not a valid map name (1 to 64 of A-Z a-z 0-9 - _)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Names of sites: they identify entries in logs and references.
 fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
     if name.trim().is_empty() {
         return Err(invalid(path, "name must not be empty"));
@@ -1021,7 +1197,8 @@ interfaces:
         let y = "
 locators: { ipv4: 192.0.2.17 }
 dynamic-eid-maps:
-  - { name: m, eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }
+  - { name: m, database-mappings: [{ eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }], map-notify-group: 239.1.1.1 }
+map-servers: [{ address: 192.0.2.1, key: k }]
 interfaces:
   - { name: eth0, role: rloc, mobility: m }
 ";
@@ -1219,29 +1396,212 @@ interfaces:
 
     #[test]
     fn rejects_bad_dynamic_eid_maps() {
+        const MS: &str = "map-servers: [{ address: 192.0.2.1, key: k }]\n";
         let dm = |extra: &str| {
             format!(
-                "{BASE}dynamic-eid-maps:\n  - {{ name: m, eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}]{extra} }}\n"
+                "{BASE}{MS}database-mappings: [{{ eid-prefix: 198.51.100.0/24, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}]\ndynamic-eid-maps:\n  - {{ name: m, database-mappings: [{{ eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}], map-notify-group: 239.1.1.1{extra} }}\n"
             )
         };
         Config::from_yaml_str(&dm("")).unwrap();
         assert_rejects(
             &dm(", map-notify-group: 192.0.2.5"),
-            "dynamic-eid-maps[0].map-notify-group: 192.0.2.5 is not a multicast address",
+            "duplicate mapping key: map-notify-group",
         );
+        let no_group = dm("").replace(", map-notify-group: 239.1.1.1", "");
+        assert_eq!(
+            err_of(&no_group),
+            "dynamic-eid-maps[0].map-notify-group: is required (the site's xTRs learn detected hosts through it)"
+        );
+        let unicast = dm("").replace("239.1.1.1", "192.0.2.5");
+        assert_eq!(
+            err_of(&unicast),
+            "dynamic-eid-maps[0].map-notify-group: 192.0.2.5 is not a multicast address"
+        );
+        // An IPv6 group is fine.
+        Config::from_yaml_str(&dm("").replace("239.1.1.1", "'ff05::1:2'")).unwrap();
         assert_rejects(
             &dm(", inactivity-timeout: 0s"),
-            "inactivity-timeout: must be greater than zero",
+            "dynamic-eid-maps[0].inactivity-timeout: must be greater than zero",
         );
         assert_rejects(&dm(", inactivity-timeout: 180"), "needs a unit");
         assert_rejects(&dm(", inactivity-timeout: 3 fortnights"), "unknown unit");
-        let two = format!(
-            "{BASE}dynamic-eid-maps:\n  - {{ name: m, eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}\n  - {{ name: m, eid-prefix: 198.51.100.128/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}\n"
+        // Not more specific than the global database-mapping covering it.
+        let same = dm("").replace("198.51.100.0/25", "198.51.100.0/24");
+        assert_eq!(
+            err_of(&same),
+            "dynamic-eid-maps[0].database-mappings[0].eid-prefix: dynamic-EID prefix 198.51.100.0/24 must be more specific than the database-mapping 198.51.100.0/24 covering it"
+        );
+        let wider = dm("").replace("198.51.100.0/25", "198.51.100.0/23");
+        assert_rejects(
+            &wider,
+            "dynamic-EID prefix 198.51.100.0/23 must be more specific than the database-mapping 198.51.100.0/24",
+        );
+        // Outside every global mapping: allowed (the /32s are the only registrations).
+        Config::from_yaml_str(&dm("").replace("198.51.100.0/25", "203.0.113.0/25")).unwrap();
+        assert_rejects(
+            &dm("").replace("198.51.100.0/25", "198.51.100.1/25"),
+            "dynamic-eid-maps[0].database-mappings[0].eid-prefix: prefix 198.51.100.1/25 has host bits",
         );
         assert_rejects(
-            &two,
+            &dm("").replace(
+                "address: 192.0.2.17, priority: 1, weight: 1 }] }], map",
+                "address: 192.0.2.99, priority: 1, weight: 1 }] }], map",
+            ),
+            "dynamic-eid-maps[0].database-mappings[0].locators[0]: 192.0.2.99 is not one of this router's locators",
+        );
+        assert_rejects(
+            &dm(", map-servers: [{ address: 224.0.0.5, key: k }]"),
+            "dynamic-eid-maps[0].map-servers[0].address: 224.0.0.5 is not a unicast address",
+        );
+        assert_rejects(
+            &dm(", map-servers: [{ address: 192.0.2.2, key: '' }]"),
+            "dynamic-eid-maps[0].map-servers[0]: key must not be empty",
+        );
+        // No map-server at all: nothing to register with or to sign group notifies.
+        assert_rejects(
+            &dm("").replace(MS, ""),
+            "dynamic-eid-maps[0]: no map-servers",
+        );
+        Config::from_yaml_str(
+            &dm(", map-servers: [{ address: 192.0.2.2, key: k2, proxy-reply: true }]")
+                .replace(MS, ""),
+        )
+        .unwrap();
+        assert_rejects(
+            &dm("").replace("database-mappings: [{ eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }], map", "database-mappings: [], map"),
+            "dynamic-eid-maps[0].database-mappings: needs at least one dynamic-EID prefix",
+        );
+        let twice = dm("").replace(
+            "database-mappings: [{ eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }], map",
+            "database-mappings: [{ eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }, { eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }], map",
+        );
+        assert_rejects(
+            &twice,
+            "dynamic-eid-maps[0].database-mappings[1]: dynamic-EID prefix 198.51.100.0/25 (instance-id 0) configured twice",
+        );
+        let two_maps = format!(
+            "{}  - {{ name: m, database-mappings: [{{ eid-prefix: 198.51.100.128/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}], map-notify-group: 239.1.1.2 }}\n",
+            dm("")
+        );
+        assert_rejects(
+            &two_maps,
             "dynamic-eid-maps[1]: dynamic-eid map 'm' defined twice",
         );
+    }
+
+    #[test]
+    fn dynamic_eid_map_names_follow_the_reference() {
+        let y = |name: &str| {
+            format!(
+                "{BASE}map-servers: [{{ address: 192.0.2.1, key: k }}]\ndynamic-eid-maps:\n  - {{ name: '{name}', database-mappings: [{{ eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}], map-notify-group: 239.1.1.1 }}\n"
+            )
+        };
+        Config::from_yaml_str(&y("Roamer-1")).unwrap();
+        Config::from_yaml_str(&y(&"a".repeat(64))).unwrap();
+        for bad in ["", "a b", "Roamer/1", "é", &"a".repeat(65)] {
+            assert_eq!(
+                err_of(&y(bad)),
+                format!(
+                    "dynamic-eid-maps[0].name: '{bad}' is not a valid map name (1 to 64 of A-Z a-z 0-9 - _)"
+                )
+            );
+        }
+        // Case-sensitive: 'roamer-1' is another map than 'Roamer-1'.
+        let iface = y("Roamer-1").replace(
+            "  - { name: vlan10, role: eid }",
+            "  - { name: vlan10, role: eid, mobility: roamer-1 }",
+        );
+        assert_eq!(
+            err_of(&iface),
+            "interfaces[0]: unknown dynamic-eid map 'roamer-1'"
+        );
+    }
+
+    #[test]
+    fn mobility_interfaces_modes_and_trunks() {
+        let y = |iface: &str| {
+            format!(
+                "locators: {{ ipv4: 192.0.2.17 }}\nmap-servers: [{{ address: 192.0.2.1, key: k }}]\ndynamic-eid-maps:\n  - {{ name: R, database-mappings: [{{ eid-prefix: 198.51.100.0/25, locators: [{{ address: 192.0.2.17, priority: 1, weight: 1 }}] }}], map-notify-group: 239.1.1.1 }}\ninterfaces:\n  - {iface}\n  - {{ name: eth0, role: rloc }}\n"
+            )
+        };
+        let c = Config::from_yaml_str(&y(
+            "{ name: vlan10, role: eid, mobility: R, extended-subnet-mode: true, trunk: { parent: eth1, vlan-id: 10 } }",
+        ))
+        .unwrap();
+        assert!(c.interfaces[0].extended_subnet_mode);
+        assert_eq!(c.interfaces[0].trunk.as_ref().unwrap().vlan_id, 10);
+        for (vid, ok) in [(0, false), (1, true), (4094, true), (4095, false)] {
+            let r = Config::from_yaml_str(&y(&format!(
+                "{{ name: vlan10, role: eid, mobility: R, trunk: {{ parent: eth1, vlan-id: {vid} }} }}"
+            )));
+            match ok {
+                true => assert!(r.is_ok(), "{vid}: {r:?}"),
+                false => assert_eq!(
+                    r.unwrap_err().to_string(),
+                    format!("interfaces[0].trunk.vlan-id: vlan-id {vid} out of range 1..=4094")
+                ),
+            }
+        }
+        assert_eq!(
+            err_of(&y(
+                "{ name: vlan10, role: eid, trunk: { parent: eth1, vlan-id: 10 } }"
+            )),
+            "interfaces[0]: extended-subnet-mode and trunk need mobility (a dynamic-eid map)"
+        );
+        assert_eq!(
+            err_of(&y(
+                "{ name: vlan10, role: eid, extended-subnet-mode: true }"
+            )),
+            "interfaces[0]: extended-subnet-mode and trunk need mobility (a dynamic-eid map)"
+        );
+        assert_eq!(
+            err_of(&y(
+                "{ name: vlan10, role: eid, mobility: R, trunk: { parent: 'a/b', vlan-id: 10 } }"
+            )),
+            "interfaces[0].trunk.parent: 'a/b' is not a valid interface name"
+        );
+        assert_eq!(
+            err_of(&y(
+                "{ name: vlan10, role: eid, mobility: R, trunk: { parent: vlan10, vlan-id: 10 } }"
+            )),
+            "interfaces[0].trunk: parent must be another interface than the SVI"
+        );
+        // One map per interface: a list is not a map name.
+        assert_rejects(&y("{ name: vlan10, role: eid, mobility: [R, S] }"), "line");
+        // Two SVIs on one VLAN of one trunk.
+        let two = y("{ name: vlan10, role: eid, mobility: R, trunk: { parent: eth1, vlan-id: 10 } }")
+            .replace(
+                "  - { name: eth0, role: rloc }",
+                "  - { name: vlan11, role: eid, mobility: R, trunk: { parent: eth1, vlan-id: 10 } }\n  - { name: eth0, role: rloc }",
+            );
+        assert_eq!(
+            err_of(&two),
+            "interfaces[1].trunk: vlan-id 10 on eth1 used by two interfaces"
+        );
+    }
+
+    #[test]
+    fn dynamic_prefixes_must_be_more_specific_than_the_interface_subnets() {
+        let c = Config::from_yaml_str(EXAMPLE).unwrap();
+        let p = |s: &str| parse_prefix(s).unwrap();
+        // vlan10 uses vm-mobility (198.51.100.0/25).
+        c.check_interface_subnets("vlan10", &[p("198.51.100.1/24"), p("10.0.0.1/8")])
+            .unwrap();
+        c.check_interface_subnets("vlan10", &[p("203.0.113.1/24")])
+            .unwrap();
+        assert_eq!(
+            c.check_interface_subnets("vlan10", &[p("198.51.100.1/25")])
+                .unwrap_err()
+                .to_string(),
+            "interfaces[0]: dynamic-EID prefix 198.51.100.0/25 of map 'vm-mobility' must be more specific than the subnet 198.51.100.0/25 of vlan10"
+        );
+        assert!(
+            c.check_interface_subnets("vlan10", &[p("198.51.100.9/30")])
+                .is_err()
+        );
+        // Interfaces without mobility have no such rule.
+        c.check_interface_subnets("eth0", &[p("198.51.100.1/25")])
+            .unwrap();
     }
 
     #[test]

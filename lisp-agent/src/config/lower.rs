@@ -9,11 +9,14 @@ use std::net::IpAddr;
 
 use lisp_common::wire::control::{Eid, XtrId};
 
-use super::{Config, LocatorConfig, MapServerRole, NegativeAction, ReplayProtection};
+use super::{Config, LocatorConfig, MapServerRef, MapServerRole, NegativeAction, ReplayProtection};
 use crate::core::action::{EidPrefix, MapCacheData};
 use crate::core::map_cache::{Locator, Negative};
 use crate::core::map_server::config::{
     MapServerConfig, MapServerConfigError, NonceCheck, SiteConfig, SitePrefix,
+};
+use crate::core::mobility::{
+    DynamicEidMapConfig, DynamicPrefix, MobilityConfig, MobilityInterface, MobilityMode, Trunk,
 };
 use crate::core::node::NodeConfig;
 use crate::core::xtr::{
@@ -44,7 +47,69 @@ pub fn node_config(c: &Config, seeds: Seeds) -> Result<NodeConfig, MapServerConf
     Ok(NodeConfig {
         xtr: xtr_config(c, seeds),
         map_server,
+        mobility: mobility_config(c),
     })
+}
+
+fn map_server_peer(m: &MapServerRef) -> MapServerPeer {
+    MapServerPeer {
+        address: m.address,
+        key: m.key.as_bytes().to_vec(),
+        algorithm: m.key_algorithm.into(),
+        proxy_reply: m.proxy_reply,
+    }
+}
+
+/// The mobility role's part: the dynamic-EID maps and the interfaces that use them (by name;
+/// the shell fills in the ifindexes with `MobilityConfig::resolve_ifindexes`).
+pub fn mobility_config(c: &Config) -> MobilityConfig {
+    let maps: Vec<DynamicEidMapConfig> = c
+        .dynamic_eid_maps
+        .iter()
+        .map(|d| DynamicEidMapConfig {
+            name: d.name.clone(),
+            instance_id: d.instance_id,
+            prefixes: d
+                .database_mappings
+                .iter()
+                .map(|m| DynamicPrefix {
+                    eid: EidPrefix::from_ip_prefix(d.instance_id, m.eid_prefix),
+                    locators: m.locators.iter().map(Locator::from).collect(),
+                })
+                .collect(),
+            // Validation makes the group required; unspecified only for an unvalidated config.
+            group: d
+                .map_notify_group
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            map_servers: d.map_servers.iter().map(map_server_peer).collect(),
+            inactivity: d.inactivity_timeout.0,
+        })
+        .collect();
+    let interfaces = c
+        .interfaces
+        .iter()
+        .filter_map(|i| {
+            let map = maps
+                .iter()
+                .position(|m| Some(&m.name) == i.mobility.as_ref())?;
+            Some(MobilityInterface {
+                name: i.name.clone(),
+                map,
+                mode: if i.extended_subnet_mode {
+                    MobilityMode::ExtendedSubnet
+                } else {
+                    MobilityMode::AcrossSubnet
+                },
+                trunk: i.trunk.as_ref().map(|t| Trunk {
+                    parent: t.parent.clone(),
+                    vlan_id: u16::try_from(t.vlan_id).unwrap_or(0),
+                    parent_ifindex: 0,
+                }),
+                ifindex: 0,
+            })
+        })
+        .collect();
+    MobilityConfig { maps, interfaces }
 }
 
 /// The config's view of a locator: priority/weight already validated to fit a byte.
@@ -98,16 +163,7 @@ pub fn xtr_config(c: &Config, seeds: Seeds) -> XtrConfig {
             },
         })
         .collect();
-    let map_servers = c
-        .map_servers
-        .iter()
-        .map(|m| MapServerPeer {
-            address: m.address,
-            key: m.key.as_bytes().to_vec(),
-            algorithm: m.key_algorithm.into(),
-            proxy_reply: m.proxy_reply,
-        })
-        .collect();
+    let map_servers = c.map_servers.iter().map(map_server_peer).collect();
     // The eid-space prefixes apply in every instance the ITR serves; the xTR matches them in
     // the instance of the miss, so instance 0 stands for all here.
     let eid_space = c
@@ -235,6 +291,93 @@ mod tests {
         assert!(x.xtr_id.is_some());
         // The key is not printed.
         assert!(!format!("{:?}", x.map_servers[0]).contains("site1-secret"));
+    }
+
+    #[test]
+    fn mobility_config_from_yaml() {
+        let y = "
+locators: { ipv4: 192.0.2.17 }
+map-servers: [{ address: 192.0.2.1, key: global }]
+dynamic-eid-maps:
+  - name: Roamer-1
+    instance-id: 7
+    database-mappings:
+      - { eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 100 }] }
+      - { eid-prefix: '2001:db8:aa::/64', locators: [{ address: 192.0.2.17, priority: 2, weight: 50 }] }
+    map-notify-group: 239.1.1.254
+    map-servers: [{ address: 192.0.2.2, key: own, proxy-reply: true }]
+    inactivity-timeout: 30s
+  - name: other
+    database-mappings: [{ eid-prefix: 203.0.113.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 1 }] }]
+    map-notify-group: 239.1.1.253
+interfaces:
+  - { name: eth0, role: rloc }
+  - { name: vlan10, role: eid, instance-id: 7, mobility: Roamer-1, extended-subnet-mode: true, trunk: { parent: eth1, vlan-id: 10 } }
+  - { name: vlan20, role: eid, mobility: other }
+";
+        let c = Config::from_yaml_str(y).unwrap();
+        let mut m = mobility_config(&c);
+        assert_eq!(m.maps.len(), 2);
+        let r = &m.maps[0];
+        assert_eq!((r.name.as_str(), r.instance_id), ("Roamer-1", 7));
+        assert_eq!(
+            r.prefixes[1].eid,
+            EidPrefix::from_ip_prefix(7, "2001:db8:aa::/64".parse().unwrap())
+        );
+        assert_eq!(
+            r.prefixes[1].locators,
+            vec![Locator {
+                addr: ip("192.0.2.17"),
+                priority: 2,
+                weight: 50
+            }]
+        );
+        assert_eq!(r.group, ip("239.1.1.254"));
+        assert_eq!(r.map_servers.len(), 1);
+        assert_eq!(r.map_servers[0].key, b"own");
+        assert!(r.map_servers[0].proxy_reply);
+        assert_eq!(r.inactivity, Duration::from_secs(30));
+        // No map-servers of its own: the global ones apply (empty here).
+        assert!(m.maps[1].map_servers.is_empty());
+        assert_eq!(m.maps[1].inactivity, Duration::from_secs(180));
+        assert_eq!(m.interfaces.len(), 2);
+        let v10 = &m.interfaces[0];
+        assert_eq!(
+            (v10.name.as_str(), v10.map, v10.mode),
+            ("vlan10", 0, MobilityMode::ExtendedSubnet)
+        );
+        assert_eq!(
+            v10.trunk.as_ref().map(|t| (t.parent.as_str(), t.vlan_id)),
+            Some(("eth1", 10))
+        );
+        assert_eq!(
+            (m.interfaces[1].map, m.interfaces[1].mode),
+            (1, MobilityMode::AcrossSubnet)
+        );
+
+        let names = |n: &str| match n {
+            "vlan10" => Some(10),
+            "eth1" => Some(3),
+            "vlan20" => Some(20),
+            _ => None,
+        };
+        m.resolve_ifindexes(names).unwrap();
+        assert_eq!(m.interface_of(3, Some(10)), Some(0));
+        assert_eq!(m.interface_of(3, Some(11)), None);
+        assert_eq!(m.interface_of(20, None), Some(1));
+        assert_eq!(m.interface_of(20, Some(10)), None);
+        let mut missing = mobility_config(&c);
+        assert_eq!(
+            missing
+                .resolve_ifindexes(|n| (n != "eth1").then_some(1))
+                .unwrap_err()
+                .to_string(),
+            "mobility interface 'eth1' does not exist"
+        );
+        assert_eq!(
+            node_config(&c, SEEDS).unwrap().mobility,
+            mobility_config(&c)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod action;
 pub mod hsrp;
 pub mod map_cache;
 pub mod map_server;
+pub mod mobility;
 pub mod next_hop;
 pub mod node;
 pub mod nonce;

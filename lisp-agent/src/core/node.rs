@@ -52,6 +52,7 @@ use lisp_common::wire::control::{Ecm, Message, msg_type};
 use super::action::{Action, CONTROL_PORT, Event};
 use super::map_server::MapServer;
 use super::map_server::config::MapServerConfig;
+use super::mobility::MobilityConfig;
 use super::next_hop::NextHops;
 use super::time::{Timestamp, earliest};
 use super::xtr::{RegistrationState, Xtr, XtrConfig, from_wire_eid};
@@ -63,6 +64,8 @@ pub struct NodeConfig {
     pub xtr: XtrConfig,
     /// `None`: this node is not a map-server / map-resolver.
     pub map_server: Option<MapServerConfig>,
+    /// Dynamic-EID maps and mobility interfaces (empty: no mobility).
+    pub mobility: MobilityConfig,
 }
 
 /// Hand-overs between our own roles per input event. A Map-Request relayed by the map-server to
@@ -340,6 +343,7 @@ mod tests {
             NodeConfig {
                 xtr: xtr("192.0.2.11", &["198.51.100.0/24"], &["192.0.2.1"], KEY),
                 map_server: None,
+                ..NodeConfig::default()
             },
             Timestamp::ZERO,
         )
@@ -424,6 +428,7 @@ mod tests {
             NodeConfig {
                 xtr: xtr("192.0.2.11", &["198.51.100.0/24"], &["192.0.2.1"], KEY),
                 map_server: Some(map_server(KEY, &["198.51.100.0/22"])),
+                ..NodeConfig::default()
             },
             Timestamp::ZERO,
         );

@@ -162,7 +162,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
         .unwrap_or(1);
-    let node = lower::node_config(
+    let mut node = lower::node_config(
         &ctx.config,
         Seeds {
             nonce_seed: seed,
@@ -170,6 +170,10 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
         },
     )
     .context("map-server configuration")?;
+    // The core matches detection events by ifindex; the config knows names.
+    node.mobility
+        .resolve_ifindexes(crate::dataplane::ifindex_of)
+        .context("mobility interfaces")?;
     let mut node = Node::new(node, clock.now());
     let sock = bind_control_socket(CONTROL_PORT).await?;
     enable_destination_info(&sock)
@@ -690,6 +694,7 @@ mod tests {
             NodeConfig {
                 xtr: cfg,
                 map_server: None,
+                ..NodeConfig::default()
             },
             Timestamp::ZERO,
         );

@@ -188,7 +188,9 @@ database-mappings:
   - { eid-prefix: 198.51.100.0/24, locators: [{ address: 192.0.2.17, priority: 1, weight: 100 }] }
 map-servers: [{ address: 192.0.2.1, key: k }]
 dynamic-eid-maps:
-  - { name: roam, eid-prefix: 198.51.100.0/25, map-notify-group: 239.1.1.254, locators: [{ address: 192.0.2.17, priority: 1, weight: 100 }] }
+  - name: roam
+    database-mappings: [{ eid-prefix: 198.51.100.0/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 100 }] }]
+    map-notify-group: 239.1.1.254
 interfaces:
   - { name: vlan10, role: eid, mobility: roam }
   - { name: vlan11, role: eid, mobility: roam }

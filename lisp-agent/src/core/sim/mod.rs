@@ -437,7 +437,7 @@ impl Sim {
                 Action::EnsureNeighbour { ifindex, addr } => {
                     self.nodes[node].neighbours.push((ifindex, addr));
                 }
-                // Mobility (issue 7): modelled by the harness with core::mobility.
+                // Mobility: not simulated yet.
                 Action::AddLocalDynamicEid { .. }
                 | Action::RemoveLocalDynamicEid { .. }
                 | Action::AddHostRoute { .. }
@@ -549,6 +549,7 @@ impl NodeConfig {
         NodeConfig {
             xtr,
             map_server: None,
+            ..NodeConfig::default()
         }
     }
 
@@ -557,6 +558,7 @@ impl NodeConfig {
         NodeConfig {
             xtr: XtrConfig::default(),
             map_server: Some(ms),
+            ..NodeConfig::default()
         }
     }
 }

@@ -277,6 +277,7 @@ fn map_server_and_xtr_in_one_node_resolve_their_own_and_remote_eids() {
         NodeConfig {
             xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
             map_server: Some(map_server(KEY, SITES)),
+            ..NodeConfig::default()
         },
         &[],
     );
@@ -328,6 +329,7 @@ fn answers_leave_from_the_address_the_peer_used() {
         NodeConfig {
             xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
             map_server: Some(map_server(KEY, SITES)),
+            ..NodeConfig::default()
         },
         &["192.0.2.100"],
     );
@@ -556,6 +558,7 @@ fn a_registration_pointing_at_ourselves_cannot_loop() {
         NodeConfig {
             xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
             map_server: Some(map_server(KEY, SITES)),
+            ..NodeConfig::default()
         },
         &[],
     );
