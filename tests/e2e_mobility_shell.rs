@@ -7,7 +7,9 @@
 //!   agent as a group datagram on `eid0` (the control socket joined the group there; the shell
 //!   logs and counts what it hands the core as `Event::GroupDatagram`);
 //! - host routes: a route of our protocol (246) left over by an earlier run is removed at start,
-//!   routes of other protocols are not, and ours are removed at stop.
+//!   routes of other protocols are not, and ours are removed at stop;
+//! - the SVI's subnets, read from the kernel at start: a dynamic prefix not more specific than
+//!   one of them stops the agent with the config's error.
 //!
 //! What the core does with group datagrams and which host routes it asks for are the mobility
 //! core's (tests/e2e_mobility.rs); this test is about the shell's side.
@@ -118,6 +120,33 @@ fn api_group_socket_and_route_cleanup_of_a_live_agent() {
 
     let api = t.workdir.join("a-api.sock");
     let yaml = config(&api);
+
+    // The kernel's subnets of eid0 are part of the config's rules: with a /25 on it as wide as
+    // the dynamic prefix, the agent refuses to start and says why.
+    t.ip(ITR, &["addr", "add", "198.51.100.129/25", "dev", "eid0"])
+        .unwrap();
+    let path = t.workdir.join("agent-wide.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let bin = agent_bin().to_str().unwrap().to_string();
+    let w = t
+        .spawn(
+            ITR,
+            "agent-wide",
+            &[&bin, "--config", path.to_str().unwrap()],
+        )
+        .unwrap();
+    let exited = Topology::wait_for(Duration::from_secs(30), || Ok(!t.proc(w).running())).unwrap();
+    assert!(exited, "agent started over a too wide subnet");
+    assert!(
+        t.proc(w).log_text().contains(
+            "dynamic-EID prefix 198.51.100.128/25 of map 'Roamer-1' must be more specific than the subnet 198.51.100.128/25 of eid0"
+        ),
+        "{}",
+        t.proc(w).log_text()
+    );
+    t.ip(ITR, &["addr", "del", "198.51.100.129/25", "dev", "eid0"])
+        .unwrap();
+
     let a = lab::start_agent(&mut t, &agent_bin(), ITR, "agent-a", &yaml).unwrap();
     let log = |t: &mut Topology| t.proc(a).log_text();
 

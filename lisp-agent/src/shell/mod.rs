@@ -5,6 +5,7 @@
 //! The control plane plugs in at [`control::run`]: it receives a [`ControlContext`] (the
 //! config, the event channel, the map-cache writer) and runs until the agent stops.
 
+pub mod addresses;
 pub mod api;
 pub mod control;
 pub mod events;
@@ -48,10 +49,25 @@ pub struct Stats {
 /// and counted rather than blocking the perf readers.
 const EVENT_QUEUE: usize = 4096;
 
+/// The reference's rule against the kernel: each mobility interface's dynamic-EID prefixes are
+/// more specific than the subnets on it (`Config::check_interface_subnets`).
+async fn check_mobility_subnets(cfg: &Config) -> anyhow::Result<()> {
+    for i in cfg.interfaces.iter().filter(|i| i.mobility.is_some()) {
+        let ifindex = dataplane::ifindex_of(&i.name)
+            .with_context(|| format!("mobility interface {} does not exist", i.name))?;
+        let subnets = addresses::subnets_of(ifindex).await?;
+        cfg.check_interface_subnets(&i.name, &subnets)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("the subnets on {}", i.name))?;
+    }
+    Ok(())
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let plan = dataplane::plan::plan(&cfg, dataplane::ifindex_of)?;
+    check_mobility_subnets(&cfg).await?;
     let mut dp = Dataplane::load(&plan)?;
 
     // Log lines first, so that the program's own messages from the first packets are kept.
