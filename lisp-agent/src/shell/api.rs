@@ -94,35 +94,27 @@ pub struct DynamicEidRow {
     pub rlocs: Vec<IpAddr>,
 }
 
-/// What the shell reads of the core's mobility role: the dynamic EIDs and the counters behind
-/// `lisp_mobility_total` / `lisp_mobility_refused_total`.
+/// What `show dynamic-eid` reads of the core's mobility role.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MobilityView {
     pub eids: Vec<DynamicEidRow>,
-    pub events: Vec<(&'static str, u64)>,
-    pub refusals: Vec<(&'static str, u64)>,
 }
 
-/// The node's mobility state as the API and the metrics show it.
+/// The node's dynamic EIDs as the API shows them.
 ///
-/// Integration point with the core's mobility role (MC): the read accessors named in the
-/// mobility contract's "Additions" (`Node::mobility()`, `dynamic_eids()`, `counters()`) are
-/// not in the core yet, so this is the one function to fill in; everything downstream (JSON,
-/// the table, the metrics) is built and tested from a [`MobilityView`].
-pub fn mobility_view(
-    _node: &Node,
-    _now: Timestamp,
-    _ifname: impl Fn(u32) -> Option<String>,
-) -> MobilityView {
+/// Integration point with the core's mobility role (MC): its read side
+/// (`Node::mobility().dynamic_eids()`, a `DynamicEidView` per EID) is not on main yet; until it
+/// is, the view is empty. Everything downstream (JSON, the tables) is built and tested from a
+/// [`MobilityView`].
+pub fn mobility_view(_node: &Node, _now: Timestamp) -> MobilityView {
     MobilityView::default()
 }
 
 /// The answer to `req` from the node's state at `now`.
 pub fn answer(node: &Node, now: Timestamp, req: &Request) -> Value {
-    let ifname = crate::dataplane::ifname_of;
     match req {
-        Request::DynamicEid => show_dynamic_eid(&mobility_view(node, now, ifname)),
-        Request::DynamicEidSummary => show_dynamic_eid_summary(&mobility_view(node, now, ifname)),
+        Request::DynamicEid => show_dynamic_eid(&mobility_view(node, now)),
+        Request::DynamicEidSummary => show_dynamic_eid_summary(&mobility_view(node, now)),
     }
 }
 
@@ -482,7 +474,6 @@ mod tests {
                 row("Roamer-1", "198.51.100.7", Origin::Local),
                 row("Roamer-2", "2001:db8:1::7", Origin::Site),
             ],
-            ..MobilityView::default()
         }
     }
 
