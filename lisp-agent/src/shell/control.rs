@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiCall};
 use super::group;
-use super::routes::HostRoutes;
+use super::routes::{RouteCounters, RouteOp, RouteWorker};
 use super::udp_dest::{Received, enable_destination_info, recv_with_pktinfo};
 use super::udp_source::SourceSender;
 use super::{DataplaneEvent, Stats};
@@ -57,9 +57,9 @@ pub struct ControlContext {
     /// Writes the XDP map-cache. A std mutex: each write is one short syscall.
     pub map_cache: Arc<Mutex<MapCacheWriter>>,
     pub stats: Arc<Stats>,
-    /// Host routes of dynamic EIDs (`None`: rtnetlink unavailable; route actions are then
-    /// logged and counted as failed).
-    pub routes: Option<Arc<HostRoutes>>,
+    /// Host routes of dynamic EIDs, carried out by their own task (`None`: rtnetlink
+    /// unavailable; route actions are then logged and counted as failed).
+    pub routes: Option<RouteWorker>,
     /// Questions from the local API (`None`: no API socket).
     pub api: Option<mpsc::Receiver<ApiCall>>,
 }
@@ -75,9 +75,8 @@ pub struct MobilityShellCounters {
     pub group_datagrams_sent: u64,
     pub group_send_failed: u64,
     pub group_joins_failed: u64,
-    pub host_routes_added: u64,
-    pub host_routes_removed: u64,
-    pub host_route_failed: u64,
+    /// Route actions with no route worker to carry them out.
+    pub host_route_unavailable: u64,
     pub local_eids_written: u64,
     pub local_eids_not_written: u64,
     pub activity_reports: u64,
@@ -85,15 +84,13 @@ pub struct MobilityShellCounters {
 }
 
 impl MobilityShellCounters {
-    fn iter(&self) -> [(&'static str, u64); 11] {
+    fn iter(&self) -> [(&'static str, u64); 9] {
         [
             ("group_datagram_received", self.group_datagrams_received),
             ("group_datagram_sent", self.group_datagrams_sent),
             ("group_send_failed", self.group_send_failed),
             ("group_join_failed", self.group_joins_failed),
-            ("host_route_added", self.host_routes_added),
-            ("host_route_removed", self.host_routes_removed),
-            ("host_route_failed", self.host_route_failed),
+            ("host_route_unavailable", self.host_route_unavailable),
             ("local_eid_written", self.local_eids_written),
             ("local_eid_not_written", self.local_eids_not_written),
             ("activity_report", self.activity_reports),
@@ -199,7 +196,8 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     // Rendered once at start, so that the endpoint never serves an empty control section.
     let mut last_render = clock.now();
     if let Ok(mut m) = ctx.stats.control_metrics.lock() {
-        *m = render_metrics(&node, last_render) + &render_shell_mobility(&mob);
+        *m = render_metrics(&node, last_render)
+            + &render_shell_mobility(&mob, ctx.routes.as_ref().map(|w| &*w.counters));
     }
     let mut metrics_dirty = false;
     let mut activity = tokio::time::interval(ACTIVITY_POLL);
@@ -260,7 +258,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
                 sock_is_v6,
                 sender: &mut sender,
                 writer: &ctx.map_cache,
-                routes: ctx.routes.as_deref(),
+                routes: ctx.routes.as_ref(),
                 counters: &mut mob,
             };
             for a in node.handle(clock.now(), ev) {
@@ -276,7 +274,10 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             last_render = now;
             metrics_dirty = false;
             let mut text = render_metrics(&node, now);
-            text.push_str(&render_shell_mobility(&mob));
+            text.push_str(&render_shell_mobility(
+                &mob,
+                ctx.routes.as_ref().map(|w| &*w.counters),
+            ));
             if let Ok(mut m) = ctx.stats.control_metrics.lock() {
                 *m = text;
             }
@@ -502,13 +503,21 @@ pub fn render_mobility(m: &MobilitySeries) -> String {
 }
 
 /// The shell's own mobility series (what the kernel did with the core's requests).
-pub fn render_shell_mobility(c: &MobilityShellCounters) -> String {
+pub fn render_shell_mobility(c: &MobilityShellCounters, routes: Option<&RouteCounters>) -> String {
     let mut s = String::new();
     s.push_str(
         "# HELP lisp_mobility_shell_total Mobility work of the shell (group sockets, host routes, data-plane entries, API).\n",
     );
     s.push_str("# TYPE lisp_mobility_shell_total counter\n");
-    for (name, v) in c.iter() {
+    let load = |f: fn(&RouteCounters) -> &std::sync::atomic::AtomicU64| {
+        routes.map_or(0, |r| f(r).load(Ordering::Relaxed))
+    };
+    let route_series = [
+        ("host_route_added", load(|r| &r.added)),
+        ("host_route_removed", load(|r| &r.removed)),
+        ("host_route_failed", load(|r| &r.failed)),
+    ];
+    for (name, v) in c.iter().into_iter().chain(route_series) {
         let _ = writeln!(s, "lisp_mobility_shell_total{{event=\"{name}\"}} {v}");
     }
     s
@@ -537,7 +546,7 @@ struct Effects<'a> {
     sock_is_v6: bool,
     sender: &'a mut SourceSender,
     writer: &'a Arc<Mutex<MapCacheWriter>>,
-    routes: Option<&'a HostRoutes>,
+    routes: Option<&'a RouteWorker>,
     counters: &'a mut MobilityShellCounters,
 }
 
@@ -603,46 +612,26 @@ async fn carry_out(fx: &mut Effects<'_>, a: Action) {
             instance_id,
             eid,
             ifindex,
-        } => {
-            let r = match fx.routes {
-                Some(rt) => rt.add(instance_id, eid, ifindex).await,
-                None => Err(anyhow::anyhow!("no rtnetlink connection")),
-            };
-            match r {
-                Ok(()) => {
-                    fx.counters.host_routes_added += 1;
-                    info!("host route {eid} via {} added", ifname(ifindex));
-                }
-                Err(e) => {
-                    fx.counters.host_route_failed += 1;
-                    warn!("host route {eid} via {}: {e:#}", ifname(ifindex));
-                }
-            }
-        }
+        } => route(
+            fx,
+            RouteOp::Add {
+                instance_id,
+                eid,
+                ifindex,
+            },
+        ),
         Action::RemoveHostRoute {
             instance_id,
             eid,
             ifindex,
-        } => {
-            let r = match fx.routes {
-                Some(rt) => rt.remove(instance_id, eid, ifindex).await,
-                None => Err(anyhow::anyhow!("no rtnetlink connection")),
-            };
-            match r {
-                Ok(was) => {
-                    fx.counters.host_routes_removed += 1;
-                    info!(
-                        "host route {eid} via {} removed{}",
-                        ifname(ifindex),
-                        if was { "" } else { " (was already gone)" }
-                    );
-                }
-                Err(e) => {
-                    fx.counters.host_route_failed += 1;
-                    warn!("removing host route {eid} via {}: {e:#}", ifname(ifindex));
-                }
-            }
-        }
+        } => route(
+            fx,
+            RouteOp::Remove {
+                instance_id,
+                eid,
+                ifindex,
+            },
+        ),
         Action::AddLocalDynamicEid {
             instance_id,
             eid,
@@ -666,6 +655,17 @@ async fn carry_out(fx: &mut Effects<'_>, a: Action) {
                 );
             }
         },
+    }
+}
+
+/// Hands a route change to the route worker (it logs and counts the kernel's answer).
+fn route(fx: &mut Effects<'_>, op: RouteOp) {
+    match fx.routes {
+        Some(w) => w.submit(op),
+        None => {
+            fx.counters.host_route_unavailable += 1;
+            warn!("host route change {op:?}: no rtnetlink connection");
+        }
     }
 }
 
@@ -831,10 +831,11 @@ mod tests {
         assert!(t.contains("lisp_dynamic_eids{origin=\"away\"} 0\n"));
         let c = MobilityShellCounters {
             group_datagrams_received: 4,
-            host_route_failed: 1,
             ..MobilityShellCounters::default()
         };
-        let t = render_shell_mobility(&c);
+        let r = RouteCounters::default();
+        r.failed.store(1, Ordering::Relaxed);
+        let t = render_shell_mobility(&c, Some(&r));
         assert!(t.contains("lisp_mobility_shell_total{event=\"group_datagram_received\"} 4\n"));
         assert!(t.contains("lisp_mobility_shell_total{event=\"host_route_failed\"} 1\n"));
     }

@@ -134,6 +134,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
 
+    let (route_worker, route_task) = match &routes {
+        Some(r) => {
+            let (w, t) = routes::RouteWorker::spawn(r.clone());
+            (Some(w), Some(t))
+        }
+        None => (None, None),
+    };
+
     // The local API: without it the agent still routes, so a socket it cannot have is a
     // warning (another agent on this host holds the default path), not a failed start.
     let (api_tx, api_rx) = mpsc::channel(16);
@@ -157,7 +165,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         events: rx,
         map_cache: writer,
         stats: stats.clone(),
-        routes: routes.clone(),
+        routes: route_worker.clone(),
         api: api_server.is_some().then_some(api_rx),
     }));
 
@@ -180,6 +188,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     info!("{why}: detaching and exiting");
     dp.detach_all();
     drop(api_server);
+    // Changes still queued first; then the worker stops, so that nothing the still-running
+    // control task asks for lands after the cleanup (same netlink connection: the kernel sees
+    // the worker's last request before the cleanup's dump).
+    if let Some(w) = route_worker {
+        w.flush().await;
+    }
+    if let Some(t) = route_task {
+        t.abort();
+    }
     if let Some(r) = routes {
         match r.remove_all_ours().await {
             Ok(0) => {}

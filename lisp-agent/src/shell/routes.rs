@@ -11,12 +11,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, anyhow};
 use futures_util::TryStreamExt as _;
+use log::{info, warn};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::{Handle, RouteMessageBuilder};
+use tokio::sync::{mpsc, oneshot};
 
 /// The route protocol (`rtm_protocol`) of every route the agent adds. Unassigned in
 /// iproute2's `rt_protos` and by the routing daemons we know of (FRR, BIRD, keepalived use
@@ -153,6 +157,123 @@ impl HostRoutes {
     }
 }
 
+/// A host-route change the control loop asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteOp {
+    Add {
+        instance_id: u32,
+        eid: IpAddr,
+        ifindex: u32,
+    },
+    Remove {
+        instance_id: u32,
+        eid: IpAddr,
+        ifindex: u32,
+    },
+}
+
+/// What the route worker did (the `host_route_*` events of `lisp_mobility_shell_total`).
+#[derive(Debug, Default)]
+pub struct RouteCounters {
+    pub added: AtomicU64,
+    pub removed: AtomicU64,
+    /// Refused by the kernel, or not queued (queue full, worker stopped).
+    pub failed: AtomicU64,
+}
+
+/// How many route changes may wait for the kernel. The core bounds the dynamic EIDs; a full
+/// queue (the kernel stuck) costs routes, counted, not memory.
+pub const ROUTE_QUEUE: usize = 65_536;
+
+enum Job {
+    Op(RouteOp),
+    /// Everything queued before it is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Carries out host-route changes off the control loop, in the order asked: a netlink round
+/// trip per route (tens of µs, more on a loaded host) must not sit between a detection and its
+/// Map-Register, which the core emits right after the route.
+#[derive(Clone)]
+pub struct RouteWorker {
+    tx: mpsc::Sender<Job>,
+    pub counters: Arc<RouteCounters>,
+}
+
+impl RouteWorker {
+    /// Starts the worker on `routes`; it ends when every [`RouteWorker`] handle is dropped.
+    pub fn spawn(routes: Arc<HostRoutes>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Job>(ROUTE_QUEUE);
+        let counters = Arc::new(RouteCounters::default());
+        let c = counters.clone();
+        let task = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Op(op) => carry_out(&routes, &c, op).await,
+                    Job::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        (RouteWorker { tx, counters }, task)
+    }
+
+    /// Queues `op`; counted as failed if it cannot be queued.
+    pub fn submit(&self, op: RouteOp) {
+        if let Err(e) = self.tx.try_send(Job::Op(op)) {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            warn!("host route change {op:?} not queued: {e}");
+        }
+    }
+
+    /// Waits until everything queued so far is done.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Job::Barrier(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn carry_out(routes: &HostRoutes, c: &RouteCounters, op: RouteOp) {
+    let name = |i: u32| crate::dataplane::ifname_of(i).unwrap_or_else(|| format!("ifindex {i}"));
+    match op {
+        RouteOp::Add {
+            instance_id,
+            eid,
+            ifindex,
+        } => match routes.add(instance_id, eid, ifindex).await {
+            Ok(()) => {
+                c.added.fetch_add(1, Ordering::Relaxed);
+                info!("host route {eid} via {} added", name(ifindex));
+            }
+            Err(e) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+                warn!("host route {eid} via {}: {e:#}", name(ifindex));
+            }
+        },
+        RouteOp::Remove {
+            instance_id,
+            eid,
+            ifindex,
+        } => match routes.remove(instance_id, eid, ifindex).await {
+            Ok(was) => {
+                c.removed.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    "host route {eid} via {} removed{}",
+                    name(ifindex),
+                    if was { "" } else { " (was already gone)" }
+                );
+            }
+            Err(e) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+                warn!("removing host route {eid} via {}: {e:#}", name(ifindex));
+            }
+        },
+    }
+}
+
 /// A route for error messages: destination/len and table.
 fn describe(r: &RouteMessage) -> String {
     let dst = r.attributes.iter().find_map(|a| match a {
@@ -249,6 +370,43 @@ mod tests {
 
                 // A missing interface is an error, not a silent success.
                 assert!(routes.add(0, v4, 999_999).await.is_err());
+
+                // Through the worker: in order (an add then its remove leaves nothing), and
+                // counted.
+                let (w, task) = RouteWorker::spawn(Arc::new(routes));
+                let add = |eid| RouteOp::Add {
+                    instance_id: 0,
+                    eid,
+                    ifindex,
+                };
+                w.submit(add(v4));
+                w.submit(RouteOp::Remove {
+                    instance_id: 0,
+                    eid: v4,
+                    ifindex,
+                });
+                w.submit(add(v6));
+                w.submit(RouteOp::Add {
+                    instance_id: 0,
+                    eid: v6,
+                    ifindex: 999_999,
+                });
+                w.flush().await;
+                assert_eq!(ip("-4 route show table all proto 246").trim(), "");
+                assert!(
+                    ip("-6 route show table main proto 246").starts_with("2001:db8:2::7 dev svi0")
+                );
+                let c = &w.counters;
+                assert_eq!(
+                    (
+                        c.added.load(Ordering::Relaxed),
+                        c.removed.load(Ordering::Relaxed),
+                        c.failed.load(Ordering::Relaxed)
+                    ),
+                    (2, 1, 1)
+                );
+                drop(w);
+                task.await.unwrap();
             });
         })
         .join()
