@@ -414,6 +414,9 @@ pub struct InterfaceConfigEntry {
 pub struct SitePrefix {
     #[serde(deserialize_with = "de_prefix")]
     pub prefix: IpPrefix,
+    /// LISP instance-id (24 bits) the prefix is registered in; 0 is the default instance.
+    #[serde(default)]
+    pub instance_id: u32,
     #[serde(default)]
     pub accept_more_specifics: bool,
 }
@@ -445,12 +448,17 @@ pub struct MapServerRole {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplayProtection {
-    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
-    /// (RFC 9301); what lisp-agent's xTRs send.
+    /// A refresh (the same content as the registrant's live registration) is accepted whatever
+    /// its nonce; a Map-Register that changes state must not repeat one already accepted (nor,
+    /// from an xTR seen to increase its nonces, go below the last). Accepts lisp-agent's
+    /// (increasing), OOR's (random) and lispers.net's (constant) nonces.
     #[default]
+    FreshChanges,
+    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
+    /// (RFC 9301): refuses the refreshes of random- and constant-nonce peers.
     IncreasingNonce,
     /// Only a nonce repeated among the recent ones of the same xTR is refused: for peers that
-    /// send random nonces (Open Overlay Router does).
+    /// send random nonces (Open Overlay Router does); refuses constant-nonce peers' refreshes.
     NoRepeat,
 }
 
@@ -487,12 +495,21 @@ pub struct Config {
     pub map_servers: Vec<MapServerRef>,
     #[serde(default)]
     pub map_resolvers: Vec<IpAddr>,
+    /// RFC 9437 pubsub: subscribe to every mapping we resolve (N bit and xTR-ID in our
+    /// Map-Requests), so that the map-server publishes changes to us with Map-Notifies.
+    #[serde(default)]
+    pub subscribe: bool,
     #[serde(default, deserialize_with = "de_prefixes")]
     pub eid_space: Vec<IpPrefix>,
     #[serde(default)]
     pub map_cache: Vec<MapCacheConfig>,
     #[serde(default)]
     pub instance_tables: Vec<InstanceTable>,
+    /// Site-ID of the xTR-ID trailer of our Map-Registers and group Map-Notifies. The xTRs of
+    /// one data centre share it; data centres that hosts move between need different ones, so
+    /// that the map-server lets the newer one take a moved host over instead of merging both.
+    #[serde(default)]
+    pub site_id: u64,
     #[serde(default)]
     pub dynamic_eid_maps: Vec<DynamicEidMap>,
     #[serde(default)]
@@ -724,7 +741,13 @@ impl Config {
             for (j, p) in s.eid_prefixes.iter().enumerate() {
                 let pp = format!("{path}.eid-prefixes[{j}]");
                 check_prefix(&pp, &p.prefix)?;
-                seen.insert(&pp, p.prefix, || format!("duplicate prefix {}", p.prefix))?;
+                check_iid(&pp, p.instance_id)?;
+                seen.insert(&pp, (p.instance_id, p.prefix), || {
+                    format!(
+                        "duplicate prefix {} in instance-id {}",
+                        p.prefix, p.instance_id
+                    )
+                })?;
             }
         }
         if self.map_server.enabled && self.map_server.sites.is_empty() {
@@ -1123,8 +1146,14 @@ interfaces:
         assert_eq!(c.interfaces[0].mobility.as_deref(), Some("vm-mobility"));
         assert_eq!(c.interfaces[1].role, InterfaceRole::Rloc);
         assert!(!c.map_server.enabled);
-        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 2);
+        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 3);
         assert!(c.map_server.sites[0].eid_prefixes[0].accept_more_specifics);
+        assert_eq!(c.map_server.sites[0].eid_prefixes[0].instance_id, 0);
+        assert_eq!(c.map_server.sites[0].eid_prefixes[2].instance_id, 100);
+        assert_eq!(
+            c.map_server.replay_protection,
+            ReplayProtection::FreshChanges
+        );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9400".parse().unwrap()));
         assert_eq!(c.miss_event_interval.0, Duration::from_secs(1));
     }
@@ -1637,6 +1666,27 @@ interfaces:
             "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k }}\n    - {{ name: s, key: j }}\n"
         );
         assert_rejects(&y, "map-server.sites[1]: site 's' defined twice");
+        // The same prefix in two instances is two prefixes; twice in one instance is refused.
+        let site = |iids: &str| {
+            format!(
+                "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k, eid-prefixes: [{iids}] }}\n"
+            )
+        };
+        let two = site("{ prefix: 10.0.0.0/8 }, { prefix: 10.0.0.0/8, instance-id: 100 }");
+        let c = Config::from_yaml_str(&two).unwrap();
+        assert_eq!(c.map_server.sites[0].eid_prefixes[1].instance_id, 100);
+        assert_eq!(
+            c.map_server.replay_protection,
+            ReplayProtection::FreshChanges
+        );
+        assert_rejects(
+            &site("{ prefix: 10.0.0.0/8, instance-id: 7 }, { prefix: 10.0.0.0/8, instance-id: 7 }"),
+            "duplicate prefix 10.0.0.0/8 in instance-id 7",
+        );
+        assert_rejects(
+            &site("{ prefix: 10.0.0.0/8, instance-id: 16777216 }"),
+            "instance-id 16777216 out of range",
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ use lisp_common::wire::control::{Ecm, Message, msg_type};
 use super::action::{Action, CONTROL_PORT, Event};
 use super::map_server::MapServer;
 use super::map_server::config::MapServerConfig;
-use super::mobility::MobilityConfig;
+use super::mobility::{Mobility, MobilityConfig, MobilityNotification};
 use super::next_hop::NextHops;
 use super::time::{Timestamp, earliest};
 use super::xtr::{RegistrationState, Xtr, XtrConfig, from_wire_eid};
@@ -110,6 +110,8 @@ pub enum Notification {
         /// Map-Registers sent since the last valid Map-Notify.
         unanswered: usize,
     },
+    /// Dynamic EIDs detected, learnt, moved away, expired (`core::mobility`).
+    Mobility(MobilityNotification),
 }
 
 /// Which role a datagram is for.
@@ -123,6 +125,7 @@ enum Role {
 pub struct Node {
     xtr: Xtr,
     map_server: Option<MapServer>,
+    mobility: Mobility,
     next_hops: NextHops,
     /// Local addresses seen as the destination of received datagrams.
     learnt_addrs: BTreeSet<IpAddr>,
@@ -134,8 +137,12 @@ pub struct Node {
 
 impl Node {
     pub fn new(cfg: NodeConfig, now: Timestamp) -> Self {
+        let mut xtr = Xtr::new(cfg.xtr, now);
+        // The maps' own map-servers join the xTR's registration engine.
+        let mobility = Mobility::new(cfg.mobility, &mut xtr, now);
         Node {
-            xtr: Xtr::new(cfg.xtr, now),
+            xtr,
+            mobility,
             map_server: cfg.map_server.map(MapServer::new),
             next_hops: NextHops::default(),
             learnt_addrs: BTreeSet::new(),
@@ -185,7 +192,11 @@ impl Node {
 
     /// The next notification, oldest first (call after [`Node::handle`] until `None`).
     pub fn poll_notification(&mut self) -> Option<Notification> {
-        self.notifications.pop_front()
+        self.notifications.pop_front().or_else(|| {
+            self.mobility
+                .poll_notification()
+                .map(Notification::Mobility)
+        })
     }
 
     fn note_registration_changes(&mut self, now: Timestamp) {
@@ -221,8 +232,11 @@ impl Node {
     /// When [`Event::Timer`] is due next; `None` if nothing is scheduled.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         earliest(
-            self.xtr.next_deadline(),
-            self.map_server.as_ref().and_then(MapServer::next_deadline),
+            earliest(
+                self.xtr.next_deadline(),
+                self.map_server.as_ref().and_then(MapServer::next_deadline),
+            ),
+            self.mobility.next_deadline(),
         )
     }
 
@@ -234,15 +248,57 @@ impl Node {
                     Some(ms) => ms.handle_datagram(from, to, &bytes, now),
                     None => self.xtr.handle_datagram(now, from, to, &bytes),
                 },
-                Role::Xtr => self.xtr.handle_datagram(now, from, to, &bytes),
+                Role::Xtr => {
+                    let mut a = self.xtr.handle_datagram(now, from, to, &bytes);
+                    // A map-server telling us one of our dynamic hosts registered elsewhere.
+                    if Message::peek_type(&bytes) == Ok(msg_type::MAP_NOTIFY) {
+                        a.extend(self.mobility.on_map_server_notify(
+                            now,
+                            &mut self.xtr,
+                            from,
+                            &bytes,
+                        ));
+                    }
+                    a
+                }
             },
             Event::Timer => {
                 let mut a = self.xtr.handle_timer(now);
                 if let Some(ms) = self.map_server.as_mut() {
                     a.extend(ms.on_timer(now));
                 }
+                a.extend(self.mobility.on_timer(now, &mut self.xtr));
                 a
             }
+            Event::DynamicEidDetected {
+                ifindex,
+                vlan,
+                instance_id,
+                eid,
+                mac,
+                kind,
+            } => self.mobility.on_detected(
+                now,
+                &mut self.xtr,
+                ifindex,
+                vlan,
+                instance_id,
+                eid,
+                mac,
+                kind,
+            ),
+            Event::DynamicEidActivity { seen } => {
+                self.mobility.on_activity(now, &seen);
+                Vec::new()
+            }
+            Event::GroupDatagram {
+                ifindex,
+                from,
+                group,
+                bytes,
+            } => self
+                .mobility
+                .on_group(now, &mut self.xtr, ifindex, from, group, &bytes),
             Event::NextHopUnresolved { ifindex, addr } => {
                 self.next_hops.unresolved(now, ifindex, addr)
             }
@@ -271,7 +327,7 @@ impl Node {
     /// database-mappings. Unparseable ECMs go to the map-server, which counts them.
     fn is_for_local_etr(&self, bytes: &[u8]) -> bool {
         // A map-server without EIDs of its own pays nothing for the check.
-        if self.xtr.config().database_mappings.is_empty() {
+        if self.xtr.config().database_mappings.is_empty() && self.xtr.dynamic_count() == 0 {
             return false;
         }
         let Ok(ecm) = Ecm::parse(bytes) else {
@@ -286,6 +342,12 @@ impl Node {
         let Some(want) = req.eids.first().map(from_wire_eid) else {
             return false;
         };
+        if self
+            .xtr
+            .is_dynamic(&super::action::EidPrefix::host(want.instance_id, want.addr))
+        {
+            return true;
+        }
         self.xtr
             .config()
             .database_mappings
@@ -319,6 +381,11 @@ impl Node {
 
     pub fn map_server(&self) -> Option<&MapServer> {
         self.map_server.as_ref()
+    }
+
+    /// The mobility role (`show dynamic-eid`, metrics).
+    pub fn mobility(&self) -> &Mobility {
+        &self.mobility
     }
 
     pub fn counters(&self) -> &NodeCounters {

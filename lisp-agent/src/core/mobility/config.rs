@@ -14,10 +14,26 @@ use crate::core::map_cache::Locator;
 use crate::core::xtr::MapServerPeer;
 
 /// `lisp dynamic-eid <name>` and every `lisp mobility <name>` interface.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MobilityConfig {
     pub maps: Vec<DynamicEidMapConfig>,
     pub interfaces: Vec<MobilityInterface>,
+    /// Bound on the dynamic-EID table (local, site and away entries): detections beyond it are
+    /// refused and counted.
+    pub max_eids: usize,
+}
+
+/// Default bound of the dynamic-EID table: the 100k dynamic EIDs.
+pub const DEFAULT_MAX_EIDS: usize = 100_000;
+
+impl Default for MobilityConfig {
+    fn default() -> Self {
+        MobilityConfig {
+            maps: Vec::new(),
+            interfaces: Vec::new(),
+            max_eids: DEFAULT_MAX_EIDS,
+        }
+    }
 }
 
 /// One dynamic-EID map.

@@ -112,6 +112,10 @@ struct SimNode {
     neighbours: Vec<(u32, IpAddr)>,
     /// Notifications, with the time they were polled.
     notifications: Vec<(Timestamp, Notification)>,
+    /// The data plane's known local dynamic EIDs: (instance, EID) → (ifindex, VLAN).
+    local_eids: BTreeMap<(u32, IpAddr), (u32, Option<u16>)>,
+    /// Host routes: (instance, EID) → SVI ifindex.
+    host_routes: BTreeMap<(u32, IpAddr), u32>,
 }
 
 /// A datagram on its way.
@@ -123,6 +127,8 @@ struct InFlight {
     from: SocketAddr,
     to: SocketAddr,
     bytes: Vec<u8>,
+    /// Sent with `SendMulticast`: delivered as `Event::GroupDatagram` on this ifindex.
+    group_ifindex: Option<u32>,
 }
 
 /// The simulated network and clock.
@@ -178,6 +184,8 @@ impl Sim {
             map_cache: BTreeMap::new(),
             neighbours: Vec::new(),
             notifications: Vec::new(),
+            local_eids: BTreeMap::new(),
+            host_routes: BTreeMap::new(),
         });
         self.nodes.len() - 1
     }
@@ -210,6 +218,8 @@ impl Sim {
         let n = &mut self.nodes[node];
         n.node = Node::new(n.cfg.clone(), self.now);
         n.map_cache.clear();
+        n.local_eids.clear();
+        n.host_routes.clear();
         n.up = true;
     }
 
@@ -240,6 +250,16 @@ impl Sim {
     /// What `node` notified so far, with when.
     pub fn notifications(&self, node: NodeId) -> &[(Timestamp, Notification)] {
         &self.nodes[node].notifications
+    }
+
+    /// The local dynamic EIDs `node`'s data plane knows: (instance, EID) → (ifindex, VLAN).
+    pub fn local_eids(&self, node: NodeId) -> &BTreeMap<(u32, IpAddr), (u32, Option<u16>)> {
+        &self.nodes[node].local_eids
+    }
+
+    /// `node`'s host routes: (instance, EID) → SVI ifindex.
+    pub fn host_routes(&self, node: NodeId) -> &BTreeMap<(u32, IpAddr), u32> {
+        &self.nodes[node].host_routes
     }
 
     pub fn neighbour_requests(&self, node: NodeId) -> &[(u32, IpAddr)] {
@@ -301,7 +321,21 @@ impl Sim {
                     return DataOutcome::Negative(Negative::Drop);
                 };
                 let etr = self.nodes.iter().position(|n| n.addrs.contains(&best.addr));
+                // A dynamic host is held where the data plane knows it as local; elsewhere the
+                // covering database-mapping does not hold it.
+                let dynamic = |e: usize| {
+                    self.nodes[e]
+                        .cfg
+                        .mobility
+                        .maps
+                        .iter()
+                        .flat_map(|m| &m.prefixes)
+                        .any(|p| p.eid.contains(iid, dst_ip))
+                };
                 let owned = etr.is_some_and(|e| {
+                    if dynamic(e) {
+                        return self.nodes[e].local_eids.contains_key(&(iid, dst_ip));
+                    }
                     self.nodes[e]
                         .cfg
                         .xtr
@@ -412,14 +446,20 @@ impl Sim {
             Next::Timer(i) => self.inject(i, Event::Timer),
             Next::Deliver => {
                 let d = self.in_flight.pop_first().expect("a delivery");
-                self.inject(
-                    d.to_node,
-                    Event::Datagram {
+                let ev = match d.group_ifindex {
+                    Some(ifindex) => Event::GroupDatagram {
+                        ifindex,
+                        from: d.from,
+                        group: d.to.ip(),
+                        bytes: d.bytes,
+                    },
+                    None => Event::Datagram {
                         from: d.from,
                         to: d.to,
                         bytes: d.bytes,
                     },
-                );
+                };
+                self.inject(d.to_node, ev);
             }
         }
     }
@@ -437,12 +477,44 @@ impl Sim {
                 Action::EnsureNeighbour { ifindex, addr } => {
                     self.nodes[node].neighbours.push((ifindex, addr));
                 }
-                // Mobility: not simulated yet.
-                Action::AddLocalDynamicEid { .. }
-                | Action::RemoveLocalDynamicEid { .. }
-                | Action::AddHostRoute { .. }
-                | Action::RemoveHostRoute { .. }
-                | Action::SendMulticast { .. } => {}
+                Action::AddLocalDynamicEid {
+                    instance_id,
+                    eid,
+                    ifindex,
+                    vlan,
+                } => {
+                    self.nodes[node]
+                        .local_eids
+                        .insert((instance_id, eid), (ifindex, vlan));
+                }
+                Action::RemoveLocalDynamicEid { instance_id, eid } => {
+                    self.nodes[node].local_eids.remove(&(instance_id, eid));
+                }
+                Action::AddHostRoute {
+                    instance_id,
+                    eid,
+                    ifindex,
+                } => {
+                    self.nodes[node]
+                        .host_routes
+                        .insert((instance_id, eid), ifindex);
+                }
+                Action::RemoveHostRoute {
+                    instance_id,
+                    eid,
+                    ifindex,
+                } => {
+                    let routes = &mut self.nodes[node].host_routes;
+                    if routes.get(&(instance_id, eid)) == Some(&ifindex) {
+                        routes.remove(&(instance_id, eid));
+                    }
+                }
+                Action::SendMulticast {
+                    group,
+                    ifindex: _,
+                    from,
+                    payload,
+                } => self.send(node, from, SocketAddr::new(group, CONTROL_PORT), payload),
             }
         }
     }
@@ -485,6 +557,16 @@ impl Sim {
             }
             delivered_to.push(r);
             self.seq += 1;
+            // A group datagram arrives on the receiver's mobility interface of that group (the
+            // first one: the sim has one segment per group); nodes without one get a plain
+            // datagram, as a socket bound to the port would.
+            let group_ifindex = to.ip().is_multicast().then(|| {
+                let m = &self.nodes[r].cfg.mobility;
+                m.interfaces
+                    .iter()
+                    .find(|i| m.maps[i.map].group == to.ip())
+                    .map(|i| i.ifindex)
+            });
             self.in_flight.insert(InFlight {
                 at: self.now + link.delay,
                 seq: self.seq,
@@ -492,6 +574,7 @@ impl Sim {
                 from: src,
                 to,
                 bytes: payload.clone(),
+                group_ifindex: group_ifindex.flatten(),
             });
         }
         self.trace.push(Sent {

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use lisp_common::wire::control::auth::{self, Auth};
-use lisp_common::wire::control::{MapNotify, MapRegister, Message};
+use lisp_common::wire::control::{MapNotify, Message};
 
 use super::{Reject, Xtr};
 use crate::core::action::{Action, CONTROL_PORT};
@@ -25,6 +25,10 @@ pub const RETRANSMIT_MAX: Duration = Duration::from_secs(60);
 /// Nonces of earlier sends of the same round that are still accepted (a Map-Notify may answer a
 /// retransmission or the one before it).
 const OUTSTANDING: usize = 8;
+/// Unsolicited Map-Notifies remembered (map-server, nonce) to recognise retransmissions: a
+/// map-server gives up after a handful of tries over some seconds, so the last 256 cover every
+/// retransmission unless hundreds of notifies arrive meanwhile.
+pub(super) const NOTIFY_SEEN: usize = 256;
 /// A registration without a valid Map-Notify for this many intervals is shown as expired (the
 /// map-server drops it after 3 × 60 s).
 const EXPIRY_INTERVALS: u32 = 3;
@@ -46,6 +50,9 @@ pub(super) struct Registration {
     notifies: u64,
     /// Map-Notifies from this map-server refused (bad HMAC).
     bad_auth: u64,
+    /// Whether this map-server gets the database-mappings (false: a dynamic-EID map's own
+    /// map-server, which only gets that map's hosts; see `dynamic`).
+    pub(super) statics: bool,
 }
 
 impl Registration {
@@ -60,7 +67,19 @@ impl Registration {
             sends: 0,
             notifies: 0,
             bad_auth: 0,
+            statics: true,
         }
+    }
+
+    /// A Map-Register with `nonce` was sent, one of `batches` of its round: the nonces of this
+    /// and the previous send of every batch stay acceptable.
+    pub(super) fn note_sent(&mut self, nonce: u64, batches: usize) {
+        let keep = OUTSTANDING.max(2 * batches);
+        while self.outstanding.len() >= keep {
+            self.outstanding.remove(0);
+        }
+        self.outstanding.push(nonce);
+        self.sends += 1;
     }
 }
 
@@ -126,13 +145,26 @@ impl Xtr {
             if self.registrations[i].next_send > now {
                 continue;
             }
-            let nonce = self.next_register_nonce;
-            self.next_register_nonce = self.next_register_nonce.wrapping_add(1).max(1);
-            let Some(payload) = self.build_register(i, nonce) else {
+            let batches = self.register_batches(i);
+            if batches.is_empty() {
+                // A dynamic-only map-server without hosts: look again next interval.
+                self.registrations[i].next_send = now + self.cfg.register_interval;
+                continue;
+            }
+            let n = batches.len();
+            let mut payloads = Vec::with_capacity(n);
+            for records in batches {
+                let nonce = self.take_register_nonce();
+                match self.sign_register(i, nonce, records) {
+                    Some(p) => payloads.push((nonce, p)),
+                    None => break,
+                }
+            }
+            if payloads.len() != n {
                 // Cannot happen with a validated config (sizes fit); retry later rather than spin.
                 self.registrations[i].next_send = now + self.cfg.register_interval;
                 continue;
-            };
+            }
             let cap = self.backoff_cap();
             let r = &mut self.registrations[i];
             if r.outstanding.is_empty() {
@@ -140,42 +172,22 @@ impl Xtr {
                 r.round_start = now;
                 r.backoff = RETRANSMIT_INITIAL.min(cap);
             }
-            if r.outstanding.len() == OUTSTANDING {
-                r.outstanding.remove(0);
+            for (nonce, _) in &payloads {
+                r.note_sent(*nonce, n);
             }
-            r.outstanding.push(nonce);
-            r.sends += 1;
             r.next_send = now + r.backoff;
             r.backoff = (r.backoff * 2).min(cap);
-            self.counters.sent_map_register += 1;
+            self.counters.sent_map_register += n as u64;
             let ms = self.cfg.map_servers[i].address;
-            out.push(Action::Send {
-                // The map-server sends its Map-Notify to, and records, the source address.
-                from: self.local_locator_like(&ms),
-                to: SocketAddr::new(ms, CONTROL_PORT),
-                payload,
-            });
+            for (_, payload) in payloads {
+                out.push(Action::Send {
+                    // The map-server sends its Map-Notify to, and records, the source address.
+                    from: self.local_locator_like(&ms),
+                    to: SocketAddr::new(ms, CONTROL_PORT),
+                    payload,
+                });
+            }
         }
-    }
-
-    fn build_register(&self, ms: usize, nonce: u64) -> Option<Vec<u8>> {
-        let peer = &self.cfg.map_servers[ms];
-        let records = self
-            .cfg
-            .database_mappings
-            .iter()
-            .filter_map(|m| m.to_record(self.cfg.record_ttl_min, None))
-            .collect();
-        let reg = MapRegister {
-            proxy_reply: peer.proxy_reply,
-            want_map_notify: true,
-            nonce,
-            auth: Auth::zeroed(peer.algorithm),
-            records,
-            xtr: self.cfg.xtr_id,
-            ..MapRegister::default()
-        };
-        auth::emit_signed(&Message::MapRegister(reg), &peer.key).ok()
     }
 
     pub(super) fn on_map_notify(
@@ -198,7 +210,7 @@ impl Xtr {
             {
                 self.counters.reject(Reject::NotifyDuplicate);
             } else {
-                self.unsolicited_notify(from, bytes, n, out);
+                self.unsolicited_notify(now, from, bytes, n, out);
             }
             return;
         };
@@ -218,12 +230,14 @@ impl Xtr {
         r.next_send = (r.round_start + interval).max(now);
     }
 
-    /// A Map-Notify we did not ask for (RFC 9301 §5.7: e.g. after our RLOCs changed at the
-    /// map-server): if it comes from a configured map-server and verifies with its key, it is
-    /// acknowledged with a Map-Notify-Ack (same body, type 5) so that the map-server stops
-    /// retransmitting. Anything else is dropped.
+    /// A Map-Notify we did not ask for (RFC 9301 §5.7: e.g. after an EID moved; RFC 9437: a
+    /// publication): if it comes from a configured map-server and verifies with its key, its
+    /// records update the map-cache (`notify`), and it is acknowledged with a Map-Notify-Ack
+    /// (same body, type 5) so that the map-server stops retransmitting. Anything else is
+    /// dropped.
     fn unsolicited_notify(
         &mut self,
+        now: Timestamp,
         from: SocketAddr,
         bytes: &[u8],
         n: &MapNotify,
@@ -243,12 +257,26 @@ impl Xtr {
             self.counters.reject(Reject::NotifyBadAuth);
             return;
         }
-        let mut ack = n.clone();
-        let alg = n.auth.algorithm();
-        let Some(alg) = alg else {
+        let Some(alg) = n.auth.algorithm() else {
             self.counters.reject(Reject::NotifyBadAuth);
             return;
         };
+        // A map-server retransmits until it hears our ack; a retransmission of a notify we have
+        // applied (our ack was lost) is acknowledged again but not applied again: by now a
+        // later notify may have changed the same mapping, which the old records would undo.
+        let seen = (from.ip(), n.nonce);
+        if self.notify_seen.contains(&seen) {
+            self.counters.rx_map_notify_repeated += 1;
+        } else {
+            if !self.apply_notify_records(now, n, out) {
+                return;
+            }
+            if self.notify_seen.len() == NOTIFY_SEEN {
+                self.notify_seen.pop_front();
+            }
+            self.notify_seen.push_back(seen);
+        }
+        let mut ack = n.clone();
         ack.auth = Auth {
             key_id: n.auth.key_id,
             ..Auth::zeroed(alg)
