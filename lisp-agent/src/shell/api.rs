@@ -100,14 +100,33 @@ pub struct MobilityView {
     pub eids: Vec<DynamicEidRow>,
 }
 
-/// The node's dynamic EIDs as the API shows them.
-///
-/// Integration point with the core's mobility role (MC): its read side
-/// (`Node::mobility().dynamic_eids()`, a `DynamicEidView` per EID) is not on main yet; until it
-/// is, the view is empty. Everything downstream (JSON, the tables) is built and tested from a
-/// [`MobilityView`].
-pub fn mobility_view(_node: &Node, _now: Timestamp) -> MobilityView {
-    MobilityView::default()
+/// The node's dynamic EIDs as the API shows them (`core::mobility::DynamicEidView` per EID).
+pub fn mobility_view(node: &Node, now: Timestamp) -> MobilityView {
+    use crate::core::mobility::Origin as Core;
+    let eids = node
+        .mobility()
+        .dynamic_eids()
+        .map(|v| {
+            let origin = match v.origin {
+                Core::Local => Origin::Local,
+                Core::Site => Origin::Site,
+                Core::Away => Origin::Away,
+            };
+            DynamicEidRow {
+                map: v.map.to_string(),
+                instance_id: v.instance_id,
+                eid: v.eid,
+                interface: v.interface.map(str::to_string),
+                uptime_secs: now.saturating_duration_since(v.since).as_secs(),
+                // The data plane's stamps (or the detection) say when it last sent: local only.
+                last_packet_secs: (origin == Origin::Local)
+                    .then(|| now.saturating_duration_since(v.last_seen).as_secs()),
+                origin,
+                rlocs: v.rlocs.iter().map(|l| l.addr).collect(),
+            }
+        })
+        .collect();
+    MobilityView { eids }
 }
 
 /// The answer to `req` from the node's state at `now`.
@@ -475,6 +494,80 @@ mod tests {
                 row("Roamer-2", "2001:db8:1::7", Origin::Site),
             ],
         }
+    }
+
+    /// A node that detected a host answers `show dynamic-eid` with it, and its metrics count it.
+    #[test]
+    fn a_detected_host_is_shown_and_counted() {
+        use crate::config::Config;
+        use crate::config::lower::{Seeds, node_config};
+        use crate::core::action::{DetectionKind, Event};
+        let y = r#"
+locators: { ipv4: 192.0.2.17 }
+database-mappings:
+  - { eid-prefix: 198.51.100.0/24, locators: [{ address: 192.0.2.17, priority: 1, weight: 100 }] }
+map-servers: [{ address: 192.0.2.1, key: k }]
+dynamic-eid-maps:
+  - name: Roamer-1
+    database-mappings: [{ eid-prefix: 198.51.100.128/25, locators: [{ address: 192.0.2.17, priority: 1, weight: 100 }] }]
+    map-notify-group: 239.1.1.254
+interfaces:
+  - { name: vlan10, role: eid, mobility: Roamer-1 }
+  - { name: eth0, role: rloc }
+"#;
+        let cfg = Config::from_yaml_str(y).unwrap();
+        let mut nc = node_config(
+            &cfg,
+            Seeds {
+                nonce_seed: 1,
+                register_nonce_base: 1,
+            },
+        )
+        .unwrap();
+        nc.mobility
+            .resolve_ifindexes(|n| (n == "vlan10").then_some(10))
+            .unwrap();
+        let t0 = Timestamp::from_secs(100);
+        let mut node = Node::new(nc, t0);
+        node.handle(
+            t0,
+            Event::DynamicEidDetected {
+                ifindex: 10,
+                vlan: None,
+                instance_id: 0,
+                eid: "198.51.100.130".parse().unwrap(),
+                mac: [2, 0, 0, 0, 0, 1],
+                kind: DetectionKind::Data,
+            },
+        );
+        let now = Timestamp::from_secs(107);
+        let v = answer(&node, now, &Request::DynamicEid);
+        let rows: Vec<DynamicEidRow> = serde_json::from_value(v["dynamic-eids"].clone()).unwrap();
+        assert_eq!(
+            rows,
+            vec![DynamicEidRow {
+                map: "Roamer-1".into(),
+                instance_id: 0,
+                eid: "198.51.100.130".parse().unwrap(),
+                interface: Some("vlan10".into()),
+                uptime_secs: 7,
+                last_packet_secs: Some(7),
+                origin: Origin::Local,
+                rlocs: vec![],
+            }]
+        );
+        let v = answer(&node, now, &Request::DynamicEidSummary);
+        assert_eq!(v["total"]["local"], 1, "{v}");
+        let m = crate::shell::control::render_metrics(&node, now);
+        assert!(
+            m.contains("lisp_mobility_total{event=\"detected\"} 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("lisp_dynamic_eids{origin=\"local\"} 1\n"), "{m}");
+        assert!(
+            m.contains("lisp_mobility_total{event=\"smr_sent\"} 0\n"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -470,13 +470,17 @@ pub struct MobilitySeries {
     pub by_origin: Vec<(&'static str, u64)>,
 }
 
-/// The node's mobility counters and counts.
-///
-/// Integration point with the core's mobility role (MC): `Node::mobility().counters()`
-/// (`events()`, `refusals()`) and `counts()` are not on main yet; until then every series is
-/// rendered at zero.
-fn mobility_series(_node: &Node) -> MobilitySeries {
-    MobilitySeries::default()
+/// The node's mobility counters and counts. `smr_sent` is the xTR's count of SMRs sent: the
+/// ones an away EID's traffic triggers, and those of a database-mapping change.
+fn mobility_series(node: &Node) -> MobilitySeries {
+    let m = node.mobility();
+    let mut events = m.counters().events().to_vec();
+    events.push(("smr_sent", node.xtr().counters().sent_smr));
+    MobilitySeries {
+        events,
+        refusals: m.counters().refusals().to_vec(),
+        by_origin: m.counts().iter().map(|&(o, n)| (o, n as u64)).collect(),
+    }
 }
 
 /// The core's mobility series: events, refusals by reason, and dynamic EIDs by origin.
