@@ -271,6 +271,11 @@ pub struct LocatorConfig {
     pub address: IpAddr,
     pub priority: u32,
     pub weight: u32,
+    /// Compute the UDP checksum of IPv6 outer headers towards this RLOC (map-cache locators;
+    /// also applies to the same RLOC learned from Map-Replies). Default: the global
+    /// `ipv6-udp-checksum`.
+    #[serde(default)]
+    pub ipv6_udp_checksum: bool,
 }
 
 impl LocatorConfig {
@@ -485,6 +490,18 @@ pub struct Config {
     /// Minimum time between two miss events for one destination (kernel rate limit).
     #[serde(default = "default_miss_interval")]
     pub miss_event_interval: ConfigDuration,
+    /// Events per second of each kind (misses, unresolved next hops, data for absent EIDs) on
+    /// each CPU, whatever the number of destinations: a token bucket in the kernel.
+    #[serde(default = "default_event_rate")]
+    pub miss_event_rate: u32,
+    /// Bucket size of `miss-event-rate`: events of one kind a CPU may emit at once.
+    #[serde(default = "default_event_burst")]
+    pub miss_event_burst: u32,
+    /// Compute the UDP checksum of every IPv6 outer header. Off by default: RFC 6935/6936 allow
+    /// zero for tunnels, but some receivers refuse it. Per RLOC: a locator's
+    /// `ipv6-udp-checksum`.
+    #[serde(default)]
+    pub ipv6_udp_checksum: bool,
     /// How often the database-mappings are registered with each map-server (RFC 9301 §8.2:
     /// 60 s). Shorter values are for tests and labs.
     #[serde(default = "default_register_interval")]
@@ -525,6 +542,15 @@ pub struct Config {
 
 fn default_register_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(60))
+}
+
+fn default_event_rate() -> u32 {
+    (1_000_000_000 / lisp_common::maps::DEFAULT_EVENT_COST_NS) as u32
+}
+
+fn default_event_burst() -> u32 {
+    (lisp_common::maps::DEFAULT_EVENT_CREDIT_MAX_NS / lisp_common::maps::DEFAULT_EVENT_COST_NS)
+        as u32
 }
 
 fn default_miss_interval() -> ConfigDuration {
@@ -910,6 +936,15 @@ impl Config {
         }
         if self.register_interval.0 < Duration::from_secs(1) {
             return Err(invalid("register-interval", "must be at least 1s"));
+        }
+        if self.miss_event_rate == 0 || self.miss_event_rate > 1_000_000_000 {
+            return Err(invalid(
+                "miss-event-rate",
+                "must be 1..=1000000000 events per second",
+            ));
+        }
+        if self.miss_event_burst == 0 {
+            return Err(invalid("miss-event-burst", "must be at least 1"));
         }
         Ok(())
     }
@@ -1516,6 +1551,23 @@ interfaces:
             &two_maps,
             "dynamic-eid-maps[1]: dynamic-eid map 'm' defined twice",
         );
+    }
+
+    #[test]
+    fn event_bucket_and_checksum_options() {
+        let c = Config::from_yaml_str(BASE).unwrap();
+        assert_eq!((c.miss_event_rate, c.miss_event_burst), (1000, 100));
+        assert!(!c.ipv6_udp_checksum);
+        let y = format!(
+            "{BASE}miss-event-rate: 50\nmiss-event-burst: 7\nipv6-udp-checksum: true\n\
+             map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, locators: \
+             [{{ address: '2001:db8::1', priority: 1, weight: 1, ipv6-udp-checksum: true }}] }}\n"
+        );
+        let c = Config::from_yaml_str(&y).unwrap();
+        assert_eq!((c.miss_event_rate, c.miss_event_burst), (50, 7));
+        assert!(c.ipv6_udp_checksum && c.map_cache[0].locators[0].ipv6_udp_checksum);
+        assert_rejects(&format!("{BASE}miss-event-rate: 0\n"), "miss-event-rate");
+        assert_rejects(&format!("{BASE}miss-event-burst: 0\n"), "miss-event-burst");
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct AgentOptions {
     pub log_level: &'static str,
     /// Instance-id of both sites' EIDs (0: no I bit on the wire).
     pub instance_id: u32,
+    /// `ipv6-udp-checksum` of both agents (computed UDP checksums in IPv6 outer headers).
+    pub ipv6_udp_checksum: bool,
 }
 
 impl Default for AgentOptions {
@@ -166,6 +168,7 @@ impl Default for AgentOptions {
             xdp_mode: "auto",
             log_level: "info",
             instance_id: 0,
+            ipv6_udp_checksum: false,
         }
     }
 }
@@ -213,6 +216,7 @@ locators:
   ipv4: {rloc4}
   ipv6: "{rloc6}"
 data-nonce: {nonce}
+ipv6-udp-checksum: {csum}
 database-mappings:
   - eid-prefix: {own4}
     instance-id: {iid}
@@ -246,6 +250,7 @@ interfaces:
     role: rloc
 "#,
         log = o.log_level,
+        csum = o.ipv6_udp_checksum,
         iid = o.instance_id,
         mode = o.xdp_mode,
         metrics = METRICS_ADDR,

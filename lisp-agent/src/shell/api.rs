@@ -519,7 +519,8 @@ interfaces:
         let mut nc = node_config(
             &cfg,
             Seeds {
-                nonce_seed: 1,
+                nonce_seed: 1.into(),
+                map_server_nonce_seed: 2.into(),
                 register_nonce_base: 1,
             },
         )
