@@ -266,3 +266,105 @@ fn api_group_socket_and_route_cleanup_of_a_live_agent() {
     assert_eq!(routes_246(&t), "", "host routes left after stop");
     assert!(!api.exists(), "API socket left after stop");
 }
+
+/// The three parts together (XDP detection, the core's mobility role, this shell): a host of
+/// the dynamic prefix sends one packet on `eid0` (extended-subnet mode: its address is inside
+/// eid0's subnet) and the agent shows it as a local dynamic EID, with its host route and the
+/// data plane's entry (no second detection for its next packets).
+#[test]
+fn a_detected_host_gets_its_route_and_is_shown() {
+    if !netns::is_root() {
+        panic!("this end-to-end test needs root (network namespaces, XDP)");
+    }
+    let prefix = netns::unique_prefix("lispmsd");
+    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    lab::build(&mut t).unwrap();
+    let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
+    let api = t.workdir.join("a-api.sock");
+    let yaml = config(&api).replace(
+        "    mobility: Roamer-1\n",
+        "    mobility: Roamer-1\n    extended-subnet-mode: true\n",
+    );
+    let a = lab::start_agent(&mut t, &agent_bin(), ITR, "agent-a", &yaml).unwrap();
+
+    // The host: a second address of host A's, inside the dynamic prefix.
+    t.ip(HA, &["addr", "add", "198.51.100.130/24", "dev", "eth0"])
+        .unwrap();
+    let sent = t
+        .exec(
+            HA,
+            &[
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+                "198.51.100.130",
+                "198.51.100.1",
+            ],
+        )
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stdout)
+    );
+    let shown = Topology::wait_for(Duration::from_secs(5), || {
+        let (ok, out, _) = show(&["dynamic-eid", "--json", "--socket", api.to_str().unwrap()]);
+        Ok(ok && out.contains("198.51.100.130"))
+    })
+    .unwrap();
+    assert!(shown, "not shown; agent log:\n{}", t.proc(a).log_text());
+    let (_, out, _) = show(&["dynamic-eid", "--json", "--socket", api.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = &v["dynamic-eids"][0];
+    assert_eq!(row["eid"], "198.51.100.130", "{v}");
+    assert_eq!(row["origin"], "local", "{v}");
+    assert_eq!(row["interface"], "eid0", "{v}");
+    assert_eq!(row["map"], "Roamer-1", "{v}");
+    let route = Topology::wait_for(Duration::from_secs(5), || {
+        Ok(routes_246(&t).contains("198.51.100.130 dev eid0 scope link"))
+    })
+    .unwrap();
+    assert!(
+        route,
+        "no host route: {:?}\n{}",
+        routes_246(&t),
+        t.proc(a).log_text()
+    );
+    let log = t.proc(a).log_text();
+    assert!(
+        log.contains("dynamic-eid 198.51.100.130 detected on eid0 (Roamer-1, "),
+        "{log}"
+    );
+    let mut m = String::new();
+    Topology::wait_for(Duration::from_secs(3), || {
+        m = lab::metrics_text(&t.ns(ITR))?;
+        Ok(series(&m, "lisp_dynamic_eids{origin=\"local\"}") == Some(1))
+    })
+    .unwrap();
+    assert_eq!(
+        series(&m, "lisp_mobility_total{event=\"detected\"}"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "lisp_mobility_shell_total{event=\"local_eid_written\"}"),
+        Some(1),
+        "{m}"
+    );
+    assert_eq!(
+        series(
+            &m,
+            "lisp_mobility_shell_total{event=\"group_datagram_sent\"}"
+        ),
+        Some(1),
+        "{m}"
+    );
+    let st = t.stop(a).expect("agent exit status");
+    assert!(st.success());
+    assert_eq!(routes_246(&t), "", "host route left after stop");
+}
