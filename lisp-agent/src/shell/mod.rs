@@ -222,24 +222,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }));
 
     info!("lisp-agent running on {}", dp.attached().join(", "));
-    let why = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let outcome = tokio::select! {
+        _ = sigterm.recv() => Ok("SIGTERM"),
+        _ = sigint.recv() => Ok("SIGINT"),
         r = control => match r {
-            Ok(Ok(())) => "control plane finished",
-            Ok(Err(e)) => {
-                dp.detach_all();
-                return Err(e.context("control plane failed"));
-            }
-            Err(e) => {
-                dp.detach_all();
-                anyhow::bail!("control plane task failed: {e}");
-            }
+            Ok(Ok(())) => Ok("control plane finished"),
+            Ok(Err(e)) => Err(e.context("control plane failed")),
+            Err(e) => Err(anyhow::anyhow!("control plane task failed: {e}")),
         },
     };
-    info!("{why}: detaching and exiting");
+    if let Ok(why) = outcome {
+        info!("{why}: detaching and exiting");
+    }
     dp.detach_all();
     drop(api_server);
+    // Also when the control plane failed: the host routes are ours to take away.
     // Changes still queued first; then the worker stops, so that nothing the still-running
     // control task asks for lands after the cleanup (same netlink connection: the kernel sees
     // the worker's last request before the cleanup's dump).
@@ -256,5 +253,5 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Err(e) => warn!("removing host routes at stop: {e:#}"),
         }
     }
-    Ok(())
+    outcome.map(|_| ())
 }
