@@ -280,3 +280,117 @@ fn check_control_capture(pcap: &Path) {
         );
     }
 }
+
+/// Issue 6 §2.6: xTRs whose EIDs are in instance-id 100 register with a map-server whose site
+/// prefixes are in instance-id 100 (before: refused as unknown EIDs, never registered), and
+/// resolution in that instance works end to end. tshark decodes the instance-id LCAFs.
+#[test]
+fn registration_and_resolution_in_an_instance_id() {
+    if !netns::is_root() {
+        panic!("this end-to-end test needs root (network namespaces, XDP)");
+    }
+    const IID: u32 = 100;
+    let prefix = netns::unique_prefix("lispiid");
+    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    lab::build(&mut t).unwrap();
+    lab::add_map_servers(&mut t, &[lab::MS1]).unwrap();
+    let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
+    let pcap = t.workdir.join("core-control-iid.pcap");
+    let cap = lab::start_capture(&mut t, CORE, "any", &pcap).unwrap();
+
+    let ms = start(
+        &mut t,
+        MS1,
+        "ms1",
+        &lab::map_server_config_in(MS1_ADDR, SITE_A_KEY, SITE_B_KEY, IID),
+    );
+    let o = AgentOptions {
+        instance_id: IID,
+        ..AgentOptions::default()
+    };
+    let one_ms = |lab_yaml: &str, key: SiteKey| {
+        lab::xtr_config(
+            lab_yaml,
+            key,
+            REGISTER_INTERVAL_S,
+            &[Registration {
+                map_server: MS1_ADDR,
+                proxy_reply: false,
+            }],
+            &[MS1_ADDR],
+        )
+        .unwrap()
+    };
+    let a = start(
+        &mut t,
+        ITR,
+        "xtr-a",
+        &one_ms(&lab::config_a(&o), SITE_A_KEY),
+    );
+    let b = start(
+        &mut t,
+        ETR,
+        "xtr-b",
+        &one_ms(&lab::config_b(&o), SITE_B_KEY),
+    );
+    let reg = format!("registered with map-server {MS1_ADDR}");
+    let slack = Duration::from_secs(REGISTER_INTERVAL_S * 3);
+    for (h, name) in [(a, "A"), (b, "B")] {
+        assert!(
+            wait_log(&mut t, h, &reg, slack),
+            "{name} not registered:\n{}\nmap-server:\n{}",
+            t.proc(h).log_text(),
+            t.proc(ms).log_text()
+        );
+    }
+    // Both prefixes of both xTRs, once the metrics text has caught up (rebuilt every 500 ms).
+    let created = |m: &str| series(m, "lisp_map_server_total{event=\"registrations_created\"}");
+    let all = Topology::wait_for(Duration::from_secs(3), || {
+        Ok(created(&metrics_text(&t, MS1)) == Some(4))
+    })
+    .unwrap();
+    let m = metrics_text(&t, MS1);
+    assert!(all, "{m}");
+    assert_eq!(
+        series(&m, "lisp_map_server_total{event=\"rejected_unknown_eid\"}"),
+        Some(0),
+        "{m}"
+    );
+    assert!(
+        log_has(&mut t, ms, "registered [100]203.0.113.0/24"),
+        "{}",
+        t.proc(ms).log_text()
+    );
+    let got = lab::ping(&t, HA, lab::HB_V4, 10).unwrap();
+    assert_eq!(
+        got,
+        10 - lab::FIRST_CONTACT_LOSS,
+        "pings hA -> hB in instance {IID} while both xTRs resolve:\nA:\n{}",
+        t.proc(a).log_text()
+    );
+    assert!(
+        log_has(
+            &mut t,
+            a,
+            &format!("map-cache [{IID}]203.0.113.0/24: Positive")
+        ),
+        "{}",
+        t.proc(a).log_text()
+    );
+    assert_eq!(lab::ping(&t, HA, lab::HB_V4, 5).unwrap(), 5, "steady state");
+
+    std::thread::sleep(Duration::from_millis(300));
+    t.stop(cap);
+    check_control_capture(&pcap);
+    let iids = lab::tshark_fields(
+        &pcap,
+        Some("lisp.type == 3 || lisp.type == 4"),
+        &["lisp.lcaf.iid"],
+    )
+    .unwrap();
+    assert!(
+        iids.iter()
+            .any(|r| r.first().is_some_and(|f| f.split(',').all(|i| i == "100"))),
+        "no instance-id 100 LCAF decoded in Map-Register / Map-Notify: {iids:?}"
+    );
+}

@@ -454,9 +454,11 @@ fn tshark_decodes_every_message_we_send() {
                 "site1-secret",
                 Algorithm::HmacSha256,
                 false,
+                // Another Site-ID: another site, which takes the prefix over (with the same
+                // Site-ID it would be a second ETR of site 1, merged with xTR 1).
                 Some(XtrId {
                     xtr_id: [0x33; 16],
-                    site_id: 1,
+                    site_id: 3,
                 }),
             ),
             now,

@@ -4,8 +4,10 @@ use libfuzzer_sys::fuzz_target;
 use lisp_common::wire::control::MapRegister;
 
 fuzz_target!(|bytes: &[u8]| {
-    if let Ok(m) = MapRegister::parse(bytes) {
+    if let Ok(mut m) = MapRegister::parse(bytes) {
         let again = m.to_vec().expect("a parsed message re-encodes");
+        // Records / locators in unknown LCAF types are skipped on parse, not re-encoded.
+        m.skipped = Default::default();
         assert_eq!(MapRegister::parse(&again).as_ref(), Ok(&m));
     }
 });

@@ -4,13 +4,16 @@
 //! sites and EIDs are fed to `MapServer::handle_datagram` in a loop, and the wall time is
 //! divided by the count. Figures, not a test: `cargo bench -p lisp-agent --bench map_server`
 //! (also run by `cargo xtask bench-control`). `MS_BENCH_SITES` / `MS_BENCH_EIDS` /
-//! `MS_BENCH_ROUNDS` change the scale.
+//! `MS_BENCH_ROUNDS` change the scale; `MS_BENCH_REPLAY=increasing-nonce` (or `no-repeat`)
+//! measures a legacy replay policy instead of the default `fresh-changes`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use lisp_agent::core::map_server::{MapServer, MapServerConfig, SiteConfig, SitePrefix};
+use lisp_agent::core::map_server::{
+    MapServer, MapServerConfig, NonceCheck, SiteConfig, SitePrefix,
+};
 use lisp_agent::core::time::Timestamp;
 use lisp_common::wire::control::auth::{self, Algorithm};
 use lisp_common::wire::control::{
@@ -82,6 +85,12 @@ fn config(sites: usize) -> MapServerConfig {
             })
             .collect(),
         max_registrations: usize::MAX,
+        max_registrants: usize::MAX,
+        nonce_check: match std::env::var("MS_BENCH_REPLAY").as_deref() {
+            Ok("increasing-nonce") => NonceCheck::Increasing,
+            Ok("no-repeat") => NonceCheck::NoRepeat,
+            _ => NonceCheck::FreshChanges,
+        },
         ..MapServerConfig::default()
     }
 }
@@ -92,7 +101,8 @@ fn main() {
     let rounds = env("MS_BENCH_ROUNDS", 20);
     let ms_addr: SocketAddr = "192.0.2.1:4342".parse().unwrap();
     println!(
-        "map-server bench: {sites} sites x {eids} EIDs (/128 each), {rounds} rounds, HMAC-SHA-256, 1 core"
+        "map-server bench: {sites} sites x {eids} EIDs (/128 each), {rounds} rounds, HMAC-SHA-256, 1 core, replay policy {:?}",
+        config(0).nonce_check
     );
 
     for want_notify in [false, true] {

@@ -271,6 +271,11 @@ pub struct LocatorConfig {
     pub address: IpAddr,
     pub priority: u32,
     pub weight: u32,
+    /// Compute the UDP checksum of IPv6 outer headers towards this RLOC (map-cache locators;
+    /// also applies to the same RLOC learned from Map-Replies). Default: the global
+    /// `ipv6-udp-checksum`.
+    #[serde(default)]
+    pub ipv6_udp_checksum: bool,
 }
 
 impl LocatorConfig {
@@ -414,6 +419,9 @@ pub struct InterfaceConfigEntry {
 pub struct SitePrefix {
     #[serde(deserialize_with = "de_prefix")]
     pub prefix: IpPrefix,
+    /// LISP instance-id (24 bits) the prefix is registered in; 0 is the default instance.
+    #[serde(default)]
+    pub instance_id: u32,
     #[serde(default)]
     pub accept_more_specifics: bool,
 }
@@ -445,12 +453,17 @@ pub struct MapServerRole {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplayProtection {
-    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
-    /// (RFC 9301); what lisp-agent's xTRs send.
+    /// A refresh (the same content as the registrant's live registration) is accepted whatever
+    /// its nonce; a Map-Register that changes state must not repeat one already accepted (nor,
+    /// from an xTR seen to increase its nonces, go below the last). Accepts lisp-agent's
+    /// (increasing), OOR's (random) and lispers.net's (constant) nonces.
     #[default]
+    FreshChanges,
+    /// A Map-Register's nonce must be greater than the last one accepted from the same xTR
+    /// (RFC 9301): refuses the refreshes of random- and constant-nonce peers.
     IncreasingNonce,
     /// Only a nonce repeated among the recent ones of the same xTR is refused: for peers that
-    /// send random nonces (Open Overlay Router does).
+    /// send random nonces (Open Overlay Router does); refuses constant-nonce peers' refreshes.
     NoRepeat,
 }
 
@@ -477,6 +490,18 @@ pub struct Config {
     /// Minimum time between two miss events for one destination (kernel rate limit).
     #[serde(default = "default_miss_interval")]
     pub miss_event_interval: ConfigDuration,
+    /// Events per second of each kind (misses, unresolved next hops, data for absent EIDs) on
+    /// each CPU, whatever the number of destinations: a token bucket in the kernel.
+    #[serde(default = "default_event_rate")]
+    pub miss_event_rate: u32,
+    /// Bucket size of `miss-event-rate`: events of one kind a CPU may emit at once.
+    #[serde(default = "default_event_burst")]
+    pub miss_event_burst: u32,
+    /// Compute the UDP checksum of every IPv6 outer header. Off by default: RFC 6935/6936 allow
+    /// zero for tunnels, but some receivers refuse it. Per RLOC: a locator's
+    /// `ipv6-udp-checksum`.
+    #[serde(default)]
+    pub ipv6_udp_checksum: bool,
     /// How often the database-mappings are registered with each map-server (RFC 9301 §8.2:
     /// 60 s). Shorter values are for tests and labs.
     #[serde(default = "default_register_interval")]
@@ -508,6 +533,15 @@ pub struct Config {
 
 fn default_register_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(60))
+}
+
+fn default_event_rate() -> u32 {
+    (1_000_000_000 / lisp_common::maps::DEFAULT_EVENT_COST_NS) as u32
+}
+
+fn default_event_burst() -> u32 {
+    (lisp_common::maps::DEFAULT_EVENT_CREDIT_MAX_NS / lisp_common::maps::DEFAULT_EVENT_COST_NS)
+        as u32
 }
 
 fn default_miss_interval() -> ConfigDuration {
@@ -724,7 +758,13 @@ impl Config {
             for (j, p) in s.eid_prefixes.iter().enumerate() {
                 let pp = format!("{path}.eid-prefixes[{j}]");
                 check_prefix(&pp, &p.prefix)?;
-                seen.insert(&pp, p.prefix, || format!("duplicate prefix {}", p.prefix))?;
+                check_iid(&pp, p.instance_id)?;
+                seen.insert(&pp, (p.instance_id, p.prefix), || {
+                    format!(
+                        "duplicate prefix {} in instance-id {}",
+                        p.prefix, p.instance_id
+                    )
+                })?;
             }
         }
         if self.map_server.enabled && self.map_server.sites.is_empty() {
@@ -887,6 +927,15 @@ impl Config {
         }
         if self.register_interval.0 < Duration::from_secs(1) {
             return Err(invalid("register-interval", "must be at least 1s"));
+        }
+        if self.miss_event_rate == 0 || self.miss_event_rate > 1_000_000_000 {
+            return Err(invalid(
+                "miss-event-rate",
+                "must be 1..=1000000000 events per second",
+            ));
+        }
+        if self.miss_event_burst == 0 {
+            return Err(invalid("miss-event-burst", "must be at least 1"));
         }
         Ok(())
     }
@@ -1123,8 +1172,14 @@ interfaces:
         assert_eq!(c.interfaces[0].mobility.as_deref(), Some("vm-mobility"));
         assert_eq!(c.interfaces[1].role, InterfaceRole::Rloc);
         assert!(!c.map_server.enabled);
-        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 2);
+        assert_eq!(c.map_server.sites[0].eid_prefixes.len(), 3);
         assert!(c.map_server.sites[0].eid_prefixes[0].accept_more_specifics);
+        assert_eq!(c.map_server.sites[0].eid_prefixes[0].instance_id, 0);
+        assert_eq!(c.map_server.sites[0].eid_prefixes[2].instance_id, 100);
+        assert_eq!(
+            c.map_server.replay_protection,
+            ReplayProtection::FreshChanges
+        );
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9400".parse().unwrap()));
         assert_eq!(c.miss_event_interval.0, Duration::from_secs(1));
     }
@@ -1490,6 +1545,23 @@ interfaces:
     }
 
     #[test]
+    fn event_bucket_and_checksum_options() {
+        let c = Config::from_yaml_str(BASE).unwrap();
+        assert_eq!((c.miss_event_rate, c.miss_event_burst), (1000, 100));
+        assert!(!c.ipv6_udp_checksum);
+        let y = format!(
+            "{BASE}miss-event-rate: 50\nmiss-event-burst: 7\nipv6-udp-checksum: true\n\
+             map-cache:\n  - {{ eid-prefix: 203.0.113.0/24, locators: \
+             [{{ address: '2001:db8::1', priority: 1, weight: 1, ipv6-udp-checksum: true }}] }}\n"
+        );
+        let c = Config::from_yaml_str(&y).unwrap();
+        assert_eq!((c.miss_event_rate, c.miss_event_burst), (50, 7));
+        assert!(c.ipv6_udp_checksum && c.map_cache[0].locators[0].ipv6_udp_checksum);
+        assert_rejects(&format!("{BASE}miss-event-rate: 0\n"), "miss-event-rate");
+        assert_rejects(&format!("{BASE}miss-event-burst: 0\n"), "miss-event-burst");
+    }
+
+    #[test]
     fn dynamic_eid_map_names_follow_the_reference() {
         let y = |name: &str| {
             format!(
@@ -1637,6 +1709,27 @@ interfaces:
             "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k }}\n    - {{ name: s, key: j }}\n"
         );
         assert_rejects(&y, "map-server.sites[1]: site 's' defined twice");
+        // The same prefix in two instances is two prefixes; twice in one instance is refused.
+        let site = |iids: &str| {
+            format!(
+                "{BASE}map-server:\n  sites:\n    - {{ name: s, key: k, eid-prefixes: [{iids}] }}\n"
+            )
+        };
+        let two = site("{ prefix: 10.0.0.0/8 }, { prefix: 10.0.0.0/8, instance-id: 100 }");
+        let c = Config::from_yaml_str(&two).unwrap();
+        assert_eq!(c.map_server.sites[0].eid_prefixes[1].instance_id, 100);
+        assert_eq!(
+            c.map_server.replay_protection,
+            ReplayProtection::FreshChanges
+        );
+        assert_rejects(
+            &site("{ prefix: 10.0.0.0/8, instance-id: 7 }, { prefix: 10.0.0.0/8, instance-id: 7 }"),
+            "duplicate prefix 10.0.0.0/8 in instance-id 7",
+        );
+        assert_rejects(
+            &site("{ prefix: 10.0.0.0/8, instance-id: 16777216 }"),
+            "instance-id 16777216 out of range",
+        );
     }
 
     #[test]

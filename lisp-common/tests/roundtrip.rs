@@ -121,6 +121,7 @@ fn map_request() -> impl Strategy<Value = MapRequest> {
                 eids,
                 map_reply,
                 xtr,
+                skipped: Default::default(),
             },
         )
 }
@@ -132,6 +133,7 @@ fn map_reply() -> impl Strategy<Value = MapReply> {
         security: f[2],
         nonce,
         records,
+        skipped: Default::default(),
     })
 }
 
@@ -155,6 +157,7 @@ fn map_register() -> impl Strategy<Value = MapRegister> {
             auth,
             records,
             xtr,
+            skipped: Default::default(),
         })
 }
 
@@ -174,6 +177,7 @@ fn map_notify() -> impl Strategy<Value = MapNotify> {
             records,
             xtr,
             reserved,
+            skipped: Default::default(),
         })
 }
 
@@ -246,6 +250,12 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![4 => non_ecm(), 1 => ecm().prop_map(Message::Ecm)]
 }
 
+/// The message as re-emitting it gives it back: skipped records and locators are gone.
+fn without_skipped(mut m: Message) -> Message {
+    m.clear_skipped();
+    m
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -286,7 +296,8 @@ proptest! {
         // Either an error or a message that re-encodes to a parseable message.
         if let Ok(p) = Message::parse(&bytes) {
             let again = p.to_vec().unwrap();
-            prop_assert_eq!(Message::parse(&again).unwrap(), p);
+            // What was skipped on parse (unknown LCAF types) is not re-emitted.
+            prop_assert_eq!(Message::parse(&again).unwrap(), without_skipped(p));
         }
         let _ = auth::verify(&bytes, b"k");
     }

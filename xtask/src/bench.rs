@@ -287,7 +287,7 @@ fn entry_to(rloc: &str) -> MapCacheEntry {
         family: AF_IPV4,
         priority: 1,
         weight: 100,
-        _pad: 0,
+        flags: 0,
     };
     e
 }
@@ -420,6 +420,7 @@ pub fn run() -> Result<()> {
                 rloc4: v4(r4),
                 rloc6: v6(r6),
                 event_interval_ns: 1_000_000_000,
+                ..Settings::default()
             },
             0,
         )?;
@@ -429,6 +430,11 @@ pub fn run() -> Result<()> {
         k4[..4].copy_from_slice(&v4(r4));
         lr.insert(RlocKey::new(AF_IPV4, k4), 1, 0)?;
         lr.insert(RlocKey::new(AF_IPV6, v6(r6)), 1, 0)?;
+        // The default instance is decapsulated only when listed (table 0: main, as the agent's
+        // plan writes it for a router with EIDs in instance 0).
+        let mut it: HashMap<_, u32, u32> =
+            HashMap::try_from(e.map_mut(IID_TABLES).context(IID_TABLES)?)?;
+        it.insert(0, 0, 0)?;
     }
     fill_hosts(&mut a, 0, 1)?;
 

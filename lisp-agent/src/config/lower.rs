@@ -212,7 +212,8 @@ pub fn map_server_config(role: &MapServerRole) -> Result<MapServerConfig, MapSer
                 });
             }
             prefixes.push(SitePrefix {
-                eid: Eid::new(None, p.prefix),
+                // Instance 0 without the LCAF: the core keys both spellings alike.
+                eid: Eid::new((p.instance_id != 0).then_some(p.instance_id), p.prefix),
                 accept_more_specifics: p.accept_more_specifics,
             });
         }
@@ -226,6 +227,7 @@ pub fn map_server_config(role: &MapServerRole) -> Result<MapServerConfig, MapSer
     let cfg = MapServerConfig {
         sites,
         nonce_check: match role.replay_protection {
+            ReplayProtection::FreshChanges => NonceCheck::FreshChanges,
             ReplayProtection::IncreasingNonce => NonceCheck::Increasing,
             ReplayProtection::NoRepeat => NonceCheck::NoRepeat,
         },
@@ -401,10 +403,18 @@ interfaces:
                 name: "site1".into(),
                 key: "site1-secret".into(),
                 key_algorithm: KeyAlgorithm::HmacSha1,
-                eid_prefixes: vec![YamlSitePrefix {
-                    prefix: "198.51.100.0/24".parse().unwrap(),
-                    accept_more_specifics: true,
-                }],
+                eid_prefixes: vec![
+                    YamlSitePrefix {
+                        prefix: "198.51.100.0/24".parse().unwrap(),
+                        instance_id: 0,
+                        accept_more_specifics: true,
+                    },
+                    YamlSitePrefix {
+                        prefix: "198.51.100.0/24".parse().unwrap(),
+                        instance_id: 100,
+                        accept_more_specifics: false,
+                    },
+                ],
             }],
             replay_protection: ReplayProtection::IncreasingNonce,
         }
@@ -415,6 +425,14 @@ interfaces:
         let role = role();
         let c = map_server_config(&role).unwrap();
         assert_eq!(c.nonce_check, NonceCheck::Increasing);
+        let by_default = MapServerRole {
+            replay_protection: Default::default(),
+            ..role.clone()
+        };
+        assert_eq!(
+            map_server_config(&by_default).unwrap().nonce_check,
+            NonceCheck::FreshChanges
+        );
         let random_nonce_peers = MapServerRole {
             replay_protection: ReplayProtection::NoRepeat,
             ..role.clone()
@@ -428,6 +446,11 @@ interfaces:
         assert_eq!(
             c.sites[0].prefixes[0].eid,
             Eid::new(None, "198.51.100.0/24".parse().unwrap())
+        );
+        // A site prefix in an instance: the EID carries it (the LCAF on the wire).
+        assert_eq!(
+            c.sites[0].prefixes[1].eid,
+            Eid::new(Some(100), "198.51.100.0/24".parse().unwrap())
         );
         assert_eq!(c.registration_lifetime, Duration::from_secs(180));
         assert!(!format!("{:?}", c.sites[0]).contains("secret"));

@@ -149,7 +149,7 @@ pub fn positive_entry(
             family,
             priority: l.priority,
             weight: l.weight,
-            _pad: 0,
+            flags: 0,
         };
     }
     match select_table(locators) {

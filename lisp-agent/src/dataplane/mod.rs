@@ -17,7 +17,8 @@ use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerfEventArray};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
 use lisp_common::maps::{
-    self as m, Counter, EidKey, InterfaceConfig, MapCacheEntry, RlocKey, Settings,
+    self as m, Counter, DynamicEidState, EidKey, InterfaceConfig, MapCacheEntry, MobilityIface,
+    MobilityIfaceKey, RlocKey, ScopedEidKey, Settings,
 };
 use log::{info, warn};
 
@@ -31,6 +32,46 @@ pub fn ifindex_of(name: &str) -> Option<u32> {
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (i != 0).then_some(i)
+}
+
+/// The link-layer address of an interface, in the caller's network namespace (SIOCGIFHWADDR:
+/// /sys may belong to another namespace).
+pub fn mac_of(name: &str) -> std::io::Result<[u8; 6]> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: all-zero ifreq is valid; the name is copied in bounded by IFNAMSIZ - 1.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let n = name.as_bytes();
+    if n.is_empty() || n.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(n) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: a datagram socket only for the ioctl, owned and closed here.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFHWADDR fills the ifreq it is given.
+    if unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIOCGIFHWADDR,
+            &mut req,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(mac)
 }
 
 /// The kernel's name of an interface index (for log lines about events).
@@ -47,16 +88,25 @@ pub fn ifname_of(ifindex: u32) -> Option<String> {
 
 /// Writes map-cache entries into the XDP maps (host hash map or prefix trie by prefix length).
 /// The control plane programs Map-Replies through this.
+///
+/// It also holds the local dynamic EIDs (mobility): the agent adds one when it accepts a
+/// detection, so that the data plane stops reporting it, and reads their last-seen stamps.
 pub struct MapCacheWriter {
     host: HashMap<MapData, EidKey, MapCacheEntry>,
     prefix: LpmTrie<MapData, EidKey, MapCacheEntry>,
+    dynamic: HashMap<MapData, EidKey, DynamicEidState>,
+    /// RLOCs configured with `ipv6-udp-checksum`: marked in every entry written, so that the
+    /// option also holds for the same RLOC learned from a Map-Reply.
+    checksum_rlocs: Vec<IpAddr>,
 }
 
 impl MapCacheWriter {
-    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    fn take(ebpf: &mut Ebpf, checksum_rlocs: Vec<IpAddr>) -> anyhow::Result<Self> {
         Ok(MapCacheWriter {
             host: take_map(ebpf, m::MAP_CACHE_HOST)?,
             prefix: take_map(ebpf, m::MAP_CACHE_PREFIX)?,
+            dynamic: take_map(ebpf, m::LOCAL_DYNAMIC_EIDS)?,
+            checksum_rlocs,
         })
     }
 
@@ -69,7 +119,9 @@ impl MapCacheWriter {
         entry: &MapCacheEntry,
     ) -> anyhow::Result<()> {
         let (key, placement) = map_cache::eid_key(instance_id, addr, len)?;
-        self.insert_key(key, placement, entry)
+        let mut entry = *entry;
+        plan::mark_checksum_rlocs(&mut entry, &self.checksum_rlocs);
+        self.insert_key(key, placement, &entry)
             .with_context(|| format!("writing map-cache entry {addr}/{len} (iid {instance_id})"))
     }
 
@@ -94,6 +146,67 @@ impl MapCacheWriter {
         }
     }
 
+    /// Makes `addr` (a host of a dynamic-EID map of `instance_id`) a known local dynamic EID
+    /// on `ifindex` (the SVI, or the trunk parent with `vlan`, as the detection event named
+    /// it): no more detection events for it from there, last-seen stamps instead. Its stamp
+    /// starts now.
+    pub fn add_local_dynamic_eid(
+        &mut self,
+        instance_id: u32,
+        addr: IpAddr,
+        ifindex: u32,
+        vlan: Option<u16>,
+    ) -> anyhow::Result<()> {
+        let key = dynamic_key(instance_id, addr)?;
+        let state = DynamicEidState {
+            last_seen_ns: monotonic_coarse_ns(),
+            ifindex,
+            vlan: vlan.unwrap_or(0),
+            _pad: [0; 2],
+        };
+        self.dynamic
+            .insert(key, state, 0)
+            .with_context(|| format!("writing local dynamic EID {addr} (iid {instance_id})"))
+    }
+
+    /// Forgets a local dynamic EID; `Ok(false)` if it was not there.
+    pub fn remove_local_dynamic_eid(
+        &mut self,
+        instance_id: u32,
+        addr: IpAddr,
+    ) -> anyhow::Result<bool> {
+        let key = dynamic_key(instance_id, addr)?;
+        match self.dynamic.remove(&key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e)
+                .with_context(|| format!("removing local dynamic EID {addr} (iid {instance_id})")),
+        }
+    }
+
+    /// The local dynamic EIDs whose last-seen stamp is at or after `since` (a
+    /// [`monotonic_coarse_ns`] reading): those that sent something since then. Stamps are
+    /// refreshed at most once per second per EID, so poll with `since` = the previous poll's
+    /// time minus a second to see every active EID (the contract polls every second; an
+    /// inactivity timeout is minutes).
+    pub fn dynamic_eid_activity(&self, since: u64) -> anyhow::Result<Vec<(u32, IpAddr)>> {
+        let mut seen = Vec::new();
+        for r in self.dynamic.iter() {
+            let (k, v) = r.context("reading LOCAL_DYNAMIC_EIDS")?;
+            if v.last_seen_ns >= since
+                && let Some(a) = ip_of_key(&k)
+            {
+                seen.push((k.instance_id(), a));
+            }
+        }
+        Ok(seen)
+    }
+
     fn insert_key(
         &mut self,
         key: EidKey,
@@ -108,6 +221,33 @@ impl MapCacheWriter {
         }
         Ok(())
     }
+}
+
+/// Key of a local dynamic EID: a host address (/32 or /128) in its instance.
+fn dynamic_key(instance_id: u32, addr: IpAddr) -> anyhow::Result<EidKey> {
+    let len = if addr.is_ipv4() { 32 } else { 128 };
+    Ok(map_cache::eid_key(instance_id, addr, len)?.0)
+}
+
+fn ip_of_key(k: &EidKey) -> Option<IpAddr> {
+    let a = k.addr;
+    match k.family() {
+        m::AF_IPV4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
+        m::AF_IPV6 => Some(IpAddr::from(a)),
+        _ => None,
+    }
+}
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds: the clock of the data plane's last-seen stamps
+/// (`bpf_ktime_get_coarse_ns`).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer; this clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Reads the per-CPU outcome counters, summed over CPUs.
@@ -211,7 +351,31 @@ impl Dataplane {
             tables.insert(iid, table, 0).context("writing IID_TABLES")?;
         }
 
-        let mut writer = MapCacheWriter::take(&mut ebpf)?;
+        let mut local: LpmTrie<_, EidKey, u8> = map_mut(&mut ebpf, m::LOCAL_EIDS)?;
+        for (key, lpm) in &plan.local_eids {
+            local
+                .insert(&LpmKey::new(*lpm, *key), 1, 0)
+                .context("writing LOCAL_EIDS")?;
+        }
+
+        let mut mob: HashMap<_, MobilityIfaceKey, MobilityIface> =
+            map_mut(&mut ebpf, m::MOBILITY_IFACES)?;
+        for i in &plan.mobility_ifaces {
+            mob.insert(i.key, i.value, 0)
+                .with_context(|| format!("writing MOBILITY_IFACES for {}", i.svi))?;
+        }
+        for (name, entries) in [
+            (m::DYNAMIC_PREFIXES, &plan.dynamic_prefixes),
+            (m::IFACE_SUBNETS, &plan.iface_subnets),
+        ] {
+            let mut trie: LpmTrie<_, ScopedEidKey, u8> = map_mut(&mut ebpf, name)?;
+            for (key, lpm) in entries {
+                trie.insert(&LpmKey::new(*lpm, *key), 1, 0)
+                    .with_context(|| format!("writing {name}"))?;
+            }
+        }
+
+        let mut writer = MapCacheWriter::take(&mut ebpf, plan.checksum_rlocs.clone())?;
         for e in &plan.map_cache {
             writer
                 .insert_key(e.key, e.placement, &e.entry)
@@ -250,6 +414,22 @@ impl Dataplane {
     /// The miss-event perf array.
     pub fn take_events(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
         take_map(&mut self.ebpf, m::EVENTS)
+    }
+
+    /// A descriptor of the loaded `xdp_lisp` program, for running frames through it.
+    pub fn program_fd(&self) -> anyhow::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd as _;
+        let prog: &Xdp = self
+            .ebpf
+            .program(m::PROG_XDP_LISP)
+            .ok_or_else(|| anyhow!("the XDP object has no program {}", m::PROG_XDP_LISP))?
+            .try_into()?;
+        Ok(prog.fd()?.as_fd().try_clone_to_owned()?)
+    }
+
+    /// The slow-path perf array (packets for the agent to encapsulate).
+    pub fn take_slow_path(&mut self) -> anyhow::Result<PerfEventArray<MapData>> {
+        take_map(&mut self.ebpf, m::SLOW_PATH)
     }
 
     pub fn take_map_cache_writer(&mut self) -> Option<MapCacheWriter> {
@@ -369,6 +549,9 @@ mod tests {
             m::MAP_CACHE_PREFIX,
             m::COUNTERS,
             m::EVENTS,
+            m::EVENT_BUCKETS,
+            m::LOCAL_EIDS,
+            m::SLOW_PATH,
         ] {
             assert!(
                 obj.maps.contains_key(name),
@@ -380,6 +563,13 @@ mod tests {
             "the XDP object has no program {}",
             m::PROG_XDP_LISP
         );
+    }
+
+    #[test]
+    fn loopback_has_an_all_zero_mac() {
+        assert_eq!(super::mac_of("lo").unwrap(), [0; 6]);
+        assert!(super::mac_of("no-such-if0").is_err());
+        assert!(super::mac_of("").is_err());
     }
 
     #[test]

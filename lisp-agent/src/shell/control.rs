@@ -234,7 +234,7 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             ev = ctx.events.recv() => match ev {
                 Some(ev) => {
                     ctx.stats.events_handled.fetch_add(1, Ordering::Relaxed);
-                    Some(dataplane_event(ev))
+                    dataplane_event(ev)
                 }
                 None => break,
             },
@@ -368,8 +368,8 @@ fn write_local_dynamic_eid(
     Ok(false)
 }
 
-fn dataplane_event(ev: DataplaneEvent) -> Event {
-    match ev {
+fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
+    Some(match ev {
         DataplaneEvent::Miss(m) => Event::Miss {
             instance_id: m.instance_id,
             src: m.src,
@@ -378,7 +378,21 @@ fn dataplane_event(ev: DataplaneEvent) -> Event {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-    }
+        // For the core's SMR logic (Event::DataForAbsentEid, same fields): not on this
+        // branch's core yet.
+        DataplaneEvent::DataForAbsentEid(a) => {
+            debug!("{a}: no SMR sent (not wired to the core)");
+            return None;
+        }
+        DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
+            ifindex: d.ifindex,
+            vlan: d.vlan,
+            instance_id: d.instance_id,
+            eid: d.eid,
+            mac: d.mac,
+            kind: d.kind,
+        },
+    })
 }
 
 /// How often the control-plane metrics text is rebuilt (at most).

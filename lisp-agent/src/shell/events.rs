@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 
 use aya::maps::perf::PerfEvent;
 use aya::maps::{MapData, PerfEventArray};
-use lisp_common::maps::{AF_IPV4, AF_IPV6, EidKey, MissEvent, event_kind};
+use lisp_common::maps::{AF_IPV4, AF_IPV6, EidKey, MissEvent, detection, event_kind};
 use log::{debug, warn};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::Stats;
+use crate::core::action::DetectionKind;
 
 /// Why an event record was not understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub enum EventError {
     Family(u8),
     #[error("event of unknown kind {0}")]
     Kind(u8),
+    #[error("dynamic-EID detection of unknown kind {0}")]
+    DetectionKind(u8),
 }
 
 /// What the data plane asks for.
@@ -66,6 +69,91 @@ impl fmt::Display for Miss {
     }
 }
 
+/// The ETR delivered a packet for an EID this router does not hold (outside its
+/// database-mappings): the ITR at `itr_rloc` has a stale mapping and should get an SMR.
+/// The core's counterpart is `Event::DataForAbsentEid` with the same fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbsentEid {
+    pub instance_id: u32,
+    /// Outer source address of the packet: the ITR that sent it.
+    pub itr_rloc: IpAddr,
+    pub src_eid: IpAddr,
+    pub dst_eid: IpAddr,
+    /// Interface the packet arrived on.
+    pub ifindex: u32,
+}
+
+impl fmt::Display for AbsentEid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "data for absent EID {} (iid {}) from {} via ITR {}",
+            self.dst_eid, self.instance_id, self.src_eid, self.itr_rloc
+        )
+    }
+}
+
+/// A source on a mobility interface inside a dynamic-EID prefix and not (there) a known local
+/// dynamic EID. The core's counterpart is `Event::DynamicEidDetected`, same fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detected {
+    /// Where XDP saw it: the SVI, or the trunk parent with `vlan`.
+    pub ifindex: u32,
+    pub vlan: Option<u16>,
+    /// The dynamic-EID map's instance-id.
+    pub instance_id: u32,
+    pub eid: IpAddr,
+    /// Source MAC of the frame.
+    pub mac: [u8; 6],
+    pub kind: DetectionKind,
+}
+
+impl fmt::Display for Detected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.mac;
+        write!(
+            f,
+            "dynamic EID {} (iid {}) seen on ifindex {}",
+            self.eid, self.instance_id, self.ifindex
+        )?;
+        if let Some(v) = self.vlan {
+            write!(f, " vlan {v}")?;
+        }
+        write!(
+            f,
+            " from {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} ({})",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+            self.kind.as_str()
+        )
+    }
+}
+
+impl Detected {
+    fn from_event(ev: &MissEvent) -> Result<Detected, EventError> {
+        let d = ev.detection().ok_or(EventError::Kind(ev.kind))?;
+        let kind = match d.kind {
+            detection::DATA => DetectionKind::Data,
+            detection::GRATUITOUS_ARP => DetectionKind::GratuitousArp,
+            detection::RARP => DetectionKind::Rarp,
+            detection::NEIGHBOUR_DISCOVERY => DetectionKind::NeighbourDiscovery,
+            k => return Err(EventError::DetectionKind(k)),
+        };
+        Ok(Detected {
+            ifindex: ev.ifindex,
+            vlan: (d.vlan != 0).then_some(d.vlan),
+            instance_id: ev.dst.instance_id(),
+            eid: ip_of(ev.dst.family(), &ev.dst.addr)?,
+            mac: d.mac,
+            kind,
+        })
+    }
+}
+
 /// Events the shell hands to the control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DataplaneEvent {
@@ -76,6 +164,8 @@ pub enum DataplaneEvent {
         ifindex: u32,
         addr: IpAddr,
     },
+    DataForAbsentEid(AbsentEid),
+    DynamicEidDetected(Detected),
 }
 
 const RECORD_LEN: usize = size_of::<MissEvent>();
@@ -103,7 +193,9 @@ pub fn decode_miss(sample: &[u8]) -> Result<MissEvent, EventError> {
         src: arr(20..36),
         ifindex: u32::from_ne_bytes(ifindex),
         kind: sample[40],
-        _pad: [0; 3],
+        rloc_family: sample[41],
+        _pad: [0; 2],
+        rloc: arr(44..60),
     })
 }
 
@@ -146,6 +238,10 @@ pub enum Decoded {
     Miss(Miss),
     /// The next hop towards an RLOC has no resolved neighbour: for the shell itself.
     NextHopUnresolved { ifindex: u32, addr: IpAddr },
+    /// Data for an EID we do not hold: for the control plane (SMR).
+    DataForAbsentEid(AbsentEid),
+    /// A dynamic EID seen on a mobility interface: for the control plane (mobility).
+    DynamicEidDetected(Detected),
 }
 
 /// Decodes and interprets one perf sample, whatever its kind.
@@ -159,6 +255,20 @@ pub fn decode_event(
             ifindex: ev.ifindex,
             addr: ip_of(ev.dst.family(), &ev.dst.addr)?,
         });
+    }
+    if ev.kind == event_kind::DATA_FOR_ABSENT_EID {
+        let fam = ev.dst.family();
+        return Ok(Decoded::DataForAbsentEid(AbsentEid {
+            instance_id: ev.dst.instance_id(),
+            // The outer family may differ from the inner one.
+            itr_rloc: ip_of(ev.rloc_family, &ev.rloc)?,
+            src_eid: ip_of(fam, &ev.src)?,
+            dst_eid: ip_of(fam, &ev.dst.addr)?,
+            ifindex: ev.ifindex,
+        }));
+    }
+    if ev.kind == event_kind::DYNAMIC_EID_DETECTED {
+        return Detected::from_event(&ev).map(Decoded::DynamicEidDetected);
     }
     Miss::from_event(&ev, ifname).map(Decoded::Miss)
 }
@@ -190,6 +300,22 @@ pub fn handle_sample(
                 .try_send(DataplaneEvent::NextHopUnresolved { ifindex, addr })
                 .is_err()
             {
+                stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                debug!("event channel full or closed: event dropped");
+            }
+        }
+        Ok(Decoded::DataForAbsentEid(a)) => {
+            stats.events_received.fetch_add(1, Ordering::Relaxed);
+            debug!("{a}");
+            if tx.try_send(DataplaneEvent::DataForAbsentEid(a)).is_err() {
+                stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                debug!("event channel full or closed: event dropped");
+            }
+        }
+        Ok(Decoded::DynamicEidDetected(d)) => {
+            stats.events_received.fetch_add(1, Ordering::Relaxed);
+            debug!("{d}");
+            if tx.try_send(DataplaneEvent::DynamicEidDetected(d)).is_err() {
                 stats.events_dropped.fetch_add(1, Ordering::Relaxed);
                 debug!("event channel full or closed: event dropped");
             }
@@ -268,7 +394,9 @@ mod tests {
         v.extend_from_slice(&ev.src);
         v.extend_from_slice(&ev.ifindex.to_ne_bytes());
         v.push(ev.kind);
-        v.extend_from_slice(&[0; 3]);
+        v.push(ev.rloc_family);
+        v.extend_from_slice(&[0; 2]);
+        v.extend_from_slice(&ev.rloc);
         v
     }
 
@@ -284,7 +412,7 @@ mod tests {
             src: v4([198, 51, 100, 10]),
             ifindex: 7,
             kind: event_kind::MAP_CACHE_MISS,
-            _pad: [0; 3],
+            ..Default::default()
         }
     }
 
@@ -315,13 +443,93 @@ mod tests {
             src: [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
             ifindex: 3,
             kind: event_kind::NEGATIVE_SEND_MAP_REQUEST,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let miss = Miss::from_event(&decode_miss(&record(&ev)).unwrap(), |_| None).unwrap();
         assert_eq!(miss.kind, MissKind::NegativeSendMapRequest);
         assert_eq!(miss.instance_id, 0x123456);
         assert_eq!(miss.dst, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert_eq!(miss.src, "2001:db8:1::2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn decodes_dynamic_eid_detections_of_every_kind() {
+        use lisp_common::maps::Detection;
+        let mac = [2, 0, 0, 0, 0, 0x10];
+        let cases = [
+            (detection::DATA, DetectionKind::Data, 0, None),
+            (
+                detection::GRATUITOUS_ARP,
+                DetectionKind::GratuitousArp,
+                10,
+                Some(10),
+            ),
+            (detection::RARP, DetectionKind::Rarp, 4094, Some(4094)),
+            (
+                detection::NEIGHBOUR_DISCOVERY,
+                DetectionKind::NeighbourDiscovery,
+                0,
+                None,
+            ),
+        ];
+        for (raw, kind, vid, vlan) in cases {
+            let ev = MissEvent {
+                dst: EidKey::new(AF_IPV4, 5, v4([198, 51, 100, 10])),
+                src: Detection {
+                    mac,
+                    vlan: vid,
+                    kind: raw,
+                }
+                .pack(),
+                ifindex: 9,
+                kind: event_kind::DYNAMIC_EID_DETECTED,
+                ..Default::default()
+            };
+            let d = decode_event(&record(&ev), |_| None).unwrap();
+            assert_eq!(
+                d,
+                Decoded::DynamicEidDetected(Detected {
+                    ifindex: 9,
+                    vlan,
+                    instance_id: 5,
+                    eid: "198.51.100.10".parse().unwrap(),
+                    mac,
+                    kind,
+                })
+            );
+        }
+        let ev = MissEvent {
+            dst: EidKey::new(AF_IPV6, 0, [0x20; 16]),
+            src: Detection {
+                mac,
+                vlan: 10,
+                kind: detection::DATA,
+            }
+            .pack(),
+            ifindex: 4,
+            kind: event_kind::DYNAMIC_EID_DETECTED,
+            ..Default::default()
+        };
+        let Decoded::DynamicEidDetected(d) = decode_event(&record(&ev), |_| None).unwrap() else {
+            panic!("not a detection");
+        };
+        assert_eq!(
+            d.to_string(),
+            "dynamic EID 2020:2020:2020:2020:2020:2020:2020:2020 (iid 0) seen on ifindex 4 vlan 10 from 02:00:00:00:00:10 (data)"
+        );
+        // A detection kind this agent does not know, and a bad family: errors, not events.
+        let mut bad = ev;
+        bad.src[8] = 9;
+        assert_eq!(
+            decode_event(&record(&bad), |_| None),
+            Err(EventError::DetectionKind(9))
+        );
+        let mut bad = ev;
+        bad.dst.family_iid[0] = 7;
+        assert_eq!(
+            decode_event(&record(&bad), |_| None),
+            Err(EventError::Family(7))
+        );
     }
 
     #[test]
@@ -348,7 +556,7 @@ mod tests {
             src: [0; 16],
             ifindex: 4,
             kind: event_kind::NEXT_HOP_UNRESOLVED,
-            _pad: [0; 3],
+            ..Default::default()
         };
         assert_eq!(
             decode_event(&record(&ev), |_| panic!("no interface name needed")),
@@ -393,5 +601,51 @@ mod tests {
             rx.try_recv(),
             Ok(DataplaneEvent::NextHopUnresolved { .. })
         ));
+    }
+
+    #[test]
+    fn decodes_data_for_absent_eid_with_the_outer_family() {
+        // IPv4 EIDs inside an IPv6 outer header: the ITR's RLOC is IPv6.
+        let ev = MissEvent {
+            dst: EidKey::new(AF_IPV4, 7, v4([203, 0, 113, 10])),
+            src: v4([198, 51, 100, 10]),
+            ifindex: 5,
+            kind: event_kind::DATA_FOR_ABSENT_EID,
+            rloc_family: AF_IPV6,
+            rloc: [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ],
+            ..Default::default()
+        };
+        let want = AbsentEid {
+            instance_id: 7,
+            itr_rloc: "2001:db8:ff:1::10".parse().unwrap(),
+            src_eid: "198.51.100.10".parse().unwrap(),
+            dst_eid: "203.0.113.10".parse().unwrap(),
+            ifindex: 5,
+        };
+        assert_eq!(
+            decode_event(&record(&ev), |_| None),
+            Ok(Decoded::DataForAbsentEid(want.clone()))
+        );
+        assert_eq!(
+            want.to_string(),
+            "data for absent EID 203.0.113.10 (iid 7) from 198.51.100.10 via ITR 2001:db8:ff:1::10"
+        );
+        let mut bad = ev;
+        bad.rloc_family = 0;
+        assert_eq!(
+            decode_event(&record(&bad), |_| None),
+            Err(EventError::Family(0))
+        );
+        // Forwarded to the control plane like a miss.
+        let stats = Stats::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        handle_sample(&record(&ev), &stats, &tx, |_| None);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(DataplaneEvent::DataForAbsentEid(want))
+        );
+        assert_eq!(stats.events_received.load(Ordering::Relaxed), 1);
     }
 }

@@ -59,6 +59,14 @@ pub fn render(counters: Option<&[(Counter, u64)]>, stats: &Stats) -> String {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
         let _ = writeln!(s, "{name} {}", v.load(Ordering::Relaxed));
     }
+    let name = "lisp_slow_path_packets_total";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Packets of the data plane's slow path (fragmentation, reassembly), by outcome.\n# TYPE {name} counter"
+    );
+    for (outcome, v) in stats.slow_path.series() {
+        let _ = writeln!(s, "{name}{{outcome=\"{outcome}\"}} {v}");
+    }
     if let Ok(c) = stats.control_metrics.lock() {
         s.push_str(&c);
     }

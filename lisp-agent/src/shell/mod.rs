@@ -13,6 +13,7 @@ pub mod group;
 pub mod metrics;
 pub mod neighbour;
 pub mod routes;
+pub mod slow_path;
 pub mod udp_dest;
 pub mod udp_source;
 
@@ -39,6 +40,8 @@ pub struct Stats {
     pub events_dropped: AtomicU64,
     pub events_malformed: AtomicU64,
     pub events_handled: AtomicU64,
+    /// Packets through the slow path (fragmentation, reassembly).
+    pub slow_path: Arc<slow_path::SlowPathStats>,
     /// Prometheus text of the control plane (xTR and map-server counters, registration
     /// state), rendered by `control::run` and appended as is by `metrics::render`.
     pub control_metrics: Mutex<String>,
@@ -61,6 +64,38 @@ async fn check_mobility_subnets(cfg: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("the subnets on {}", i.name))?;
     }
     Ok(())
+}
+
+/// What the slow path needs to run reassembled datagrams back through the XDP program: the
+/// program and the MAC of each ETR interface. `None` (the slow path then decapsulates itself,
+/// main table only) if the program cannot be had.
+fn slow_path_reinjection(
+    dp: &Dataplane,
+    plan: &dataplane::Plan,
+) -> Option<(
+    slow_path::Reinjector,
+    std::collections::HashMap<u32, [u8; 6]>,
+)> {
+    let fd = match dp.program_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!("slow path: XDP program not available for reinjection: {e:#}");
+            return None;
+        }
+    };
+    let mut macs = std::collections::HashMap::new();
+    for i in &plan.interfaces {
+        if i.value.flags & lisp_common::maps::iface_flags::ETR == 0 {
+            continue;
+        }
+        match dataplane::mac_of(&i.name) {
+            Ok(m) => {
+                macs.insert(i.ifindex, m);
+            }
+            Err(e) => warn!("slow path: no MAC address for {}: {e}", i.name),
+        }
+    }
+    Some((slow_path::Reinjector::new(fd), macs))
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -96,6 +131,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let events = dp.take_events()?;
     let _readers = events::spawn_readers(events, stats.clone(), tx)?;
+    // What XDP cannot do: encapsulate packets that need fragmenting, decapsulate reassembled
+    // outer fragments.
+    let _slow_path = if cfg.itr || cfg.etr {
+        slow_path::SlowPath::open(
+            cfg.locators.ipv4,
+            cfg.locators.ipv6,
+            stats.slow_path.clone(),
+        )
+        // An ITR-only router decapsulates nothing, on this path either.
+        .spawn(
+            dp.take_slow_path()?,
+            if cfg.etr { &plan.iid_tables[..] } else { &[] },
+            slow_path_reinjection(&dp, &plan),
+        )?
+    } else {
+        Vec::new()
+    };
 
     let counters = dp.take_counters().map(|c| Arc::new(Mutex::new(c)));
     let writer: Arc<Mutex<MapCacheWriter>> = Arc::new(Mutex::new(

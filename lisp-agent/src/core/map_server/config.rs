@@ -43,17 +43,22 @@ impl fmt::Debug for SiteConfig {
     }
 }
 
-/// How a Map-Register's nonce is checked against replays.
+/// How Map-Registers are checked against replays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// The nonce must be greater than the last one accepted from the same xTR-ID (I bit) or,
-    /// without an xTR-ID, from the same ETR address, within the site (RFC 9301 §5.6 / §9).
-    /// What lisp-agent's xTR sends.
+    /// A refresh (same content as the registrant's live registration) is accepted whatever its
+    /// nonce; a change must be fresh. Works with increasing (lisp-agent), random (OOR) and
+    /// constant (lispers.net) nonces; see [`super::replay`].
     #[default]
+    FreshChanges,
+    /// Every Map-Register's nonce must be greater than the last one accepted from the same xTR-ID (I bit) or,
+    /// without an xTR-ID, from the same ETR address, within the site (RFC 9301 §5.6 / §9).
+    /// What lisp-agent's xTR sends; refuses OOR's and lispers.net's refreshes.
     Increasing,
     /// Only a nonce already seen among the last [`NO_REPEAT_WINDOW`] accepted ones from the same
     /// xTR-ID / ETR is refused. For peers that send random nonces (OOR 1.3 does: its captures
     /// show decreasing nonces from one ETR), which `Increasing` would reject half of the time.
+    /// Refuses lispers.net's refreshes (constant nonce).
     NoRepeat,
 }
 
@@ -77,6 +82,9 @@ pub struct MapServerConfig {
     /// Bounds on the state a peer can make us hold; beyond them new entries are refused and
     /// counted.
     pub max_registrations: usize,
+    /// Registrants (xTR-IDs / ETR addresses per site) whose replay history is kept; only
+    /// authenticated Map-Registers create one.
+    pub max_registrants: usize,
     pub max_subscriptions: usize,
     pub max_pending_notifies: usize,
     /// Seed of the nonces of unsolicited Map-Notifies (the shell passes a random value; the core
@@ -94,6 +102,7 @@ impl Default for MapServerConfig {
             notify_max_sends: 5,
             subscription_lifetime: Duration::from_secs(24 * 3600),
             max_registrations: 1_000_000,
+            max_registrants: 4096,
             max_subscriptions: 100_000,
             max_pending_notifies: 100_000,
             nonce_seed: 0x6c69_7370_2d6d_7321,
@@ -106,7 +115,10 @@ impl Default for MapServerConfig {
 pub enum MapServerConfigError {
     #[error("site '{site}': prefix {prefix} is not a valid EID-prefix")]
     BadPrefix { site: String, prefix: String },
-    #[error("prefix {prefix} is configured in sites '{first}' and '{second}'")]
+    #[error(
+        "prefix {prefix} is configured in sites '{first}' and '{second}' (a prefix may be shared \
+         only with accept-more-specifics in every site)"
+    )]
     DuplicatePrefix {
         prefix: String,
         first: String,
@@ -116,13 +128,17 @@ pub enum MapServerConfigError {
 
 impl MapServerConfig {
     /// The same prefix in two sites would make the owner of a registration ambiguous.
+    /// Except for a prefix every one of whose sites accepts more-specifics: a shared
+    /// dynamic-EID prefix, whose hosts each site registers with its own key.
     pub fn check(&self) -> Result<(), MapServerConfigError> {
         let mut seen = std::collections::HashMap::new();
         for s in &self.sites {
             for p in &s.prefixes {
                 let key = super::sites::Key::from(&p.eid);
-                if let Some(first) = seen.insert(key, s.name.clone())
+                if let Some((first, first_ams)) =
+                    seen.insert(key, (s.name.clone(), p.accept_more_specifics))
                     && first != s.name
+                    && !(first_ams && p.accept_more_specifics)
                 {
                     return Err(MapServerConfigError::DuplicatePrefix {
                         prefix: p.eid.to_string(),

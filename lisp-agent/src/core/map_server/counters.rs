@@ -21,7 +21,9 @@ pub enum Reject {
     WrongAlgorithm,
     /// The HMAC does not verify with the site key (or the auth field is inconsistent).
     AuthFailed,
-    /// The nonce was already used (or is not greater than the last one).
+    /// A replay: a state-changing Map-Register already accepted from this registrant (or with
+    /// a nonce not above the last, from one that increases them), or under the legacy nonce
+    /// policies a nonce already used / not greater than the last one.
     ReplayedNonce,
     /// The registration table is full.
     TableFull,
@@ -55,6 +57,16 @@ pub struct Counters {
     pub registrations_changed: u64,
     pub registrations_withdrawn: u64,
     pub registrations_expired: u64,
+    /// Registrants dropped because another registering site took their prefix (a host moved).
+    pub registrations_displaced: u64,
+    /// Registered prefixes whose host bits were cleared.
+    pub records_host_bits_masked: u64,
+    /// Records / locators (ITR-RLOCs included) of Map-Registers and Map-Requests left out:
+    /// encoded in an LCAF type we do not know.
+    pub records_skipped: u64,
+    pub locators_skipped: u64,
+    /// Replay histories of long-silent registrants dropped to make room for new ones.
+    pub registrants_forgotten: u64,
     pub notify_acked: u64,
     pub notify_given_up: u64,
     pub subscriptions_added: u64,
@@ -77,6 +89,29 @@ pub struct Counters {
     pub rejected_unsolicited_ack: u64,
     pub rejected_bad_map_request: u64,
     pub rejected_subscription: u64,
+}
+
+impl Reject {
+    /// Why, in words, for log lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed message",
+            Reject::UnexpectedType => "message type not taken by a map-server",
+            Reject::NoRecords => "no EID record",
+            Reject::UnknownEid => "EID-prefix inside no configured site",
+            Reject::MoreSpecificRefused => {
+                "more specific than its site prefix, which does not accept more-specifics"
+            }
+            Reject::MixedSites => "records of several sites in one message",
+            Reject::WrongAlgorithm => "authentication algorithm is not the site's",
+            Reject::AuthFailed => "authentication failed (wrong key?)",
+            Reject::ReplayedNonce => "replay of an earlier Map-Register",
+            Reject::TableFull => "registration table full",
+            Reject::UnsolicitedAck => "Map-Notify-Ack for no pending Map-Notify",
+            Reject::BadMapRequest => "not a usable Map-Request",
+            Reject::SubscriptionRefused => "subscription refused",
+        }
+    }
 }
 
 impl Counters {
@@ -125,6 +160,11 @@ impl Counters {
             ("registrations_changed", self.registrations_changed),
             ("registrations_withdrawn", self.registrations_withdrawn),
             ("registrations_expired", self.registrations_expired),
+            ("registrations_displaced", self.registrations_displaced),
+            ("records_host_bits_masked", self.records_host_bits_masked),
+            ("records_skipped", self.records_skipped),
+            ("locators_skipped", self.locators_skipped),
+            ("registrants_forgotten", self.registrants_forgotten),
             ("notify_acked", self.notify_acked),
             ("notify_given_up", self.notify_given_up),
             ("subscriptions_added", self.subscriptions_added),

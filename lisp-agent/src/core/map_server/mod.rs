@@ -6,27 +6,37 @@
 //!
 //! # Map-Server
 //! * **Map-Register**: every record must lie in one configured site (exactly a site prefix, or
-//!   inside one that accepts more-specifics); the HMAC is verified in constant time with that
-//!   site's key and algorithm; the nonce must pass the replay check ([`NonceCheck`]). Any failure
-//!   drops the whole message, counts the reason and changes nothing.
-//! * Accepted records are stored (locator `L`/`p` bits cleared: they describe the sender, not
-//!   us) with an expiry of 180 s, or of the record TTL when the T bit is set. A record TTL of 0
-//!   withdraws the registration. The P bit is kept per registration. Several ETRs registering
-//!   the same prefix: the last one wins (merge semantics, the `a` bit, are not implemented).
-//! * **M bit** → Map-Notify with the same nonce and the stored records, signed with the site key
+//!   inside one that accepts more-specifics; site prefixes carry an instance-id, 0 by default;
+//!   a prefix shared by several sites, all accepting more-specifics, belongs to the site whose
+//!   key verifies); the HMAC is verified in constant time with that site's key and algorithm;
+//!   a Map-Register that would change state must be fresh ([`replay`]: refreshes are accepted
+//!   whatever their nonce, so that random-nonce (OOR) and constant-nonce (lispers.net) peers
+//!   stay registered).
+//!   Any failure drops the whole message, counts the reason, logs it (at most a line a second
+//!   per reason) and changes nothing. Records or locators in an LCAF type we do not know are
+//!   left out (counted); host bits below a record's mask are cleared (counted, warned).
+//! * Accepted records are stored per registrant ([`registry`]: xTR-ID, else source address) with
+//!   an expiry of 180 s, or of the record TTL when the T bit is set (locator `L`/`p` bits
+//!   cleared: they describe the sender, not us). Answers carry the union of the registrants'
+//!   locators. A record TTL of 0 withdraws that registrant's registration only. A registration
+//!   from another registering site (another configured site, or another Site-ID in the xTR-ID
+//!   trailer) takes the prefix over. Each outcome is logged (created, changed, withdrawn,
+//!   taken over, expired at info; refreshed at debug).
+//! * **M bit** → Map-Notify with the same nonce and the merged records, signed with the site key
 //!   and the same algorithm / data length as the Map-Register, sent to the Map-Register's source
 //!   address *and port* (OOR answers an ephemeral source port there, capture 12).
-//! * **RLOC change**: when a registration's locator set changes, each previous locator that is
-//!   no longer in it gets an unsolicited Map-Notify (random nonce, new record) at port 4342,
-//!   retransmitted after 1 s, 2 s, 4 s... until a Map-Notify-Ack with that nonce verifies with
-//!   the site key, or [`MapServerConfig::notify_max_sends`] sends.
+//! * **RLOC change**: when a prefix's merged locator set loses a locator through a registration
+//!   (a registrant changed its set, or another site took the prefix over), that locator gets
+//!   an unsolicited Map-Notify (random nonce, new record) at port 4342, signed with the key of
+//!   the site it registered in, retransmitted after 1 s, 2 s, 4 s... until a Map-Notify-Ack
+//!   with that nonce verifies with that key, or [`MapServerConfig::notify_max_sends`] sends.
 //!
 //! # Map-Resolver
 //! An ECM-wrapped Map-Request for EID `e` (its first EID record; others are ignored):
 //! * `e` inside a live registration (longest match) with P → Map-Reply from us (A=0, the stored
 //!   record) to the ITR-RLOC of the family the ECM came from, at the inner UDP source port;
-//! * registered without P → the ECM forwarded byte for byte to the registering ETR's address,
-//!   port 4342 (as OOR does, capture 04);
+//! * registered without P → the ECM forwarded byte for byte to a registering ETR's address
+//!   (the registrant heard from last), port 4342 (as OOR does, capture 04);
 //! * not registered but inside a site → negative Map-Reply, Natively-Forward, TTL 1 min, for `e`
 //!   as asked when the site prefix accepts more-specifics, else for the site prefix (capture 11);
 //! * inside no site → negative Map-Reply, Natively-Forward, TTL 15 min, for the largest prefix
@@ -47,12 +57,15 @@
 
 pub mod config;
 pub mod counters;
+pub mod registry;
+pub mod replay;
 pub mod sites;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -70,6 +83,8 @@ pub use config::{
     MapServerConfig, MapServerConfigError, NO_REPEAT_WINDOW, NonceCheck, SiteConfig, SitePrefix,
 };
 pub use counters::{Counters, Reject};
+pub use registry::{Registrant, RegistrantId, Registration};
+use replay::PeerHistory;
 use sites::{Key, SiteTable};
 
 /// TTL (minutes) of a negative Map-Reply for an EID of a configured site that is not registered.
@@ -77,20 +92,16 @@ pub const NEGATIVE_TTL_UNREGISTERED: u32 = 1;
 /// TTL (minutes) of a negative Map-Reply for an EID outside every site.
 pub const NEGATIVE_TTL_NON_LISP: u32 = 15;
 
-/// A live registration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Registration {
-    /// Index into [`MapServerConfig::sites`].
-    pub site: usize,
-    /// Where the last accepted Map-Register came from.
-    pub etr: SocketAddr,
-    pub xtr: Option<XtrId>,
-    /// The record as registered, EID in its wire form, locator L/p bits cleared.
-    pub record: Record,
-    pub proxy_reply: bool,
-    pub registered_at: Timestamp,
-    pub refreshed_at: Timestamp,
-    pub expires: Timestamp,
+/// At most one log line per refusal reason in this time.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Does a registration from `site` / `site_id` take a prefix over from its current
+/// registrants? Across configured sites, and across Site-IDs (xTR-ID trailer) when both sides
+/// send one: the xTRs of one site share a Site-ID, so another one is another site (the host
+/// moved). A registrant without the trailer joins whichever site holds the prefix.
+fn takes_over(r: &Registration, site: usize, site_id: Option<u64>) -> bool {
+    !r.registrants.is_empty()
+        && (r.site != site || matches!((r.site_id, site_id), (Some(a), Some(b)) if a != b))
 }
 
 /// Who subscribed: RFC 9437 identifies a subscriber by its xTR-ID; without one, by ITR-RLOC.
@@ -124,12 +135,8 @@ struct Pending {
     next: Timestamp,
 }
 
-/// Replay state is per site and per xTR-ID, or per ETR address without one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ReplayKey {
-    Xtr(usize, [u8; 16]),
-    Etr(usize, IpAddr),
-}
+/// Replay state of the legacy nonce policies is per site and per registrant.
+type ReplayKey = (usize, RegistrantId);
 
 #[derive(Clone, Debug)]
 enum ReplayState {
@@ -137,11 +144,28 @@ enum ReplayState {
     Recent(VecDeque<u64>),
 }
 
-/// One record of an accepted Map-Register, decided before anything is changed.
-enum Change {
-    /// TTL 0: remove the registration; the record is echoed in the Map-Notify.
+/// What one record of an accepted Map-Register does, decided before anything is changed.
+enum Plan {
+    /// TTL 0: remove this registrant's registration; the record is echoed in the Map-Notify.
     Withdraw(Key, Record),
     Upsert(Key, Record, Duration),
+}
+
+/// What a refused Map-Register was about, for its log line.
+#[derive(Default)]
+struct RegisterCtx {
+    site: Option<usize>,
+    registrant: Option<RegistrantId>,
+    prefix: Option<Key>,
+}
+
+/// The merged state of a prefix before a change: to find out what the change did.
+struct Before {
+    /// The site holding it: its key signs what its previous registrants are told.
+    site: usize,
+    record: Option<Record>,
+    /// Each previous registrant's xTR-ID and locators: who to tell that a locator left.
+    owners: Vec<(Option<XtrId>, Vec<IpAddr>)>,
 }
 
 /// The Map-Server / Map-Resolver state machine.
@@ -149,9 +173,16 @@ pub struct MapServer {
     cfg: MapServerConfig,
     sites: SiteTable,
     regs: HashMap<Key, Registration>,
+    /// Registrant entries over every prefix (what `max_registrations` bounds).
+    reg_count: usize,
     reg_lengths: LengthSet,
-    expiries: BTreeSet<(Timestamp, Key)>,
+    expiries: BTreeSet<(Timestamp, Key, RegistrantId)>,
+    /// [`NonceCheck::FreshChanges`]: what each registrant sent (bounded by `max_registrants`).
+    history: HashMap<ReplayKey, PeerHistory>,
+    /// The legacy nonce-only policies.
     replay: HashMap<ReplayKey, ReplayState>,
+    /// Rate limit of refusal log lines: last line per reason, lines suppressed since.
+    log_budget: HashMap<Reject, (Timestamp, u64)>,
     subs: BTreeMap<Key, BTreeMap<Subscriber, Subscription>>,
     sub_count: usize,
     sub_expiries: BTreeSet<(Timestamp, Key, Subscriber)>,
@@ -169,9 +200,12 @@ impl MapServer {
             cfg,
             sites,
             regs: HashMap::new(),
+            reg_count: 0,
             reg_lengths: LengthSet::default(),
             expiries: BTreeSet::new(),
+            history: HashMap::new(),
             replay: HashMap::new(),
+            log_budget: HashMap::new(),
             subs: BTreeMap::new(),
             sub_count: 0,
             sub_expiries: BTreeSet::new(),
@@ -288,16 +322,26 @@ impl MapServer {
     /// Expire registrations and subscriptions, retransmit unacknowledged Map-Notifies.
     pub fn on_timer(&mut self, now: Timestamp) -> Vec<Action> {
         let mut out = Vec::new();
-        while let Some(&(t, key)) = self.expiries.first() {
+        while let Some(&(t, key, id)) = self.expiries.first() {
             if t > now {
                 break;
             }
             self.expiries.pop_first();
-            if let Some(reg) = self.regs.remove(&key) {
-                self.reg_lengths.remove(key.is_ipv4(), key.prefix.len());
+            let before = self.before(&key);
+            let Some(reg) = self.regs.get_mut(&key) else {
+                continue;
+            };
+            let site = reg.site;
+            if reg.remove(id).is_some() {
+                self.reg_count -= 1;
+                self.release(site, id);
                 self.counters.registrations_expired += 1;
-                let gone = withdrawn_record(&reg.record);
-                self.notify_subscribers(&key, &gone, now, &mut out);
+                log::info!(
+                    "map-server: site {}: {id}: registration of {key} expired",
+                    self.cfg.sites[site].name
+                );
+                // The registrant is presumably gone: its locators are not told, subscribers are.
+                self.settle(&key, before, false, None, now, &mut out);
             }
         }
         while let Some(&(t, key, who)) = self.sub_expiries.first() {
@@ -352,45 +396,100 @@ impl MapServer {
         now: Timestamp,
         out: &mut Vec<Action>,
     ) -> Result<(), Reject> {
+        let mut ctx = RegisterCtx::default();
+        let r = self.register(from, to, bytes, now, out, &mut ctx);
+        if let Err(why) = r {
+            self.log_refusal(from, why, &ctx, now);
+        }
+        r
+    }
+
+    fn register(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: &[u8],
+        now: Timestamp,
+        out: &mut Vec<Action>,
+        ctx: &mut RegisterCtx,
+    ) -> Result<(), Reject> {
         let reg = MapRegister::parse(bytes).map_err(|_| Reject::Malformed)?;
+        self.counters.records_skipped += u64::from(reg.skipped.records);
+        self.counters.locators_skipped += u64::from(reg.skipped.locators);
         if reg.records.is_empty() {
             return Err(Reject::NoRecords);
         }
-        let mut site = None;
+        // The sites every record may belong to (several only for a shared prefix).
+        let mut candidates: Option<Vec<usize>> = None;
         for rec in &reg.records {
             let k = Key::from(&rec.eid);
-            let m = self.sites.longest_covering(&k).ok_or(Reject::UnknownEid)?;
-            if m.prefix != k && !m.accept_more_specifics {
+            ctx.prefix = Some(k);
+            let (p, owners) = self.sites.longest(&k).ok_or(Reject::UnknownEid)?;
+            let here: Vec<usize> = owners
+                .iter()
+                .filter(|(_, ams)| p == k || *ams)
+                .map(|(s, _)| *s)
+                .collect();
+            if here.is_empty() {
                 return Err(Reject::MoreSpecificRefused);
             }
-            match site {
-                None => site = Some(m.site),
-                Some(s) if s != m.site => return Err(Reject::MixedSites),
-                Some(_) => {}
+            let both: Vec<usize> = match candidates {
+                None => here,
+                Some(c) => c.into_iter().filter(|s| here.contains(s)).collect(),
+            };
+            if both.is_empty() {
+                return Err(Reject::MixedSites);
+            }
+            ctx.site = both.first().copied();
+            candidates = Some(both);
+        }
+        let candidates = candidates.ok_or(Reject::NoRecords)?;
+        let id = match &reg.xtr {
+            Some(x) => RegistrantId::Xtr(x.xtr_id),
+            None => RegistrantId::Etr(from.ip()),
+        };
+        ctx.registrant = Some(id);
+        // The site whose key the message verifies with (each check in constant time); only a
+        // site configured for the message's algorithm is tried, which prevents a downgrade.
+        let mut right_algorithm = false;
+        let mut site = None;
+        for s in candidates {
+            let sc = &self.cfg.sites[s];
+            if reg.auth.algorithm() != Some(sc.algorithm) {
+                continue;
+            }
+            right_algorithm = true;
+            if auth::verify(bytes, &sc.key).is_ok() {
+                site = Some(s);
+                break;
             }
         }
-        let site = site.ok_or(Reject::NoRecords)?;
-        let sc = &self.cfg.sites[site];
-        if reg.auth.algorithm() != Some(sc.algorithm) {
+        if !right_algorithm {
             return Err(Reject::WrongAlgorithm);
         }
-        auth::verify(bytes, &sc.key).map_err(|_| Reject::AuthFailed)?;
-        let rkey = match &reg.xtr {
-            Some(x) => ReplayKey::Xtr(site, x.xtr_id),
-            None => ReplayKey::Etr(site, from.ip()),
-        };
-        if !self.replay_ok(&rkey, reg.nonce) {
-            return Err(Reject::ReplayedNonce);
-        }
-        let changes: Vec<Change> = reg
+        let site = site.ok_or(Reject::AuthFailed)?;
+        ctx.site = Some(site);
+
+        // Authenticated: decide what each record would do, before changing anything.
+        // Host bits below the mask are cleared (tcpdump's lisp_ipv6.pcap registers
+        // 2001:db8:85a3::8a2e:370:7334/80): the prefix means its network, and a key with host
+        // bits would never match a lookup. Counted and warned about once accepted.
+        let masked: Vec<Eid> = reg
+            .records
+            .iter()
+            .filter(|r| r.eid.prefix.has_host_bits())
+            .map(|r| r.eid)
+            .collect();
+        let plans: Vec<Plan> = reg
             .records
             .iter()
             .map(|rec| {
-                let k = Key::from(&rec.eid);
-                if rec.ttl == 0 {
-                    return Change::Withdraw(k, rec.clone());
-                }
                 let mut stored = rec.clone();
+                stored.eid.prefix = stored.eid.prefix.network();
+                let k = Key::from(&stored.eid);
+                if rec.ttl == 0 {
+                    return Plan::Withdraw(k, stored);
+                }
                 for l in &mut stored.locators {
                     l.local = false;
                     l.probed = false;
@@ -400,36 +499,96 @@ impl MapServer {
                 } else {
                     self.cfg.registration_lifetime
                 };
-                Change::Upsert(k, stored, lifetime)
+                Plan::Upsert(k, stored, lifetime)
             })
             .collect();
-        let new_keys = changes
+        let site_id = reg.xtr.map(|x| x.site_id);
+        let changes = plans
             .iter()
-            .filter(|c| matches!(c, Change::Upsert(k, ..) if !self.regs.contains_key(k)))
+            .any(|p| self.plan_changes(p, site, site_id, id, from, reg.proxy_reply, now));
+        let contested = plans.iter().any(|p| {
+            let k = match p {
+                Plan::Withdraw(k, _) | Plan::Upsert(k, ..) => k,
+            };
+            self.regs.get(k).is_some_and(|r| r.expires > now)
+        });
+        let rkey = (site, id);
+        let digest = replay::digest(&reg.auth.data);
+        let mut forget = None;
+        match self.cfg.nonce_check {
+            NonceCheck::FreshChanges => match self.history.get(&rkey) {
+                Some(h) if changes => {
+                    h.check_change(reg.nonce, &digest, contested)
+                        .map_err(|_| Reject::ReplayedNonce)?;
+                }
+                Some(_) => {}
+                None if self.history.len() >= self.cfg.max_registrants => {
+                    forget = Some(self.forgettable(now).ok_or(Reject::TableFull)?);
+                }
+                None => {}
+            },
+            NonceCheck::Increasing | NonceCheck::NoRepeat => {
+                if !self.replay_ok(&rkey, reg.nonce) {
+                    return Err(Reject::ReplayedNonce);
+                }
+            }
+        }
+        let new_entries = plans
+            .iter()
+            .filter(|p| {
+                matches!(p, Plan::Upsert(k, ..)
+                    if self.regs.get(k).and_then(|r| r.registrant(id)).is_none())
+            })
             .count();
-        if self.regs.len() + new_keys > self.cfg.max_registrations {
+        if self.reg_count + new_entries > self.cfg.max_registrations {
             return Err(Reject::TableFull);
         }
 
         // Accepted: from here on, state changes.
-        self.replay_commit(rkey, reg.nonce);
-        let mut notify_records = Vec::with_capacity(changes.len());
-        for change in changes {
-            match change {
-                Change::Withdraw(k, record) => {
-                    if let Some(old) = self.regs.remove(&k) {
-                        self.expiries.remove(&(old.expires, k));
-                        self.reg_lengths.remove(k.is_ipv4(), k.prefix.len());
-                        self.counters.registrations_withdrawn += 1;
-                        let gone = withdrawn_record(&old.record);
-                        self.notify_subscribers(&k, &gone, now, out);
-                    }
+        for e in masked {
+            self.counters.records_host_bits_masked += 1;
+            log::warn!(
+                "map-server: site {}: {id}: host bits of {e} cleared",
+                self.cfg.sites[site].name
+            );
+        }
+        match self.cfg.nonce_check {
+            NonceCheck::FreshChanges => {
+                if let Some(k) = forget {
+                    self.history.remove(&k);
+                    self.counters.registrants_forgotten += 1;
+                }
+                self.history
+                    .entry(rkey)
+                    .or_default()
+                    .commit(reg.nonce, digest, now);
+            }
+            NonceCheck::Increasing | NonceCheck::NoRepeat => self.replay_commit(rkey, reg.nonce),
+        }
+        let mut notify_records = Vec::with_capacity(plans.len());
+        for plan in plans {
+            match plan {
+                Plan::Withdraw(k, record) => {
+                    self.withdraw(k, id, site, now, out);
                     // The Map-Notify echoes what was registered, TTL 0 included.
                     notify_records.push(record);
                 }
-                Change::Upsert(k, record, lifetime) => {
-                    notify_records.push(record.clone());
-                    self.upsert(k, record, lifetime, site, from, local(to), &reg, now, out);
+                Plan::Upsert(k, record, lifetime) => {
+                    let entry = Registrant {
+                        id,
+                        etr: from,
+                        xtr: reg.xtr,
+                        record,
+                        proxy_reply: reg.proxy_reply,
+                        registered_at: now,
+                        refreshed_at: now,
+                        expires: now + lifetime,
+                    };
+                    self.upsert(k, entry, site, site_id, local(to), now, out);
+                    // The Map-Notify carries the merged record: what the prefix now maps to.
+                    if let Some(r) = self.regs.get(&k) {
+                        notify_records.push(r.record.clone());
+                    }
                 }
             }
         }
@@ -461,87 +620,282 @@ impl MapServer {
         Ok(())
     }
 
+    /// Would `plan` by registrant `id`, sent from `from`, change state (anything beyond
+    /// extending its expiry)? The source address counts as state: Map-Requests are forwarded
+    /// there, so a captured refresh replayed from elsewhere must not pass as a refresh.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_changes(
+        &self,
+        plan: &Plan,
+        site: usize,
+        site_id: Option<u64>,
+        id: RegistrantId,
+        from: SocketAddr,
+        proxy: bool,
+        now: Timestamp,
+    ) -> bool {
+        match plan {
+            Plan::Withdraw(k, _) => self
+                .regs
+                .get(k)
+                .and_then(|r| r.registrant(id))
+                .is_some_and(|r| r.expires > now),
+            Plan::Upsert(k, record, _) => {
+                let Some(r) = self.regs.get(k) else {
+                    return true;
+                };
+                if takes_over(r, site, site_id) {
+                    return true;
+                }
+                !r.registrant(id).is_some_and(|x| {
+                    x.expires > now
+                        && x.record == *record
+                        && x.proxy_reply == proxy
+                        && x.etr == from
+                })
+            }
+        }
+    }
+
+    /// Remove registrant `id`'s registration of `k`, if it has one.
+    fn withdraw(
+        &mut self,
+        k: Key,
+        id: RegistrantId,
+        site: usize,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) {
+        let before = self.before(&k);
+        let Some(reg) = self.regs.get_mut(&k) else {
+            return;
+        };
+        if reg.site != site {
+            return;
+        }
+        let Some(old) = reg.remove(id) else {
+            return;
+        };
+        self.expiries.remove(&(old.expires, k, id));
+        self.reg_count -= 1;
+        self.release(site, id);
+        self.counters.registrations_withdrawn += 1;
+        log::info!(
+            "map-server: site {}: {id}: withdrew {k}",
+            self.cfg.sites[site].name
+        );
+        // The registrant knows it withdrew: only subscribers are told.
+        self.settle(&k, before, false, None, now, out);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn upsert(
         &mut self,
         k: Key,
-        record: Record,
-        lifetime: Duration,
+        entry: Registrant,
         site: usize,
-        from: SocketAddr,
+        site_id: Option<u64>,
         // Our address the Map-Register came to: the source of Map-Notifies it causes.
         local_addr: Option<IpAddr>,
-        reg: &MapRegister,
         now: Timestamp,
         out: &mut Vec<Action>,
     ) {
-        let expires = now + lifetime;
-        match self.regs.get_mut(&k) {
+        let before = self.before(&k);
+        let id = entry.id;
+        let name = self.cfg.sites[site].name.clone();
+        let reg = self
+            .regs
+            .entry(k)
+            .or_insert_with(|| Registration::new(site, site_id, &entry));
+        if takes_over(reg, site, site_id) {
+            // Another registering site holds the prefix (the host moved): the newest wins.
+            let from_site = reg.site;
+            for old in reg.take_all() {
+                self.expiries.remove(&(old.expires, k, old.id));
+                self.reg_count -= 1;
+                if let Some(h) = self.history.get_mut(&(from_site, old.id)) {
+                    h.held = h.held.saturating_sub(1);
+                }
+                self.counters.registrations_displaced += 1;
+                log::info!(
+                    "map-server: site {name}: {id} took {k} over from {} of site {}",
+                    old.id,
+                    self.cfg.sites[from_site].name
+                );
+            }
+            reg.site = site;
+            reg.site_id = site_id;
+        }
+        if reg.site_id.is_none() {
+            reg.site_id = site_id;
+        }
+        let expires = entry.expires;
+        let locators = entry.record.locators.len();
+        match reg.registrant(id).cloned() {
             Some(old) => {
-                self.expiries.remove(&(old.expires, k));
-                self.expiries.insert((expires, k));
-                let changed = old.record.locators != record.locators;
-                let gone: Vec<IpAddr> = old
-                    .record
-                    .locators
-                    .iter()
-                    .map(|l| l.address)
-                    .filter(|a| !record.locators.iter().any(|n| n.address == *a))
-                    .collect();
-                let old_xtr = old.xtr;
-                old.etr = from;
-                old.xtr = reg.xtr;
-                old.record = record.clone();
-                old.proxy_reply = reg.proxy_reply;
-                old.refreshed_at = now;
-                old.expires = expires;
-                if changed {
-                    self.counters.registrations_changed += 1;
-                    // Tell the previous locators that the mapping moved away from them.
-                    for addr in dedup(gone) {
-                        let nonce = self.fresh_nonce();
-                        let notify = MapNotify {
-                            rtr: false,
-                            nonce,
-                            auth: Auth::zeroed(self.cfg.sites[site].algorithm),
-                            records: vec![record.clone()],
-                            xtr: old_xtr,
-                            ..MapNotify::default()
-                        };
-                        self.start_unsolicited(
-                            local_addr,
-                            SocketAddr::new(addr, CONTROL_PORT),
-                            &notify,
-                            site,
-                            now,
-                            out,
-                        );
-                    }
-                    self.notify_subscribers(&k, &record, now, out);
-                } else {
+                let refresh = old.record == entry.record
+                    && old.proxy_reply == entry.proxy_reply
+                    && old.etr == entry.etr;
+                reg.put(Registrant {
+                    registered_at: old.registered_at,
+                    ..entry
+                });
+                self.expiries.remove(&(old.expires, k, id));
+                if refresh {
                     self.counters.registrations_refreshed += 1;
+                    log::debug!("map-server: site {name}: {id}: refreshed {k}");
+                } else {
+                    self.counters.registrations_changed += 1;
+                    log::info!("map-server: site {name}: {id}: changed {k} ({locators} locators)");
                 }
             }
             None => {
-                self.regs.insert(
-                    k,
-                    Registration {
-                        site,
-                        etr: from,
-                        xtr: reg.xtr,
-                        record: record.clone(),
-                        proxy_reply: reg.proxy_reply,
-                        registered_at: now,
-                        refreshed_at: now,
-                        expires,
-                    },
-                );
-                self.reg_lengths.add(k.is_ipv4(), k.prefix.len());
-                self.expiries.insert((expires, k));
+                reg.put(entry);
+                self.reg_count += 1;
+                if let Some(h) = self.history.get_mut(&(site, id)) {
+                    h.held += 1;
+                }
                 self.counters.registrations_created += 1;
-                self.notify_subscribers(&k, &record, now, out);
+                log::info!("map-server: site {name}: {id}: registered {k} ({locators} locators)");
             }
         }
+        self.expiries.insert((expires, k, id));
+        self.settle(&k, before, true, local_addr, now, out);
+    }
+
+    /// Registrant `id` of `site` no longer holds one of its registrations.
+    fn release(&mut self, site: usize, id: RegistrantId) {
+        if let Some(h) = self.history.get_mut(&(site, id)) {
+            h.held = h.held.saturating_sub(1);
+        }
+    }
+
+    /// The registrant table is full: the longest-silent registrant that may be forgotten
+    /// ([`PeerHistory::forgettable`]) to make room, if any. Linear, but only run when full.
+    fn forgettable(&self, now: Timestamp) -> Option<ReplayKey> {
+        self.history
+            .iter()
+            .filter(|(_, h)| h.forgettable(now))
+            .min_by_key(|(_, h)| h.last_heard)
+            .map(|(k, _)| *k)
+    }
+
+    /// The merged state of `k` before a change.
+    fn before(&self, k: &Key) -> Before {
+        match self.regs.get(k) {
+            None => Before {
+                site: 0,
+                record: None,
+                owners: Vec::new(),
+            },
+            Some(r) => Before {
+                site: r.site,
+                record: Some(r.record.clone()),
+                owners: r
+                    .registrants
+                    .iter()
+                    .map(|x| (x.xtr, x.record.locators.iter().map(|l| l.address).collect()))
+                    .collect(),
+            },
+        }
+    }
+
+    /// After a change to `k`: drop the prefix if no registrant is left, tell the locators that
+    /// left the merged record (when `tell_gone`: a registration moved them away) and the
+    /// subscribers (when the locators changed).
+    fn settle(
+        &mut self,
+        k: &Key,
+        before: Before,
+        tell_gone: bool,
+        local_addr: Option<IpAddr>,
+        now: Timestamp,
+        out: &mut Vec<Action>,
+    ) {
+        let after = match self.regs.get(k) {
+            Some(r) if r.registrants.is_empty() => {
+                self.regs.remove(k);
+                None
+            }
+            Some(r) => Some(r.record.clone()),
+            None => None,
+        };
+        if before.record.is_none() && after.is_some() {
+            self.reg_lengths.add(k.is_ipv4(), k.prefix.len());
+        }
+        if before.record.is_some() && after.is_none() {
+            self.reg_lengths.remove(k.is_ipv4(), k.prefix.len());
+        }
+        match (&before.record, after) {
+            (None, None) => {}
+            (Some(old), None) => {
+                let gone = withdrawn_record(old);
+                self.notify_subscribers(k, &gone, now, out);
+            }
+            (old, Some(record)) => {
+                if old.as_ref().is_some_and(|o| o.locators == record.locators) {
+                    return;
+                }
+                if tell_gone {
+                    let mut told = Vec::new();
+                    for (xtr, addrs) in &before.owners {
+                        for a in addrs {
+                            if record.locators.iter().any(|n| n.address == *a) || told.contains(a) {
+                                continue;
+                            }
+                            told.push(*a);
+                            // Tell the previous locator that the mapping moved away from it,
+                            // with the key of the site it registered in (the new holder may be
+                            // another site, with another key).
+                            let notify = MapNotify {
+                                rtr: false,
+                                nonce: self.fresh_nonce(),
+                                auth: Auth::zeroed(self.cfg.sites[before.site].algorithm),
+                                records: vec![record.clone()],
+                                xtr: *xtr,
+                                ..MapNotify::default()
+                            };
+                            self.start_unsolicited(
+                                local_addr,
+                                SocketAddr::new(*a, CONTROL_PORT),
+                                &notify,
+                                before.site,
+                                now,
+                                out,
+                            );
+                        }
+                    }
+                }
+                self.notify_subscribers(k, &record, now, out);
+            }
+        }
+    }
+
+    /// One log line per refused Map-Register, at most one a second per reason (a stream of
+    /// bad input must not flood the log); the next line says how many were left out.
+    fn log_refusal(&mut self, from: SocketAddr, why: Reject, ctx: &RegisterCtx, now: Timestamp) {
+        let (last, suppressed) = self.log_budget.entry(why).or_insert((Timestamp::ZERO, 0));
+        if *last != Timestamp::ZERO && now.saturating_duration_since(*last) < LOG_INTERVAL {
+            *suppressed += 1;
+            return;
+        }
+        let mut line = format!("map-server: refused Map-Register from {from}");
+        if let Some(s) = ctx.site {
+            let _ = write!(line, ", site {}", self.cfg.sites[s].name);
+        }
+        if let Some(r) = ctx.registrant {
+            let _ = write!(line, ", {r}");
+        }
+        if let Some(p) = ctx.prefix {
+            let _ = write!(line, ", prefix {p}");
+        }
+        let _ = write!(line, ": {}", why.describe());
+        if *suppressed > 0 {
+            let _ = write!(line, " ({suppressed} more refused for this reason since)");
+        }
+        log::warn!("{line}");
+        *last = now.max(Timestamp::from_millis(1));
+        *suppressed = 0;
     }
 
     fn replay_ok(&self, key: &ReplayKey, nonce: u64) -> bool {
@@ -569,6 +923,7 @@ impl MapServer {
                     seen.push_back(nonce);
                 }
             }
+            NonceCheck::FreshChanges => {}
         }
     }
 
@@ -607,6 +962,8 @@ impl MapServer {
         let Message::MapRequest(req) = &*ecm.message else {
             return Err(Reject::BadMapRequest);
         };
+        self.counters.records_skipped += u64::from(req.skipped.records);
+        self.counters.locators_skipped += u64::from(req.skipped.locators);
         let eid = *req.eids.first().ok_or(Reject::BadMapRequest)?;
         let k = Key::from(&eid);
         // The codec always yields at least one ITR-RLOC (IRC + 1).
@@ -927,10 +1284,4 @@ fn last_addr(p: &IpPrefix) -> IpAddr {
             IpAddr::V6(Ipv6Addr::from(u128::from(a) | host))
         }
     }
-}
-
-fn dedup(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
-    v.sort();
-    v.dedup();
-    v
 }

@@ -17,12 +17,19 @@ pub struct Key {
     pub prefix: IpPrefix,
 }
 
+/// Host bits below the mask are cleared: a prefix as received may carry them.
 impl From<&Eid> for Key {
     fn from(e: &Eid) -> Self {
         Key {
             iid: e.instance_id.unwrap_or(0),
-            prefix: e.prefix,
+            prefix: e.prefix.network(),
         }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}]{}", self.iid, self.prefix)
     }
 }
 
@@ -50,6 +57,11 @@ impl Key {
         self.prefix.is_ipv4()
     }
 
+    /// A /32 or /128: a host (what moves).
+    pub fn is_host(&self) -> bool {
+        self.prefix.len() == self.prefix.max_len()
+    }
+
     /// As an [`Eid`] carrying an instance-id LCAF only when `with_iid` (or the instance is not 0).
     pub fn to_eid(self, with_iid: bool) -> Eid {
         let iid = (with_iid || self.iid != 0).then_some(self.iid);
@@ -65,10 +77,14 @@ pub struct SiteMatch {
     pub accept_more_specifics: bool,
 }
 
-/// The configured site prefixes, indexed for longest-prefix match.
+/// The configured site prefixes, indexed for longest-prefix match. A prefix is normally one
+/// site's; a prefix that accepts more-specifics may be shared by several sites (a dynamic-EID
+/// prefix that hosts move across, each site with its own key): which one a Map-Register is for
+/// is then decided by the key it verifies with.
 #[derive(Clone, Debug, Default)]
 pub struct SiteTable {
-    by_prefix: HashMap<Key, (usize, bool)>,
+    /// Sites owning each prefix, in configuration order, with their accept-more-specifics.
+    by_prefix: HashMap<Key, Vec<(usize, bool)>>,
     lengths: LengthSet,
 }
 
@@ -78,28 +94,36 @@ impl SiteTable {
         for (i, s) in sites.iter().enumerate() {
             for p in &s.prefixes {
                 let k = Key::from(&p.eid);
-                if t.by_prefix
-                    .insert(k, (i, p.accept_more_specifics))
-                    .is_none()
-                {
+                let owners = t.by_prefix.entry(k).or_default();
+                if owners.is_empty() {
                     t.lengths.add(k.is_ipv4(), k.prefix.len());
+                }
+                if !owners.iter().any(|(s, _)| *s == i) {
+                    owners.push((i, p.accept_more_specifics));
                 }
             }
         }
         t
     }
 
-    /// The most specific site prefix containing `k` (or equal to it).
+    /// The most specific site prefix containing `k` (or equal to it); for a shared prefix, the
+    /// first site that configured it.
     pub fn longest_covering(&self, k: &Key) -> Option<SiteMatch> {
+        let (p, owners) = self.longest(k)?;
+        owners.first().map(|&(site, ams)| SiteMatch {
+            site,
+            prefix: p,
+            accept_more_specifics: ams,
+        })
+    }
+
+    /// The most specific site prefix containing `k`, with every site that owns it.
+    pub fn longest(&self, k: &Key) -> Option<(Key, &[(usize, bool)])> {
         self.lengths
             .descending(k.is_ipv4(), k.prefix.len())
             .find_map(|len| {
                 let p = k.truncate(len);
-                self.by_prefix.get(&p).map(|&(site, ams)| SiteMatch {
-                    site,
-                    prefix: p,
-                    accept_more_specifics: ams,
-                })
+                self.by_prefix.get(&p).map(|o| (p, o.as_slice()))
             })
     }
 

@@ -135,6 +135,10 @@ pub struct Counters {
     pub miss_resolving: u64,
     /// Resolutions abandoned after 10 unanswered Map-Requests.
     pub resolve_gave_up: u64,
+    /// Records / locators (ITR-RLOCs included) of received messages left out because they are
+    /// encoded in an LCAF type we do not know (the rest of the message is used).
+    pub skipped_records: u64,
+    pub skipped_locators: u64,
     rejected: [u64; Reject::ALL.len()],
 }
 
@@ -152,8 +156,25 @@ impl Counters {
         Reject::ALL.iter().map(|r| (*r, self.rejected(*r)))
     }
 
+    /// Count what the codec left out of a received message (unknown LCAF types).
+    pub(crate) fn count_skipped(&mut self, msg: &lisp_common::wire::control::Message) {
+        use lisp_common::wire::control::Message;
+        let s = match msg {
+            Message::MapReply(m) => m.skipped,
+            Message::MapNotify(m) => m.skipped,
+            Message::MapRequest(m) => m.skipped,
+            Message::Ecm(e) => match &*e.message {
+                Message::MapRequest(m) => m.skipped,
+                _ => return,
+            },
+            _ => return,
+        };
+        self.skipped_records += u64::from(s.records);
+        self.skipped_locators += u64::from(s.locators);
+    }
+
     /// Every message counter with its name (for metrics).
-    pub fn messages(&self) -> [(&'static str, u64); 17] {
+    pub fn messages(&self) -> [(&'static str, u64); 19] {
         [
             ("sent_map_register", self.sent_map_register),
             ("sent_map_request", self.sent_map_request),
@@ -172,6 +193,8 @@ impl Counters {
             ("map_cache_expired", self.map_cache_expired),
             ("miss_resolving", self.miss_resolving),
             ("resolve_gave_up", self.resolve_gave_up),
+            ("skipped_records", self.skipped_records),
+            ("skipped_locators", self.skipped_locators),
         ]
     }
 }

@@ -261,6 +261,7 @@ impl Xtr {
                 return out;
             }
         };
+        self.counters.count_skipped(&msg);
         match msg {
             Message::MapNotify(n) => self.on_map_notify(now, from, bytes, &n, &mut out),
             Message::MapReply(r) => self.on_map_reply(now, &r, &mut out),

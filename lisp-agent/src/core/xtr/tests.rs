@@ -1141,3 +1141,33 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_locator_in_an_unknown_lcaf_is_skipped_and_counted_and_the_rest_of_the_reply_used() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    let mut x = Xtr::new(c, t(0));
+    let req = miss_request(&mut x, t(0), ip("203.0.113.7"));
+    let mut r = reply(req.nonce, "203.0.113.0/24", 2, &[(ip("192.0.2.50"), 1)]);
+    // A second locator as an explicit-locator-path LCAF (type 10), as a peer with re-encapsulating
+    // tunnel routers may send: locator count 1 → 2, the locator appended after the first.
+    r[16] = 2;
+    r.extend_from_slice(&[
+        1, 100, 255, 0, 0, 1, 0x40, 0x03, 0, 0, 10, 0, 0, 8, 0, 0, 0, 1, 192, 0, 2, 9,
+    ]);
+    let a = rx(&mut x, t(10), MS1, &r);
+    match &a[..] {
+        [Action::InstallMapCache { eid, data, .. }] => {
+            assert_eq!(*eid, pfx("203.0.113.0/24"));
+            let MapCacheData::Positive(l) = data else {
+                panic!("{data:?}")
+            };
+            assert_eq!(l.len(), 1);
+            assert_eq!(l[0].addr, ip("192.0.2.50"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(x.counters().skipped_locators, 1);
+    assert_eq!(x.counters().skipped_records, 0);
+    assert_eq!(x.counters().rejected(Reject::Malformed), 0);
+}

@@ -32,6 +32,15 @@ pub const AFI_IPV6: u16 = 2;
 pub const AFI_LCAF: u16 = 16387;
 /// LCAF type 2: instance-id.
 pub const LCAF_TYPE_INSTANCE_ID: u8 = 2;
+/// The IID mask-length we send in an instance-id LCAF.
+pub const IID_MASK_LEN: u8 = 32;
+
+/// An address as parsed, or the type of an LCAF we cannot use (already consumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    Known(Address),
+    UnknownLcaf(u8),
+}
 
 /// An EID-prefix as carried in EID records: an optional instance-id (encoded as the
 /// instance-id LCAF) and an IP prefix.
@@ -104,30 +113,44 @@ impl Address {
     }
 
     pub(crate) fn parse(r: &mut Reader<'_>) -> Result<Self, Error> {
+        match Self::parse_any(r)? {
+            Parsed::Known(a) => Ok(a),
+            Parsed::UnknownLcaf(t) => Err(Error::BadLcaf(t)),
+        }
+    }
+
+    /// Like [`Address::parse`], but an LCAF of a type we do not know (or an instance-id LCAF
+    /// wrapping another LCAF, e.g. source/dest) is consumed whole, by its length field, and
+    /// reported as [`Parsed::UnknownLcaf`] so that the caller can skip the record or locator
+    /// that holds it instead of refusing the whole message.
+    pub(crate) fn parse_any(r: &mut Reader<'_>) -> Result<Parsed, Error> {
         let afi = r.u16()?;
         if afi != AFI_LCAF {
-            return Ok(Address {
+            return Ok(Parsed::Known(Address {
                 instance_id: None,
                 ip: parse_plain(afi, r)?,
-            });
+            }));
         }
         let _rsvd1 = r.u8()?;
         let _flags = r.u8()?;
         let lcaf_type = r.u8()?;
-        // The IID mask-length is only meaningful for IID ranges, which LISP xTRs do not send;
-        // it is ignored here and sent as 0.
+        // The IID mask-length only matters for IID ranges, which LISP xTRs do not send: any
+        // value is accepted (32 from most peers, 0 from our older versions) and ignored.
         let _iid_mask_len = r.u8()?;
         let length = usize::from(r.u16()?);
-        if lcaf_type != LCAF_TYPE_INSTANCE_ID {
-            return Err(Error::BadLcaf(lcaf_type));
-        }
         let body = r.bytes(length)?;
+        if lcaf_type != LCAF_TYPE_INSTANCE_ID {
+            return Ok(Parsed::UnknownLcaf(lcaf_type));
+        }
         let mut inner = Reader::new(body);
         let iid = inner.u32().map_err(|_| Error::BadLcaf(lcaf_type))?;
         let inner_afi = inner.u16().map_err(|_| Error::BadLcaf(lcaf_type))?;
         if inner_afi == AFI_LCAF {
-            // Nested LCAFs are not something an xTR sends; refusing bounds the work.
-            return Err(Error::BadLcaf(lcaf_type));
+            // An instance-id around another LCAF (source/dest, say): not something we act on,
+            // but its extent is known, so the holder can be skipped. Nesting is not followed,
+            // which bounds the work.
+            let t = inner.bytes(3).map(|b| b[2]).unwrap_or(0);
+            return Ok(Parsed::UnknownLcaf(t));
         }
         let ip = parse_plain(inner_afi, &mut inner).map_err(|e| match e {
             Error::Truncated => Error::BadLcaf(lcaf_type),
@@ -136,10 +159,10 @@ impl Address {
         if inner.remaining() != 0 {
             return Err(Error::BadLcaf(lcaf_type));
         }
-        Ok(Address {
+        Ok(Parsed::Known(Address {
             instance_id: Some(iid),
             ip,
-        })
+        }))
     }
 
     pub(crate) fn emit(&self, w: &mut Writer<'_>) -> Result<(), Error> {
@@ -148,7 +171,11 @@ impl Address {
             w.u8(0)?;
             w.u8(0)?;
             w.u8(LCAF_TYPE_INSTANCE_ID)?;
-            w.u8(0)?;
+            // IID mask-length: 32, the whole instance-id is significant (RFC 8060 §4.1 uses the
+            // field for ranges of instance-ids). Independent implementations send 32
+            // (OpenDaylight's LISP mapping service and pylisp by default); 0 could read as
+            // "any instance".
+            w.u8(IID_MASK_LEN)?;
             let plain = Address {
                 instance_id: None,
                 ip: self.ip,
@@ -182,17 +209,19 @@ fn parse_plain(afi: u16, r: &mut Reader<'_>) -> Result<Option<IpAddr>, Error> {
     }
 }
 
-/// A plain IP address (locators, ITR-RLOCs): AFI 1 or 2, nothing else.
-pub(crate) fn parse_ip(r: &mut Reader<'_>) -> Result<IpAddr, Error> {
-    let afi = r.u16()?;
-    match afi {
-        AFI_IPV4 | AFI_IPV6 => Ok(parse_plain(afi, r)?.ok_or(Error::BadAfi(afi))?),
-        AFI_LCAF => {
-            // Report the LCAF type if we can read it, so the error says what was sent.
-            let t = r.bytes(3).map(|b| b[2]).unwrap_or(0);
-            Err(Error::BadLcaf(t))
-        }
-        other => Err(Error::BadAfi(other)),
+/// A locator address: a plain IP, or `None` for an LCAF (any type: we only encapsulate to plain
+/// addresses) that was consumed by its length so that the locator can be skipped.
+pub(crate) fn parse_ip_or_skip(r: &mut Reader<'_>) -> Result<Option<IpAddr>, Error> {
+    match Address::parse_any(r)? {
+        Parsed::Known(Address {
+            instance_id: None,
+            ip: Some(ip),
+        }) => Ok(Some(ip)),
+        Parsed::Known(Address {
+            instance_id: None,
+            ip: None,
+        }) => Err(Error::BadAfi(AFI_NONE)),
+        Parsed::Known(_) | Parsed::UnknownLcaf(_) => Ok(None),
     }
 }
 
@@ -204,14 +233,18 @@ pub(crate) fn emit_ip(w: &mut Writer<'_>, ip: &IpAddr) -> Result<(), Error> {
     Address::ip(*ip).emit(w)
 }
 
-/// An EID-prefix after its mask length: the address must carry an IP.
-pub(crate) fn parse_eid(r: &mut Reader<'_>, mask_len: u8) -> Result<Eid, Error> {
-    let a = Address::parse(r)?;
+/// An EID-prefix after its mask length (the address must carry an IP), or `None` for an EID
+/// in an LCAF we do not know (consumed whole, so that its holder can be skipped).
+pub(crate) fn parse_eid_or_skip(r: &mut Reader<'_>, mask_len: u8) -> Result<Option<Eid>, Error> {
+    let a = match Address::parse_any(r)? {
+        Parsed::Known(a) => a,
+        Parsed::UnknownLcaf(_) => return Ok(None),
+    };
     let ip = a.ip.ok_or(Error::BadAfi(AFI_NONE))?;
-    Ok(Eid {
+    Ok(Some(Eid {
         instance_id: a.instance_id,
         prefix: IpPrefix::new_unmasked(ip, mask_len)?,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -234,7 +267,7 @@ mod tests {
         assert_eq!(
             buf,
             [
-                0x40, 0x03, 0, 0, 2, 0, 0, 10, 0x00, 0xab, 0xcd, 0xef, 0, 1, 198, 51, 100, 1
+                0x40, 0x03, 0, 0, 2, 32, 0, 10, 0x00, 0xab, 0xcd, 0xef, 0, 1, 198, 51, 100, 1
             ]
         );
         assert_eq!(Address::parse(&mut Reader::new(&buf)).unwrap(), a);

@@ -14,7 +14,7 @@
 //! [`Auth`]; use [`auth::sign`](super::auth::sign) on the emitted bytes to fill it.
 
 use super::auth::Auth;
-use super::record::{Record, emit_records, parse_records};
+use super::record::{Record, Skipped, emit_records, parse_records};
 use super::{Error, Reader, Writer, count_u8, emit_to_vec, flag, msg_type};
 use alloc::vec::Vec;
 
@@ -57,6 +57,7 @@ struct SignedBody {
     nonce: u64,
     auth: Auth,
     records: Vec<Record>,
+    skipped: Skipped,
     xtr: Option<XtrId>,
 }
 
@@ -73,13 +74,14 @@ impl SignedBody {
         let count = r.u8()?;
         let nonce = r.u64()?;
         let auth = Auth::parse(r)?;
-        let records = parse_records(r, count)?;
+        let (records, skipped) = parse_records(r, count)?;
         let xtr = XtrId::parse_if(r, has_xtr)?;
         r.finish()?;
         Ok(SignedBody {
             nonce,
             auth,
             records,
+            skipped,
             xtr,
         })
     }
@@ -124,6 +126,8 @@ pub struct MapRegister {
     pub records: Vec<Record>,
     /// I bit: xTR-ID + Site-ID trailer.
     pub xtr: Option<XtrId>,
+    /// Records / locators left out on parse (unknown LCAF types); ignored on emit.
+    pub skipped: Skipped,
 }
 
 const REG_P: u8 = 0x08;
@@ -149,6 +153,7 @@ impl MapRegister {
             nonce,
             auth,
             records,
+            skipped,
             xtr,
         } = SignedBody::parse(&mut r, b0 & REG_I != 0)?;
         Ok(MapRegister {
@@ -163,6 +168,7 @@ impl MapRegister {
             auth,
             records,
             xtr,
+            skipped,
         })
     }
 
@@ -204,6 +210,8 @@ pub struct MapNotify {
     /// received message re-encodes to the same bytes. Send 0. Values above 0x3ffff are an
     /// emit error.
     pub reserved: u32,
+    /// Records / locators left out on parse (unknown LCAF types); ignored on emit.
+    pub skipped: Skipped,
 }
 
 const NOT_I: u8 = 0x08;
@@ -236,6 +244,7 @@ impl MapNotify {
             nonce,
             auth,
             records,
+            skipped,
             xtr,
         } = SignedBody::parse(&mut r, b0 & NOT_I != 0)?;
         let reserved = (u32::from(b0 & 0x03) << 16) | u32::from(mid);
@@ -246,6 +255,7 @@ impl MapNotify {
             records,
             xtr,
             reserved,
+            skipped,
         })
     }
 

@@ -8,7 +8,7 @@
 //! A negative Map-Reply is one whose record has no locators; its [`Action`](super::Action) says
 //! what to do with the traffic.
 
-use super::record::{Record, emit_records, parse_records};
+use super::record::{Record, Skipped, emit_records, parse_records};
 use super::{Error, Reader, Writer, count_u8, emit_to_vec, flag, msg_type};
 use alloc::vec::Vec;
 
@@ -24,6 +24,8 @@ pub struct MapReply {
     /// Nonce copied from the Map-Request.
     pub nonce: u64,
     pub records: Vec<Record>,
+    /// Records / locators left out on parse (unknown LCAF types); ignored on emit.
+    pub skipped: Skipped,
 }
 
 const P: u8 = 0x08;
@@ -41,7 +43,7 @@ impl MapReply {
         let _reserved = r.u16()?;
         let count = r.u8()?;
         let nonce = r.u64()?;
-        let records = parse_records(&mut r, count)?;
+        let (records, skipped) = parse_records(&mut r, count)?;
         r.finish()?;
         Ok(MapReply {
             probe: b0 & P != 0,
@@ -49,6 +51,7 @@ impl MapReply {
             security: b0 & S != 0,
             nonce,
             records,
+            skipped,
         })
     }
 

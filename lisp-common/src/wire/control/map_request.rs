@@ -12,9 +12,9 @@
 //! |                   xTR-ID (128) + Site-ID (64)                 |   (if I, RFC 9437)
 //! ```
 
-use super::address::{Address, Eid, emit_ip, ip_wire_len, parse_eid, parse_ip};
+use super::address::{Address, Eid, emit_ip, ip_wire_len, parse_eid_or_skip, parse_ip_or_skip};
 use super::map_register::XtrId;
-use super::record::Record;
+use super::record::{Record, Skipped};
 use super::{Error, Reader, Writer, count_u8, emit_to_vec, flag, msg_type};
 use alloc::vec::Vec;
 use core::net::IpAddr;
@@ -50,6 +50,10 @@ pub struct MapRequest {
     pub map_reply: Option<Record>,
     /// I bit: xTR-ID + Site-ID trailer.
     pub xtr: Option<XtrId>,
+    /// Left out on parse because encoded in an LCAF type we do not know: EID records
+    /// (`records`) and ITR-RLOCs (`locators`; e.g. lispers.net's security-key LCAF). At least
+    /// one plain ITR-RLOC must remain. Ignored on emit.
+    pub skipped: Skipped,
 }
 
 const A: u8 = 0x08;
@@ -88,8 +92,16 @@ impl MapRequest {
         let source_eid = Address::parse(&mut r)?;
         let itr_count = usize::from(b2 & 0x1f) + 1;
         let mut itr_rlocs = Vec::with_capacity(itr_count);
+        let mut skipped = Skipped::default();
         for _ in 0..itr_count {
-            itr_rlocs.push(parse_ip(&mut r)?);
+            match parse_ip_or_skip(&mut r)? {
+                Some(a) => itr_rlocs.push(a),
+                None => skipped.locators += 1,
+            }
+        }
+        if itr_rlocs.is_empty() {
+            // Nowhere we could send a Map-Reply to.
+            return Err(Error::RecordCount);
         }
         // Each EID record is at least 4 + 4 bytes.
         if usize::from(record_count) * 8 > r.remaining() {
@@ -98,12 +110,21 @@ impl MapRequest {
         let mut eids = Vec::with_capacity(usize::from(record_count));
         let mut notify_requested = false;
         for _ in 0..record_count {
-            notify_requested |= r.u8()? & N != 0;
+            let n = r.u8()? & N != 0;
             let mask_len = r.u8()?;
-            eids.push(parse_eid(&mut r, mask_len)?);
+            match parse_eid_or_skip(&mut r, mask_len)? {
+                Some(e) => {
+                    eids.push(e);
+                    notify_requested |= n;
+                }
+                // A subscription to what we cannot read is no subscription.
+                None => skipped.records += 1,
+            }
         }
         let map_reply = if b0 & M != 0 {
-            Some(Record::parse(&mut r)?)
+            // The piggybacked mapping is only a hint (RFC 9301 §5.3): one we cannot read is
+            // left out rather than refusing the request.
+            Record::parse(&mut r, &mut Default::default())?
         } else {
             None
         };
@@ -124,6 +145,7 @@ impl MapRequest {
             notify_requested,
             map_reply,
             xtr,
+            skipped,
         })
     }
 
@@ -161,5 +183,33 @@ impl MapRequest {
 
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
         emit_to_vec(self.buffer_len(), |b| self.emit(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// A Map-Request for one EID in a geo-coordinates LCAF (type 5), N bit set, one ITR-RLOC.
+    fn request_for_unknown_lcaf() -> alloc::vec::Vec<u8> {
+        let mut v = vec![0x10, 0, 0, 1];
+        v.extend_from_slice(&7u64.to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+        v.extend_from_slice(&[0, 1, 192, 0, 2, 17]);
+        v.extend_from_slice(&[0x80, 32, 0x40, 0x03, 0, 0, 5, 0, 0, 4, 1, 2, 3, 4]);
+        v
+    }
+
+    #[test]
+    fn an_unknown_lcaf_eid_record_is_skipped_and_its_n_bit_with_it() {
+        let m = MapRequest::parse(&request_for_unknown_lcaf()).unwrap();
+        assert!(m.eids.is_empty());
+        assert_eq!(m.skipped.records, 1);
+        // Re-encoding has no record to carry N on: it must not be claimed (found by fuzzing).
+        assert!(!m.notify_requested);
+        let mut again = MapRequest::parse(&m.to_vec().unwrap()).unwrap();
+        again.skipped = m.skipped;
+        assert_eq!(again, m);
     }
 }

@@ -52,7 +52,7 @@ pub use ecm::{Ecm, InnerIp};
 pub use map_register::{MapNotify, MapRegister, XtrId};
 pub use map_reply::MapReply;
 pub use map_request::MapRequest;
-pub use record::{Action, Locator, Record};
+pub use record::{Action, Locator, Record, Skipped};
 
 /// Message type numbers (the high nibble of the first byte).
 pub mod msg_type {
@@ -172,6 +172,18 @@ impl Message {
             Message::MapRegister(m) => m.nonce,
             Message::MapNotify(m) | Message::MapNotifyAck(m) => m.nonce,
             Message::Ecm(e) => e.message.nonce(),
+        }
+    }
+
+    /// Forget what the parse left out ([`Skipped`]): the value re-encoding and parsing again
+    /// gives back, for comparisons.
+    pub fn clear_skipped(&mut self) {
+        match self {
+            Message::MapRequest(m) => m.skipped = Skipped::default(),
+            Message::MapReply(m) => m.skipped = Skipped::default(),
+            Message::MapRegister(m) => m.skipped = Skipped::default(),
+            Message::MapNotify(m) | Message::MapNotifyAck(m) => m.skipped = Skipped::default(),
+            Message::Ecm(e) => e.message.clear_skipped(),
         }
     }
 
