@@ -200,8 +200,11 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
             + &render_shell_mobility(&mob, ctx.routes.as_ref().map(|w| &*w.counters));
     }
     let mut metrics_dirty = false;
-    let mut activity = tokio::time::interval(ACTIVITY_POLL);
-    activity.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Activity stamps are read off the control loop: a walk of the whole local-EID table
+    // (two syscalls per entry) would stall the protocol with many EIDs.
+    let (activity_tx, mut activity) = mpsc::channel::<Vec<(u32, IpAddr)>>(2);
+    let _activity_task =
+        mobility.then(|| spawn_activity_poller(ctx.map_cache.clone(), activity_tx));
     let mut api_calls = ctx.api.take();
     loop {
         // A pending metrics refresh also wakes the loop, so the text never lags by more than
@@ -239,12 +242,9 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
                 None => break,
             },
             _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => Some(Event::Timer),
-            _ = activity.tick(), if mobility => {
-                let seen = poll_activity(&ctx.map_cache);
-                (!seen.is_empty()).then(|| {
-                    mob.activity_reports += 1;
-                    Event::DynamicEidActivity { seen }
-                })
+            Some(seen) = activity.recv(), if mobility => {
+                mob.activity_reports += 1;
+                Some(Event::DynamicEidActivity { seen })
             }
             call = next_call(&mut api_calls) => {
                 mob.api_requests += 1;
@@ -345,27 +345,61 @@ fn join_groups(
     Ok(())
 }
 
-/// The local dynamic EIDs the data plane saw traffic from since the last call.
-///
-/// Integration point with the data plane (MD): its writer's `dynamic_eid_activity(since)` is
-/// not in the data plane yet; until it is, nothing is reported and the core's inactivity
-/// timer sees no activity stamps from XDP.
-fn poll_activity(_writer: &Arc<Mutex<MapCacheWriter>>) -> Vec<(u32, IpAddr)> {
-    Vec::new()
+/// Every [`ACTIVITY_POLL`], the local dynamic EIDs the data plane saw traffic from since the
+/// previous poll, sent to the control loop when there are any. The stamps are refreshed at
+/// most once a second per EID, so each poll looks back one second before the previous one.
+fn spawn_activity_poller(
+    writer: Arc<Mutex<MapCacheWriter>>,
+    tx: mpsc::Sender<Vec<(u32, IpAddr)>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACTIVITY_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = crate::dataplane::monotonic_coarse_ns();
+        loop {
+            tick.tick().await;
+            let since = last.saturating_sub(1_000_000_000);
+            let w = writer.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let now = crate::dataplane::monotonic_coarse_ns();
+                let seen = w
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("map-cache writer poisoned"))?
+                    .dynamic_eid_activity(since)?;
+                anyhow::Ok((now, seen))
+            })
+            .await;
+            match r {
+                Ok(Ok((now, seen))) => {
+                    last = now;
+                    if !seen.is_empty() && tx.send(seen).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => warn!("reading dynamic-EID activity: {e:#}"),
+                Err(e) => warn!("dynamic-EID activity poll: {e}"),
+            }
+        }
+    })
 }
 
 /// Writes (`Some(ifindex, vlan)`) or removes (`None`) a known local dynamic EID in the data
-/// plane; `Ok(false)` when the data plane cannot hold one.
-///
-/// Integration point with the data plane (MD): `add_local_dynamic_eid(iid, addr, ifindex,
-/// vlan)` / `remove_local_dynamic_eid(iid, addr)` of its writer are not in the data plane yet.
+/// plane; `Ok(false)` for a removal of one it did not hold.
 fn write_local_dynamic_eid(
-    _writer: &Arc<Mutex<MapCacheWriter>>,
-    _instance_id: u32,
-    _eid: IpAddr,
-    _at: Option<(u32, Option<u16>)>,
+    writer: &Arc<Mutex<MapCacheWriter>>,
+    instance_id: u32,
+    eid: IpAddr,
+    at: Option<(u32, Option<u16>)>,
 ) -> anyhow::Result<bool> {
-    Ok(false)
+    let mut w = writer
+        .lock()
+        .map_err(|_| anyhow::anyhow!("map-cache writer poisoned"))?;
+    match at {
+        Some((ifindex, vlan)) => w
+            .add_local_dynamic_eid(instance_id, eid, ifindex, vlan)
+            .map(|()| true),
+        None => w.remove_local_dynamic_eid(instance_id, eid),
+    }
 }
 
 fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
