@@ -2803,6 +2803,21 @@ fn trunk_vlans_select_the_mobility_interface_and_lose_the_tag_when_encapsulated(
             detection::GRATUITOUS_ARP
         )]
     );
+    // Too big for the path with DF: the ICMP error goes back out of the trunk, tagged.
+    let big = tagged(&host_packet(&EID4_V4OUT, 64, 0, 1, CORE_MTU), VID);
+    let (rv, out, moved) = dp.run(itr0, &big);
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_TX,
+            vec![Counter::TooBigIcmp, Counter::DetectionSuppressed]
+        )
+    );
+    assert_eq!(&out[0..6], &MAC_HOST, "back to the host");
+    assert_eq!(&out[12..16], &big[12..16], "with the frame's tag");
+    assert_eq!(be16(&out, 16), 0x0800);
+    assert_eq!(out[18 + 9], 1, "an ICMP error");
+    assert_eq!(&out[18 + 16..18 + 20], &V4_HOST, "to the source");
     let frame = tagged(&f, VID);
     let (rv, out, moved) = dp.run(dp.core0, &frame);
     assert_eq!((rv, moved), (XDP_PASS, vec![Counter::PassOther]));
@@ -2970,4 +2985,83 @@ fn agent_writer_keeps_local_dynamic_eids_and_reports_activity() {
     assert_eq!(w.dynamic_eid_activity(0).unwrap(), vec![(0, a6)]);
     // An instance-id beyond 24 bits is an error, not a bad key.
     assert!(w.add_local_dynamic_eid(1 << 24, a4, 7, None).is_err());
+}
+
+/// On a veth in native mode: a tagged gratuitous ARP sent from the peer (the tag inline, as a
+/// trunk carries it) is detected with its VLAN, and still reaches the kernel.
+#[test]
+fn a_tagged_garp_on_a_native_veth_trunk_is_detected() {
+    let ns = Netns::new();
+    let mut dp = Dp::load(&ns);
+    let itr0 = dp.itr0;
+    dp.set_iface(itr0, iface_flags::TRUNK, 0);
+    dp.set_mobility(
+        itr0,
+        VID,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    dp.mobility_prefixes();
+    let mut bufs = open_events(&mut dp);
+    {
+        let p: &mut Xdp = dp.ebpf.program_mut("xdp_lisp").unwrap().try_into().unwrap();
+        p.attach("itr0", aya::programs::xdp::XdpMode::Driver)
+            .expect("native XDP on a veth");
+    }
+    let before = dp.counters();
+    let frame = tagged(&arp_frame(0x0806, 1, DYN4_A, DYN4_A), VID);
+    let peer = ns.ifindex("itr0p");
+    // SAFETY: plain socket calls on a socket this test owns; the address is a valid
+    // sockaddr_ll for the peer.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = peer as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(fd);
+    }
+    // The frame is received in softirq context, on whatever CPU: wait for it (bounded).
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events.extend(drain_events(&mut bufs));
+        if !events.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        events,
+        vec![detected(
+            AF_IPV4,
+            a16(&DYN4_A),
+            itr0,
+            VID,
+            detection::GRATUITOUS_ARP
+        )]
+    );
+    let after = dp.counters();
+    assert_eq!(
+        after[Counter::PassArp as usize] - before[Counter::PassArp as usize],
+        1
+    );
 }

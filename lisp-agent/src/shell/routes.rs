@@ -412,4 +412,51 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    /// A figure, not a check (`cargo test -p lisp-agent --lib shell::routes -- --ignored
+    /// --nocapture`, root): what one host route costs through rtnetlink, the delay the route
+    /// worker keeps off the control loop.
+    #[test]
+    #[ignore]
+    fn route_add_cost() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare only changes this (dedicated, short-lived) thread's namespace.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "needs root"
+            );
+            ip("link add svi0 type veth peer name svi0p");
+            ip("link set svi0p up");
+            ip("link set svi0 up");
+            let ifindex = crate::dataplane::ifindex_of("svi0").unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let routes = HostRoutes::new([]).unwrap();
+                const N: u32 = 10_000;
+                let t = std::time::Instant::now();
+                for i in 0..N {
+                    // Documentation space: 2001:db8::<i>.
+                    let eid = IpAddr::V6(std::net::Ipv6Addr::from(
+                        0x2001_0db8_0000_0000_0000_0000_0000_0000u128 | u128::from(i),
+                    ));
+                    routes.add(0, eid, ifindex).await.unwrap();
+                }
+                let add = t.elapsed();
+                let t = std::time::Instant::now();
+                let n = routes.remove_all_ours().await.unwrap();
+                let clean = t.elapsed();
+                println!(
+                    "{N} host routes: add {:.1} µs each; cleanup of {n}: {:.1} ms",
+                    add.as_secs_f64() * 1e6 / f64::from(N),
+                    clean.as_secs_f64() * 1e3
+                );
+            });
+        })
+        .join()
+        .unwrap();
+    }
 }
