@@ -417,12 +417,14 @@ fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-        // For the core's SMR logic (Event::DataForAbsentEid, same fields): not on this
-        // branch's core yet.
-        DataplaneEvent::DataForAbsentEid(a) => {
-            debug!("{a}: no SMR sent (not wired to the core)");
-            return None;
-        }
+        // The ETR's SMR to the sender (and, for a moved dynamic EID, after the data plane
+        // re-encapsulated it to the new site).
+        DataplaneEvent::DataForAbsentEid(a) => Event::DataForAbsentEid {
+            instance_id: a.instance_id,
+            itr_rloc: a.itr_rloc,
+            src_eid: a.src_eid,
+            dst_eid: a.dst_eid,
+        },
         DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
             ifindex: d.ifindex,
             vlan: d.vlan,

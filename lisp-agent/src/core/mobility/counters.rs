@@ -17,16 +17,20 @@ pub enum Refused {
     /// A group Map-Notify on an interface or group of no map, or sent from an address that is
     /// not one of its record's locators (not an xTR of the site it speaks for).
     OutsideSite,
+    /// A group Map-Notify whose nonce is not above the last one accepted from its sender
+    /// (xTR-ID): a replay.
+    Replayed,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 6] = [
+    pub const ALL: [Refused; 7] = [
         Refused::UnknownInterface,
         Refused::OutsidePrefix,
         Refused::TableFull,
         Refused::Malformed,
         Refused::Unauthenticated,
         Refused::OutsideSite,
+        Refused::Replayed,
     ];
 
     /// The metrics label.
@@ -38,6 +42,7 @@ impl Refused {
             Refused::Malformed => "malformed",
             Refused::Unauthenticated => "unauthenticated",
             Refused::OutsideSite => "outside_site",
+            Refused::Replayed => "replayed",
         }
     }
 }

@@ -34,8 +34,10 @@
 //! one record (the host, the map's locators for its prefix, TTL = our record TTL), signed with
 //! the map's first map-server key (its own, else the first global one), with our xTR-ID
 //! trailer. Received ones must parse, carry an xTR-ID, verify with one of the keys of the map
-//! (constant time), arrive on an interface of the map with its group, and come from one of the
-//! record's locators; else they are refused and counted. Records outside the map's prefixes
+//! (constant time), arrive on an interface of the map with its group, come from one of the
+//! record's locators, and have a nonce above the last one accepted from that xTR-ID (our
+//! nonces start from the shell's wall-clock register nonce base, so they grow across
+//! restarts); else they are refused and counted. Records outside the map's prefixes
 //! are refused one by one.
 
 pub mod config;
@@ -45,6 +47,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lisp_common::wire::control::auth::{self, Algorithm, Auth};
@@ -64,6 +67,9 @@ use super::xtr::{Xtr, from_wire_eid, to_wire_eid};
 pub const EXPIRE_BATCH: usize = 1024;
 /// Records of one group Map-Notify looked at (ours carry one).
 pub const MAX_GROUP_RECORDS: usize = 16;
+/// Senders (xTR-IDs) whose last group nonce is remembered: the xTRs of the sites sharing a
+/// group, only ever verified ones.
+pub const MAX_GROUP_SENDERS: usize = 256;
 /// Longest an away entry is kept, whatever the record TTL says.
 pub const MAX_AWAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -169,7 +175,9 @@ pub struct DynamicEidView<'a> {
 pub struct Mobility {
     cfg: MobilityConfig,
     /// Per map: the xTR registration-engine indices of its map-servers.
-    peers: Vec<Vec<usize>>,
+    peers: Vec<Arc<[usize]>>,
+    /// Per map and prefix: the locators its hosts register with (shared with the xTR).
+    locator_sets: Vec<Vec<Arc<[Locator]>>>,
     /// Per map: the key that signs our group notifies, and every key a received one may use.
     sign: Vec<Option<(Vec<u8>, Algorithm)>>,
     verify: Vec<Vec<Vec<u8>>>,
@@ -181,6 +189,8 @@ pub struct Mobility {
     /// its check comes up (activity costs no queue work).
     due: BTreeSet<(Timestamp, u32, IpAddr)>,
     next_nonce: u64,
+    /// Last group nonce accepted per sender xTR-ID (replay protection).
+    group_last: HashMap<[u8; 16], u64>,
     counters: MobilityCounters,
     notifications: VecDeque<MobilityNotification>,
 }
@@ -212,17 +222,31 @@ impl Mobility {
                     .collect(),
             );
         }
+        let locator_sets = cfg
+            .maps
+            .iter()
+            .map(|m| {
+                m.prefixes
+                    .iter()
+                    .map(|p| Arc::from(p.locators.as_slice()))
+                    .collect()
+            })
+            .collect();
         Mobility {
             locators: xtr.config().locators.clone(),
             xtr_id: xtr.config().xtr_id,
             record_ttl_min: xtr.config().record_ttl_min,
             cfg,
             peers,
+            locator_sets,
             sign,
             verify,
             eids: HashMap::new(),
             due: BTreeSet::new(),
-            next_nonce: 1,
+            // Grows with wall-clock time (the shell's register nonce base), so that receivers
+            // can refuse anything not above the last nonce they took from us, across restarts.
+            next_nonce: xtr.config().register_nonce_base.max(1),
+            group_last: HashMap::new(),
             counters: MobilityCounters::default(),
             notifications: VecDeque::new(),
         }
@@ -381,6 +405,23 @@ impl Mobility {
             self.counters.refuse(Refused::OutsideSite);
             return out;
         }
+        // Authenticated, but possibly recorded earlier and sent again (it would move a host
+        // back to where it was): the nonce must grow per sender.
+        let sender = n.xtr.map(|x| x.xtr_id).unwrap_or_default();
+        match self.group_last.get(&sender) {
+            Some(&last) if n.nonce <= last => {
+                self.counters.refuse(Refused::Replayed);
+                return out;
+            }
+            None if self.group_last.len() >= MAX_GROUP_SENDERS => {
+                // Forget the sender we heard the lowest nonce from (the longest silent).
+                if let Some(k) = self.group_last.iter().min_by_key(|e| *e.1).map(|e| *e.0) {
+                    self.group_last.remove(&k);
+                }
+            }
+            _ => {}
+        }
+        self.group_last.insert(sender, n.nonce);
         self.counters.group_notify_received += 1;
         for r in n.records.iter().take(MAX_GROUP_RECORDS) {
             let eid = from_wire_eid(&r.eid);
@@ -608,7 +649,7 @@ impl Mobility {
         };
         xtr.register_dynamic(
             EidPrefix::host(key.0, key.1),
-            self.cfg.maps[map].prefixes[p].locators.clone(),
+            self.locator_sets[map][p].clone(),
             self.peers[map].clone(),
         )
     }

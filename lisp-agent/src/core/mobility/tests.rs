@@ -509,13 +509,17 @@ fn inactivity_deregisters_and_activity_keeps_alive() {
 
 /// A group Map-Notify as another xTR would send it.
 fn group_notify(key: &[u8], host: &str, rlocs: &[&str], xtr: bool) -> Vec<u8> {
+    group_notify_n(key, host, rlocs, xtr, 77)
+}
+
+fn group_notify_n(key: &[u8], host: &str, rlocs: &[&str], xtr: bool, nonce: u64) -> Vec<u8> {
     let mut rec = Record::new(Eid::new(None, format!("{host}/32").parse().unwrap()), 1440);
     rec.locators = rlocs
         .iter()
         .map(|r| WireLocator::new(ip(r), 1, 100))
         .collect();
     let n = MapNotify {
-        nonce: 77,
+        nonce,
         auth: Auth::zeroed(Algorithm::HmacSha256),
         records: vec![rec],
         xtr: xtr.then_some(XtrId {
@@ -559,7 +563,11 @@ fn bad_group_input_is_refused_and_counted() {
     // A record outside the dynamic prefixes.
     l.sim.inject(
         l.a1,
-        g(B, VLAN10, group_notify(KEY, "198.51.100.200", &[B], true)),
+        g(
+            B,
+            VLAN10,
+            group_notify_n(KEY, "198.51.100.200", &[B], true, 70),
+        ),
     );
     let c = l.sim.node(l.a1).mobility().counters().clone();
     assert_eq!(c.refused(Refused::Malformed), 3);
@@ -578,7 +586,25 @@ fn bad_group_input_is_refused_and_counted() {
     );
     assert_eq!(origin(&l.sim, l.a1, "198.51.100.200"), None);
     // The good one moves it.
+    l.sim.inject(l.a1, g(B, VLAN10, good.clone()));
+    assert_eq!(origin(&l.sim, l.a1, VM), Some(Origin::Away));
+    // The VM comes back; a recording of that notify played again must not move it away.
+    l.sim.inject(l.a1, detected(VM));
     l.sim.inject(l.a1, g(B, VLAN10, good));
+    l.sim
+        .inject(l.a1, g(B, VLAN10, group_notify_n(KEY, VM, &[B], true, 76)));
+    assert_eq!(origin(&l.sim, l.a1, VM), Some(Origin::Local));
+    assert_eq!(
+        l.sim
+            .node(l.a1)
+            .mobility()
+            .counters()
+            .refused(Refused::Replayed),
+        2
+    );
+    // A newer one from that xTR is taken.
+    l.sim
+        .inject(l.a1, g(B, VLAN10, group_notify_n(KEY, VM, &[B], true, 78)));
     assert_eq!(origin(&l.sim, l.a1, VM), Some(Origin::Away));
 }
 

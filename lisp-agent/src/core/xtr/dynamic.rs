@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use lisp_common::wire::control::auth::{self, Auth};
 use lisp_common::wire::control::{MapRegister, Message, Record};
 
-use super::{DatabaseMapping, MapServerPeer, Xtr, register};
+use super::{MapServerPeer, Xtr, record_of, register};
 use crate::core::action::{Action, CONTROL_PORT, EidPrefix};
 use crate::core::map_cache::Locator;
 use crate::core::time::Timestamp;
@@ -26,12 +27,13 @@ use crate::core::time::Timestamp;
 /// for tunnels on the way.
 pub const MAX_REGISTER_LEN: usize = 1400;
 
-/// A host registered for the mobility role.
+/// A host registered for the mobility role. Locators and map-servers are those of its map,
+/// shared by all its hosts (100k hosts must not hold 100k copies).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct DynamicMapping {
-    pub(super) mapping: DatabaseMapping,
+    pub(super) locators: Arc<[Locator]>,
     /// Indices into the engine's map-servers this host registers with.
-    pub(super) peers: Vec<usize>,
+    pub(super) peers: Arc<[usize]>,
 }
 
 pub(super) type DynamicTable = BTreeMap<EidPrefix, DynamicMapping>;
@@ -62,15 +64,12 @@ impl Xtr {
     pub fn register_dynamic(
         &mut self,
         eid: EidPrefix,
-        locators: Vec<Locator>,
-        peers: Vec<usize>,
+        locators: Arc<[Locator]>,
+        peers: Arc<[usize]>,
     ) -> Vec<Action> {
-        let m = DynamicMapping {
-            mapping: DatabaseMapping { eid, locators },
-            peers,
-        };
+        let m = DynamicMapping { locators, peers };
         let mut out = Vec::new();
-        self.send_dynamic(&m, self.cfg.record_ttl_min, &mut out);
+        self.send_dynamic(&eid, &m, self.cfg.record_ttl_min, &mut out);
         self.dynamic.insert(eid, m);
         out
     }
@@ -80,7 +79,7 @@ impl Xtr {
     pub fn deregister_dynamic(&mut self, eid: &EidPrefix) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(m) = self.dynamic.remove(eid) {
-            self.send_dynamic(&m, 0, &mut out);
+            self.send_dynamic(eid, &m, 0, &mut out);
         }
         out
     }
@@ -89,6 +88,16 @@ impl Xtr {
     /// see `core::mobility`).
     pub fn forget_dynamic(&mut self, eid: &EidPrefix) {
         self.dynamic.remove(eid);
+    }
+
+    /// The record of the dynamic host `eid` (the ETR's answer), if registered.
+    pub(super) fn dynamic_record(
+        &self,
+        eid: &EidPrefix,
+        probed: Option<std::net::IpAddr>,
+    ) -> Option<Record> {
+        let d = self.dynamic.get(eid)?;
+        record_of(eid, &d.locators, self.cfg.record_ttl_min, probed)
     }
 
     /// Is `eid` a registered dynamic host?
@@ -104,11 +113,17 @@ impl Xtr {
     /// One Map-Register per map-server of `m` with just its record (TTL `ttl_min`). Its nonce
     /// joins the outstanding ones of that map-server, so the Map-Notify answering it counts as
     /// an answer of the round; the round's schedule is not changed.
-    fn send_dynamic(&mut self, m: &DynamicMapping, ttl_min: u32, out: &mut Vec<Action>) {
-        let Some(rec) = m.mapping.to_record(ttl_min, None) else {
+    fn send_dynamic(
+        &mut self,
+        eid: &EidPrefix,
+        m: &DynamicMapping,
+        ttl_min: u32,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(rec) = record_of(eid, &m.locators, ttl_min, None) else {
             return;
         };
-        for &i in &m.peers {
+        for &i in m.peers.iter() {
             if i >= self.registrations.len() {
                 continue;
             }
@@ -171,9 +186,9 @@ impl Xtr {
         }
         records.extend(
             self.dynamic
-                .values()
-                .filter(|d| d.peers.contains(&ms))
-                .filter_map(|d| d.mapping.to_record(ttl, None)),
+                .iter()
+                .filter(|(_, d)| d.peers.contains(&ms))
+                .filter_map(|(e, d)| record_of(e, &d.locators, ttl, None)),
         );
         if records.is_empty() {
             // The configured map-servers keep their (empty) registration: it is what they

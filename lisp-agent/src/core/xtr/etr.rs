@@ -50,11 +50,13 @@ impl Xtr {
             // A dynamic host is answered with its own /32 or /128, not the prefix around it (a
             // request for a host address: one lookup, whatever the number of hosts).
             let host = EidPrefix::host(want.instance_id, want.addr);
-            let mine: Vec<&super::DatabaseMapping> = match self.dynamic.get(&host) {
-                Some(d) => vec![&d.mapping],
-                None => self.cfg.database_mappings.iter().collect(),
-            };
-            for m in mine {
+            if let Some(rec) = self.dynamic_record(&host, r.probe.then_some(to.ip())) {
+                if !records.iter().any(|x| x.eid == rec.eid) {
+                    records.push(rec);
+                }
+                continue;
+            }
+            for m in &self.cfg.database_mappings {
                 if !covers(&m.eid, &want) {
                     continue;
                 }

@@ -85,19 +85,28 @@ impl DatabaseMapping {
     /// and as answered. `probed` is the locator an RLOC-probe was addressed to (p bit).
     /// `None` if the prefix cannot be encoded.
     pub(crate) fn to_record(&self, ttl_min: u32, probed: Option<IpAddr>) -> Option<Record> {
-        let mut rec = Record::new(to_wire_eid(&self.eid)?, ttl_min);
-        rec.locators = self
-            .locators
-            .iter()
-            .map(|l| {
-                let mut w = WireLocator::new(l.addr, l.priority, l.weight);
-                w.local = true;
-                w.probed = probed == Some(l.addr);
-                w
-            })
-            .collect();
-        Some(rec)
+        record_of(&self.eid, &self.locators, ttl_min, probed)
     }
+}
+
+/// One of our mappings as a wire record (see [`DatabaseMapping::to_record`]).
+pub(crate) fn record_of(
+    eid: &EidPrefix,
+    locators: &[Locator],
+    ttl_min: u32,
+    probed: Option<IpAddr>,
+) -> Option<Record> {
+    let mut rec = Record::new(to_wire_eid(eid)?, ttl_min);
+    rec.locators = locators
+        .iter()
+        .map(|l| {
+            let mut w = WireLocator::new(l.addr, l.priority, l.weight);
+            w.local = true;
+            w.probed = probed == Some(l.addr);
+            w
+        })
+        .collect();
+    Some(rec)
 }
 
 /// Everything the xTR needs, independent of the YAML shape (tests build it directly).
