@@ -109,7 +109,7 @@ fn xtr_config(
         }],
         map_resolvers: vec![ip(MS)],
         xtr_id,
-        nonce_seed: locators.len() as u64 * 7919 + 1,
+        nonce_seed: (locators.len() as u64 * 7919 + 1).into(),
         ..XtrConfig::default()
     }
 }

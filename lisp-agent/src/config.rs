@@ -512,6 +512,10 @@ pub struct Config {
     pub map_servers: Vec<MapServerRef>,
     #[serde(default)]
     pub map_resolvers: Vec<IpAddr>,
+    /// RFC 9437 pubsub: subscribe to every mapping we resolve (N bit and xTR-ID in our
+    /// Map-Requests), so that the map-server publishes changes to us with Map-Notifies.
+    #[serde(default)]
+    pub subscribe: bool,
     #[serde(default, deserialize_with = "de_prefixes")]
     pub eid_space: Vec<IpPrefix>,
     #[serde(default)]

@@ -3,7 +3,7 @@
 //! The one place that knows both shapes: the core never imports `crate::config` (so a YAML
 //! change cannot reach into protocol code, and core tests build their configs directly), and
 //! the config never imports the core's state machines. What the core needs from the outside
-//! world at start (entropy, wall-clock time) comes in as plain numbers ([`Seeds`]).
+//! world at start (entropy, wall-clock time) comes in as plain values ([`Seeds`]).
 
 use std::net::IpAddr;
 
@@ -19,16 +19,20 @@ use crate::core::mobility::{
     DynamicEidMapConfig, DynamicPrefix, MobilityConfig, MobilityInterface, MobilityMode, Trunk,
 };
 use crate::core::node::NodeConfig;
+use crate::core::nonce::NonceSeed;
 use crate::core::xtr::{
-    DEFAULT_RECORD_TTL_MIN, DatabaseMapping, MapServerPeer, StaticMapping, XtrConfig,
+    DEFAULT_RECORD_TTL_MIN, DatabaseMapping, MapServerPeer, StaticMapping, XtrConfig, XtrLimits,
 };
 
 /// What the shell draws from the world once at start: the core has no entropy source or clock
 /// of its own, so that its tests are deterministic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seeds {
-    /// Seeds the nonce generators.
-    pub nonce_seed: u64,
+    /// Key of the xTR's nonce generator (32 bytes of OS entropy).
+    pub nonce_seed: NonceSeed,
+    /// Key of the map-server's nonce generator (its own: the two roles must not draw the same
+    /// nonces).
+    pub map_server_nonce_seed: NonceSeed,
     /// First Map-Register nonce: something that grows with wall-clock time, so that nonces keep
     /// increasing across restarts (map-servers that insist on increasing nonces).
     pub register_nonce_base: u64,
@@ -38,8 +42,7 @@ pub struct Seeds {
 pub fn node_config(c: &Config, seeds: Seeds) -> Result<NodeConfig, MapServerConfigError> {
     let map_server = if c.map_server.enabled {
         let mut m = map_server_config(&c.map_server)?;
-        // Nonces of unsolicited Map-Notifies must not repeat across restarts either.
-        m.nonce_seed = seeds.nonce_seed ^ seeds.register_nonce_base.rotate_left(32);
+        m.nonce_seed = seeds.map_server_nonce_seed;
         Some(m)
     } else {
         None
@@ -194,6 +197,8 @@ pub fn xtr_config(c: &Config, seeds: Seeds) -> XtrConfig {
         }),
         nonce_seed: seeds.nonce_seed,
         register_nonce_base: seeds.register_nonce_base,
+        subscribe: c.subscribe,
+        limits: XtrLimits::default(),
     }
 }
 
@@ -246,7 +251,8 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../../deploy/lisp-agent.example.yaml");
     const SEEDS: Seeds = Seeds {
-        nonce_seed: 1,
+        nonce_seed: NonceSeed([1; 32]),
+        map_server_nonce_seed: NonceSeed([3; 32]),
         register_nonce_base: 2,
     };
 
@@ -289,8 +295,15 @@ mod tests {
             }
         );
         assert_eq!(x.register_interval, Duration::from_secs(60));
-        assert_eq!((x.nonce_seed, x.register_nonce_base), (1, 2));
+        assert_eq!(
+            (x.nonce_seed, x.register_nonce_base),
+            (NonceSeed([1; 32]), 2)
+        );
         assert!(x.xtr_id.is_some());
+        assert!(x.subscribe);
+        // Off unless asked for.
+        let off = EXAMPLE.replace("subscribe: true\n", "");
+        assert!(!xtr_config(&Config::from_yaml_str(&off).unwrap(), SEEDS).subscribe);
         // The key is not printed.
         assert!(!format!("{:?}", x.map_servers[0]).contains("site1-secret"));
     }
@@ -390,8 +403,8 @@ interfaces:
         assert_eq!(n.xtr, xtr_config(&c, SEEDS));
         let ms = n.map_server.expect("enabled");
         assert_eq!(ms.sites.len(), c.map_server.sites.len());
-        // Seeded from both numbers, not a constant.
-        assert_ne!(ms.nonce_seed, MapServerConfig::default().nonce_seed);
+        // Its own key, not a constant nor the xTR's.
+        assert_eq!(ms.nonce_seed, NonceSeed([3; 32]));
         c.map_server.enabled = false;
         assert!(node_config(&c, SEEDS).unwrap().map_server.is_none());
     }

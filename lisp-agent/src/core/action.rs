@@ -132,6 +132,16 @@ pub enum Event {
         src: IpAddr,
         dst: IpAddr,
     },
+    /// The ETR received LISP data from the ITR at `itr_rloc` (outer source) for `dst_eid`, an
+    /// EID it no longer holds (e.g. a host that moved away), sent by `src_eid`. The xTR answers
+    /// with an SMR to `itr_rloc` (RFC 9301 §6.1), rate-limited per RLOC, so that the ITR
+    /// re-resolves `dst_eid` through the mapping system.
+    DataForAbsentEid {
+        instance_id: u32,
+        itr_rloc: IpAddr,
+        src_eid: IpAddr,
+        dst_eid: IpAddr,
+    },
     /// The deadline returned by `Node::poll_timeout()` (or a role's `next_deadline()`) has
     /// passed.
     Timer,

@@ -21,9 +21,7 @@
 //! into [`Event::DynamicEidActivity`]; the local API's questions ([`super::api`]) are answered
 //! between two events from the node's state.
 
-use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -45,6 +43,7 @@ use crate::config::lower::{self, Seeds};
 use crate::core::action::{Action, CONTROL_PORT, Event, MapCacheData};
 use crate::core::map_cache::{negative_entry, positive_entry};
 use crate::core::node::{Node, Notification};
+use crate::core::nonce::NonceSeed;
 use crate::core::time::{Timestamp, earliest};
 use crate::core::xtr::RegistrationState;
 use crate::dataplane::MapCacheWriter;
@@ -153,8 +152,13 @@ impl Clock {
 /// Runs until the event channel closes (the agent is stopping).
 pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     let clock = Clock(tokio::time::Instant::now());
-    // Entropy and wall-clock time enter the core only as these two numbers.
-    let seed = RandomState::new().hash_one(std::process::id());
+    // Entropy and wall-clock time enter the core only as these values. The nonce generators'
+    // keys come from the OS: whoever knows them predicts every nonce.
+    let mut xtr_key = [0u8; 32];
+    let mut ms_key = [0u8; 32];
+    getrandom::fill(&mut xtr_key)
+        .and_then(|()| getrandom::fill(&mut ms_key))
+        .map_err(|e| anyhow::anyhow!("reading OS entropy for nonces: {e}"))?;
     let nonce_base = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 1))
@@ -162,7 +166,8 @@ pub async fn run(mut ctx: ControlContext) -> anyhow::Result<()> {
     let mut node = lower::node_config(
         &ctx.config,
         Seeds {
-            nonce_seed: seed,
+            nonce_seed: NonceSeed(xtr_key),
+            map_server_nonce_seed: NonceSeed(ms_key),
             register_nonce_base: nonce_base,
         },
     )
@@ -412,11 +417,15 @@ fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-        // For the core's SMR logic (Event::DataForAbsentEid, same fields): not on this
-        // branch's core yet.
+        // The xTR answers with a rate-limited SMR to the ITR (core::xtr::etr).
         DataplaneEvent::DataForAbsentEid(a) => {
-            debug!("{a}: no SMR sent (not wired to the core)");
-            return None;
+            debug!("{a}");
+            Event::DataForAbsentEid {
+                instance_id: a.instance_id,
+                itr_rloc: a.itr_rloc,
+                src_eid: a.src_eid,
+                dst_eid: a.dst_eid,
+            }
         }
         DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
             ifindex: d.ifindex,
@@ -465,6 +474,11 @@ pub fn render_metrics(node: &Node, now: Timestamp) -> String {
     s.push_str("# HELP lisp_xtr_map_cache_entries Map-cache entries learnt from Map-Replies.\n");
     s.push_str("# TYPE lisp_xtr_map_cache_entries gauge\n");
     let _ = writeln!(s, "lisp_xtr_map_cache_entries {}", xtr.cached().count());
+    s.push_str("# HELP lisp_xtr_table_entries Entries of the xTR's bounded tables.\n");
+    s.push_str("# TYPE lisp_xtr_table_entries gauge\n");
+    for (name, n) in xtr.table_sizes().named() {
+        let _ = writeln!(s, "lisp_xtr_table_entries{{table=\"{name}\"}} {n}");
+    }
     if let Some(m) = ms {
         s.push_str("# HELP lisp_map_server_total Map-server messages and events.\n");
         s.push_str("# TYPE lisp_map_server_total counter\n");
@@ -755,6 +769,7 @@ mod tests {
                 algorithm: Algorithm::HmacSha256,
                 proxy_reply: false,
             }],
+            map_resolvers: vec!["192.0.2.1".parse().unwrap()],
             ..XtrConfig::default()
         };
         let mut n = Node::new(
@@ -766,6 +781,14 @@ mod tests {
             Timestamp::ZERO,
         );
         n.handle(Timestamp::ZERO, Event::Timer);
+        n.handle(
+            Timestamp::ZERO,
+            Event::Miss {
+                instance_id: 0,
+                src: "198.51.100.1".parse().unwrap(),
+                dst: "203.0.113.1".parse().unwrap(),
+            },
+        );
         let from: SocketAddr = "192.0.2.1:4342".parse().unwrap();
         n.handle(
             Timestamp::ZERO,
@@ -796,6 +819,14 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("lisp_xtr_map_cache_entries 0\n"));
+        assert!(
+            t.contains("lisp_xtr_table_entries{table=\"pending\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lisp_xtr_table_entries{table=\"cache\"} 0\n"),
+            "{t}"
+        );
         assert!(
             t.contains("lisp_node_total{event=\"delivered_locally\"} 0\n"),
             "{t}"
@@ -886,6 +917,27 @@ mod tests {
         let t = render_shell_mobility(&c, Some(&r));
         assert!(t.contains("lisp_mobility_shell_total{event=\"group_datagram_received\"} 4\n"));
         assert!(t.contains("lisp_mobility_shell_total{event=\"host_route_failed\"} 1\n"));
+    }
+
+    #[test]
+    fn data_for_an_absent_eid_reaches_the_core_with_its_fields() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = super::super::events::AbsentEid {
+            instance_id: 7,
+            itr_rloc: ip("192.0.2.17"),
+            src_eid: ip("198.51.100.10"),
+            dst_eid: ip("203.0.113.7"),
+            ifindex: 3,
+        };
+        assert_eq!(
+            dataplane_event(DataplaneEvent::DataForAbsentEid(a)),
+            Some(Event::DataForAbsentEid {
+                instance_id: 7,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip("198.51.100.10"),
+                dst_eid: ip("203.0.113.7"),
+            })
+        );
     }
 
     #[test]

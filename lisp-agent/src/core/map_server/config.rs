@@ -7,6 +7,8 @@ use std::time::Duration;
 use lisp_common::wire::control::Eid;
 use lisp_common::wire::control::auth::Algorithm;
 
+use crate::core::nonce::NonceSeed;
+
 /// Registrations expire this long after the last valid Map-Register (RFC 9301 §8.2: three
 /// times the 60 s registration interval).
 pub const DEFAULT_REGISTRATION_LIFETIME: Duration = Duration::from_secs(180);
@@ -89,7 +91,7 @@ pub struct MapServerConfig {
     pub max_pending_notifies: usize,
     /// Seed of the nonces of unsolicited Map-Notifies (the shell passes a random value; the core
     /// has no entropy source of its own, so that tests are deterministic).
-    pub nonce_seed: u64,
+    pub nonce_seed: NonceSeed,
 }
 
 impl Default for MapServerConfig {
@@ -105,7 +107,7 @@ impl Default for MapServerConfig {
             max_registrants: 4096,
             max_subscriptions: 100_000,
             max_pending_notifies: 100_000,
-            nonce_seed: 0x6c69_7370_2d6d_7321,
+            nonce_seed: NonceSeed::from(0x6c69_7370_2d6d_7321),
         }
     }
 }

@@ -273,6 +273,7 @@ impl MapServer {
             // Data-plane events are the xTR's and the node's.
             Event::Miss { .. }
             | Event::NextHopUnresolved { .. }
+            | Event::DataForAbsentEid { .. }
             | Event::DynamicEidDetected { .. }
             | Event::DynamicEidActivity { .. }
             | Event::GroupDatagram { .. } => Vec::new(),

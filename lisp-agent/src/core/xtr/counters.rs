@@ -23,6 +23,9 @@ pub enum Reject {
     ReplyEidMismatch,
     /// Map-Reply record that cannot be turned into a map-cache entry.
     ReplyBadRecord,
+    /// Map-Reply (or Map-Notify) record for /0: it would capture every destination, the
+    /// underlay included; no map-server sends one.
+    ReplyTooBroad,
     /// Map-Reply record for exactly the prefix of a static map-cache entry (not installed).
     ReplyStatic,
     /// Map-Request for an EID that is not one of our database-mappings.
@@ -49,10 +52,26 @@ pub enum Reject {
     MissNoResolver,
     /// Miss whose source and destination families differ (cannot build the ECM inner header).
     MissBadAddress,
+    /// Miss (or SMR) not resolved: the table of pending resolutions is full of live ones.
+    PendingTableFull,
+    /// Map-Reply or Map-Notify record not installed: the map-cache is full.
+    CacheFull,
+    /// SMR or SMR-invoked request not sent: its rate-limit table is full of recent entries.
+    RateTableFull,
+    /// Data for an absent EID with addresses we cannot use (families differ, or no locator of
+    /// the ITR's family): no SMR.
+    AbsentEidBadAddress,
+    /// Record of an authenticated Map-Notify for exactly one of our database-mappings: our own
+    /// registration, not a map-cache entry.
+    NotifyOwnRecord,
+    /// Record of an authenticated Map-Notify for exactly a static map-cache prefix.
+    NotifyStatic,
+    /// Map-Notify carrying another xTR's xTR-ID (a publication meant for someone else).
+    NotifyOtherXtr,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 22] = [
+    pub const ALL: [Reject; 30] = [
         Reject::Malformed,
         Reject::UnexpectedType,
         Reject::UnexpectedEcm,
@@ -62,6 +81,7 @@ impl Reject {
         Reject::ReplyUnsolicited,
         Reject::ReplyEidMismatch,
         Reject::ReplyBadRecord,
+        Reject::ReplyTooBroad,
         Reject::ReplyStatic,
         Reject::RequestNotOurs,
         Reject::RequestNoItrRloc,
@@ -75,6 +95,13 @@ impl Reject {
         Reject::MissCached,
         Reject::MissNoResolver,
         Reject::MissBadAddress,
+        Reject::PendingTableFull,
+        Reject::CacheFull,
+        Reject::RateTableFull,
+        Reject::AbsentEidBadAddress,
+        Reject::NotifyOwnRecord,
+        Reject::NotifyStatic,
+        Reject::NotifyOtherXtr,
     ];
 
     /// Stable snake_case name, used as a metrics label.
@@ -89,6 +116,7 @@ impl Reject {
             Reject::ReplyUnsolicited => "reply_unsolicited",
             Reject::ReplyEidMismatch => "reply_eid_mismatch",
             Reject::ReplyBadRecord => "reply_bad_record",
+            Reject::ReplyTooBroad => "reply_too_broad",
             Reject::ReplyStatic => "reply_static",
             Reject::RequestNotOurs => "request_not_ours",
             Reject::RequestNoItrRloc => "request_no_itr_rloc",
@@ -102,6 +130,13 @@ impl Reject {
             Reject::MissCached => "miss_cached",
             Reject::MissNoResolver => "miss_no_resolver",
             Reject::MissBadAddress => "miss_bad_address",
+            Reject::PendingTableFull => "pending_table_full",
+            Reject::CacheFull => "cache_full",
+            Reject::RateTableFull => "rate_table_full",
+            Reject::AbsentEidBadAddress => "absent_eid_bad_address",
+            Reject::NotifyOwnRecord => "notify_own_record",
+            Reject::NotifyStatic => "notify_static",
+            Reject::NotifyOtherXtr => "notify_other_xtr",
         }
     }
 
@@ -125,6 +160,8 @@ pub struct Counters {
     pub sent_probe_reply: u64,
     pub sent_map_notify_ack: u64,
     pub rx_map_notify: u64,
+    /// Unsolicited Map-Notifies received again (a retransmission): acknowledged, not applied.
+    pub rx_map_notify_repeated: u64,
     pub rx_map_reply: u64,
     pub rx_map_request: u64,
     pub rx_probe: u64,
@@ -135,6 +172,15 @@ pub struct Counters {
     pub miss_resolving: u64,
     /// Resolutions abandoned after 10 unanswered Map-Requests.
     pub resolve_gave_up: u64,
+    /// Data packets for an EID we no longer hold, reported by the data plane.
+    pub rx_data_for_absent_eid: u64,
+    /// Map-cache entries installed or replaced by a Map-Notify record (publication or
+    /// unsolicited notify from a map-server).
+    pub notify_cache_updated: u64,
+    /// Map-cache entries removed by a Map-Notify record (TTL 0 or no locators).
+    pub notify_cache_removed: u64,
+    /// Held-down resolutions dropped early to make room in a full pending table.
+    pub pending_evicted: u64,
     /// Records / locators (ITR-RLOCs included) of received messages left out because they are
     /// encoded in an LCAF type we do not know (the rest of the message is used).
     pub skipped_records: u64,
@@ -174,7 +220,7 @@ impl Counters {
     }
 
     /// Every message counter with its name (for metrics).
-    pub fn messages(&self) -> [(&'static str, u64); 19] {
+    pub fn messages(&self) -> [(&'static str, u64); 24] {
         [
             ("sent_map_register", self.sent_map_register),
             ("sent_map_request", self.sent_map_request),
@@ -185,6 +231,7 @@ impl Counters {
             ("sent_probe_reply", self.sent_probe_reply),
             ("sent_map_notify_ack", self.sent_map_notify_ack),
             ("rx_map_notify", self.rx_map_notify),
+            ("rx_map_notify_repeated", self.rx_map_notify_repeated),
             ("rx_map_reply", self.rx_map_reply),
             ("rx_map_request", self.rx_map_request),
             ("rx_probe", self.rx_probe),
@@ -193,6 +240,10 @@ impl Counters {
             ("map_cache_expired", self.map_cache_expired),
             ("miss_resolving", self.miss_resolving),
             ("resolve_gave_up", self.resolve_gave_up),
+            ("rx_data_for_absent_eid", self.rx_data_for_absent_eid),
+            ("notify_cache_updated", self.notify_cache_updated),
+            ("notify_cache_removed", self.notify_cache_removed),
+            ("pending_evicted", self.pending_evicted),
             ("skipped_records", self.skipped_records),
             ("skipped_locators", self.skipped_locators),
         ]

@@ -10,15 +10,17 @@
 //!   Map-Notify, refreshed every `register_interval`.
 //! * `resolve`: misses → ECM Map-Requests to a map-resolver → map-cache entries with TTL.
 //! * `etr`: authoritative Map-Replies, RLOC-probe replies, SMRs received and sent.
+//! * `notify`: records of unsolicited Map-Notifies and RFC 9437 publications → map-cache.
 
 pub mod counters;
 mod etr;
+mod notify;
 mod register;
 mod resolve;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ use lisp_common::wire::control::{Eid, IpPrefix, Locator as WireLocator, Message,
 
 use super::action::{Action, EidPrefix, Event, MapCacheData};
 use super::map_cache::Locator;
-use super::nonce::NonceSource;
+use super::nonce::{NonceSeed, NonceSource};
 use super::prefix_lengths::LengthSet;
 use super::time::{Timestamp, earliest};
 pub use counters::{Counters, Reject};
@@ -114,12 +116,70 @@ pub struct XtrConfig {
     pub record_ttl_min: u32,
     /// xTR-ID/Site-ID sent in Map-Registers (I bit); `None` sends no trailer.
     pub xtr_id: Option<XtrId>,
-    /// Seed of the Map-Request nonce generator.
-    pub nonce_seed: u64,
+    /// Key of the nonce generator (Map-Request and SMR nonces): 32 random bytes from the shell.
+    pub nonce_seed: NonceSeed,
     /// First Map-Register nonce; later ones count up from it. Map-servers drop a Map-Register
     /// whose nonce is not above the last one they accepted from this xTR, so across restarts
     /// the shell passes something that grows with wall-clock time.
     pub register_nonce_base: u64,
+    /// RFC 9437 pubsub: Map-Requests to the map-resolvers set the N bit and carry our xTR-ID,
+    /// so the map-server publishes later changes of the mapping (Map-Notify) without traffic.
+    pub subscribe: bool,
+    pub limits: XtrLimits,
+}
+
+/// Bounds on the tables that remote parties (a scan of the EID space, a flood of SMRs or of
+/// data for absent EIDs) can grow. Beyond them new entries are refused and counted, so memory
+/// stays flat whatever arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XtrLimits {
+    /// Resolutions in progress or held down; each holds at most [`resolve::MAX_REQUESTS`]
+    /// request nonces.
+    pub max_pending: usize,
+    /// Learnt map-cache entries (Map-Replies and Map-Notifies).
+    pub max_cache: usize,
+    /// Entries of each SMR rate-limit table (SMRs sent per RLOC, SMR-invoked requests per
+    /// prefix).
+    pub max_rate_entries: usize,
+}
+
+impl Default for XtrLimits {
+    fn default() -> Self {
+        XtrLimits {
+            // ~4k Map-Requests per second at most while a scan lasts: what a map-resolver takes.
+            max_pending: 4096,
+            // Above the data plane's prefix table (64k), well below its host table (1M).
+            max_cache: 100_000,
+            max_rate_entries: 4096,
+        }
+    }
+}
+
+/// How full each bounded table is (metrics, and tests asserting that memory stays flat).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    pub pending: usize,
+    pub pending_timers: usize,
+    pub request_nonces: usize,
+    pub cache: usize,
+    pub cache_timers: usize,
+    pub smr_invoked_last: usize,
+    pub smr_sent_last: usize,
+}
+
+impl TableSizes {
+    /// Every table with a stable snake_case name (a metrics label).
+    pub fn named(&self) -> [(&'static str, usize); 7] {
+        [
+            ("pending", self.pending),
+            ("pending_timers", self.pending_timers),
+            ("request_nonces", self.request_nonces),
+            ("cache", self.cache),
+            ("cache_timers", self.cache_timers),
+            ("smr_invoked_last", self.smr_invoked_last),
+            ("smr_sent_last", self.smr_sent_last),
+        ]
+    }
 }
 
 impl Default for XtrConfig {
@@ -134,10 +194,41 @@ impl Default for XtrConfig {
             register_interval: DEFAULT_REGISTER_INTERVAL,
             record_ttl_min: DEFAULT_RECORD_TTL_MIN,
             xtr_id: None,
-            nonce_seed: 0,
+            nonce_seed: NonceSeed::default(),
             register_nonce_base: 1,
+            subscribe: false,
+            limits: XtrLimits::default(),
         }
     }
+}
+
+/// Both SMR rate limits (lisp-facts, OOR): at most one SMR per 3 s to one RLOC, one
+/// SMR-invoked Map-Request per 3 s per cached EID-prefix.
+const RATE_WINDOW: Duration = Duration::from_secs(3);
+
+/// Records `key` as sent at `now` in a rate-limit table bounded to `max` entries: `Ok(true)` if
+/// the limit lets it through, `Ok(false)` if it came within [`RATE_WINDOW`] of the last one, and
+/// `Err` if the table is full of entries younger than the window (then nothing is recorded).
+fn rate_limit<K: std::hash::Hash + Eq + Copy>(
+    table: &mut HashMap<K, Timestamp>,
+    key: K,
+    now: Timestamp,
+    max: usize,
+) -> Result<bool, Reject> {
+    if let Some(&t) = table.get(&key)
+        && now - t < RATE_WINDOW
+    {
+        return Ok(false);
+    }
+    if !table.contains_key(&key) && table.len() >= max {
+        // Full: drop what no longer limits anything before refusing.
+        table.retain(|_, t| now - *t < RATE_WINDOW);
+        if table.len() >= max {
+            return Err(Reject::RateTableFull);
+        }
+    }
+    table.insert(key, now);
+    Ok(true)
 }
 
 /// Instance-id as carried on the wire: the LCAF only outside the default instance, which is how
@@ -172,6 +263,8 @@ pub struct Xtr {
     registrations: Vec<register::Registration>,
     resolver_cursor: usize,
     pending: HashMap<EidPrefix, resolve::Pending>,
+    /// How many of `pending` are held down (the ones a full table may drop).
+    held_down: usize,
     pending_timers: BTreeSet<(Timestamp, EidPrefix)>,
     request_nonces: HashMap<u64, EidPrefix>,
     cache: BTreeMap<EidPrefix, resolve::CacheEntry>,
@@ -183,6 +276,8 @@ pub struct Xtr {
     cache_lengths: LengthSet,
     smr_invoked_last: HashMap<EidPrefix, Timestamp>,
     smr_sent_last: HashMap<IpAddr, Timestamp>,
+    /// (map-server, nonce) of the last unsolicited Map-Notifies applied, oldest first.
+    notify_seen: VecDeque<(IpAddr, u64)>,
     last_prune: Timestamp,
 }
 
@@ -207,6 +302,7 @@ impl Xtr {
             registrations,
             resolver_cursor: 0,
             pending: HashMap::new(),
+            held_down: 0,
             pending_timers: BTreeSet::new(),
             request_nonces: HashMap::new(),
             cache: BTreeMap::new(),
@@ -215,6 +311,7 @@ impl Xtr {
             cache_lengths: LengthSet::default(),
             smr_invoked_last: HashMap::new(),
             smr_sent_last: HashMap::new(),
+            notify_seen: VecDeque::with_capacity(register::NOTIFY_SEEN),
             last_prune: now,
         }
     }
@@ -236,6 +333,12 @@ impl Xtr {
                 src,
                 dst,
             } => self.handle_miss(now, instance_id, src, dst),
+            Event::DataForAbsentEid {
+                instance_id,
+                itr_rloc,
+                src_eid,
+                dst_eid,
+            } => self.handle_data_for_absent_eid(now, instance_id, itr_rloc, src_eid, dst_eid),
             Event::Timer => self.handle_timer(now),
             // The node's, not the xTR's (`core::next_hop`, `core::mobility`).
             Event::NextHopUnresolved { .. }
@@ -300,13 +403,25 @@ impl Xtr {
     /// The rate-limit tables only matter for 3 s; drop old entries now and then so that they
     /// stay as small as the recent traffic.
     fn prune_rate_limits(&mut self, now: Timestamp) {
-        const KEEP: Duration = Duration::from_secs(3);
         if now - self.last_prune < Duration::from_secs(10) {
             return;
         }
         self.last_prune = now;
-        self.smr_invoked_last.retain(|_, t| now - *t < KEEP);
-        self.smr_sent_last.retain(|_, t| now - *t < KEEP);
+        self.smr_invoked_last.retain(|_, t| now - *t < RATE_WINDOW);
+        self.smr_sent_last.retain(|_, t| now - *t < RATE_WINDOW);
+    }
+
+    /// Sizes of the bounded tables.
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            pending: self.pending.len(),
+            pending_timers: self.pending_timers.len(),
+            request_nonces: self.request_nonces.len(),
+            cache: self.cache.len(),
+            cache_timers: self.cache_timers.len(),
+            smr_invoked_last: self.smr_invoked_last.len(),
+            smr_sent_last: self.smr_sent_last.len(),
+        }
     }
 
     /// Our locator of the same family as `a`, if any.

@@ -25,6 +25,10 @@ pub const RETRANSMIT_MAX: Duration = Duration::from_secs(60);
 /// Nonces of earlier sends of the same round that are still accepted (a Map-Notify may answer a
 /// retransmission or the one before it).
 const OUTSTANDING: usize = 8;
+/// Unsolicited Map-Notifies remembered (map-server, nonce) to recognise retransmissions: a
+/// map-server gives up after a handful of tries over some seconds, so the last 256 cover every
+/// retransmission unless hundreds of notifies arrive meanwhile.
+pub(super) const NOTIFY_SEEN: usize = 256;
 /// A registration without a valid Map-Notify for this many intervals is shown as expired (the
 /// map-server drops it after 3 × 60 s).
 const EXPIRY_INTERVALS: u32 = 3;
@@ -198,7 +202,7 @@ impl Xtr {
             {
                 self.counters.reject(Reject::NotifyDuplicate);
             } else {
-                self.unsolicited_notify(from, bytes, n, out);
+                self.unsolicited_notify(now, from, bytes, n, out);
             }
             return;
         };
@@ -218,12 +222,14 @@ impl Xtr {
         r.next_send = (r.round_start + interval).max(now);
     }
 
-    /// A Map-Notify we did not ask for (RFC 9301 §5.7: e.g. after our RLOCs changed at the
-    /// map-server): if it comes from a configured map-server and verifies with its key, it is
-    /// acknowledged with a Map-Notify-Ack (same body, type 5) so that the map-server stops
-    /// retransmitting. Anything else is dropped.
+    /// A Map-Notify we did not ask for (RFC 9301 §5.7: e.g. after an EID moved; RFC 9437: a
+    /// publication): if it comes from a configured map-server and verifies with its key, its
+    /// records update the map-cache (`notify`), and it is acknowledged with a Map-Notify-Ack
+    /// (same body, type 5) so that the map-server stops retransmitting. Anything else is
+    /// dropped.
     fn unsolicited_notify(
         &mut self,
+        now: Timestamp,
         from: SocketAddr,
         bytes: &[u8],
         n: &MapNotify,
@@ -243,12 +249,26 @@ impl Xtr {
             self.counters.reject(Reject::NotifyBadAuth);
             return;
         }
-        let mut ack = n.clone();
-        let alg = n.auth.algorithm();
-        let Some(alg) = alg else {
+        let Some(alg) = n.auth.algorithm() else {
             self.counters.reject(Reject::NotifyBadAuth);
             return;
         };
+        // A map-server retransmits until it hears our ack; a retransmission of a notify we have
+        // applied (our ack was lost) is acknowledged again but not applied again: by now a
+        // later notify may have changed the same mapping, which the old records would undo.
+        let seen = (from.ip(), n.nonce);
+        if self.notify_seen.contains(&seen) {
+            self.counters.rx_map_notify_repeated += 1;
+        } else {
+            if !self.apply_notify_records(now, n, out) {
+                return;
+            }
+            if self.notify_seen.len() == NOTIFY_SEEN {
+                self.notify_seen.pop_front();
+            }
+            self.notify_seen.push_back(seen);
+        }
+        let mut ack = n.clone();
         ack.auth = Auth {
             key_id: n.auth.key_id,
             ..Auth::zeroed(alg)

@@ -8,6 +8,12 @@
 //! map-resolver, and the resolver that last answered is the first one tried for new requests,
 //! so that a dead resolver costs one second once, not on every miss.
 //!
+//! Bounded: at most `limits.max_pending` resolutions (live or held down) and
+//! `limits.max_cache` learnt entries. A full pending table first drops a held-down resolution
+//! (it only suppresses misses) and otherwise refuses the miss, never a live resolution, so a
+//! scan of the EID space costs at most `max_pending` Map-Requests per second and a real
+//! destination gets room at the latest when the scan's resolutions give up.
+//!
 //! Static map-cache entries (config `map-cache`) sit beside the learnt ones and take part in the
 //! longest-prefix match like the data plane's, but resolution never touches them: a Map-Reply
 //! record with exactly a static prefix is not installed (installing it would overwrite the
@@ -21,7 +27,7 @@ use std::time::Duration;
 
 use lisp_common::maps::MAX_RLOCS;
 use lisp_common::wire::control::{
-    Action as WireAction, Address, Ecm, IpPrefix, MapReply, MapRequest, Message, Record,
+    Action as WireAction, Address, Ecm, IpPrefix, MapReply, MapRequest, Message, Record, XtrId,
 };
 
 use super::{Reject, Xtr, covers, from_wire_eid, to_wire_eid, wire_iid};
@@ -35,8 +41,6 @@ pub const REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_REQUESTS: u32 = 10;
 /// Wait after giving up before a miss may start a new resolution.
 pub const HOLD_DOWN: Duration = Duration::from_secs(30);
-/// Minimum time between two SMR-invoked Map-Requests for one EID-prefix.
-pub const SMR_INVOKED_INTERVAL: Duration = Duration::from_secs(3);
 
 /// A resolution in progress (or held down).
 #[derive(Clone, Debug)]
@@ -65,6 +69,14 @@ pub(super) struct Match<'a> {
     pub(super) eid: EidPrefix,
     pub(super) data: &'a MapCacheData,
     pub(super) is_static: bool,
+}
+
+/// What [`Xtr::cache_apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CacheChange {
+    Installed,
+    Removed,
+    Unchanged,
 }
 
 /// A learnt map-cache entry as [`super::Xtr::cached`] lists it.
@@ -119,12 +131,14 @@ impl Xtr {
             self.counters.reject(Reject::MissNoResolver);
             return out;
         }
-        self.counters.miss_resolving += 1;
-        self.start_request(now, host, src, false, &mut out);
+        if self.start_request(now, host, src, false, &mut out) {
+            self.counters.miss_resolving += 1;
+        }
         out
     }
 
-    /// Starts a resolution of `eid` (sends the first Map-Request).
+    /// Starts a resolution of `eid` (sends the first Map-Request). False, counted, if there is
+    /// no map-resolver or no room in the pending table.
     pub(super) fn start_request(
         &mut self,
         now: Timestamp,
@@ -132,13 +146,17 @@ impl Xtr {
         src: IpAddr,
         smr_invoked: bool,
         out: &mut Vec<Action>,
-    ) {
+    ) -> bool {
         if self.cfg.map_resolvers.is_empty() {
             self.counters.reject(Reject::MissNoResolver);
-            return;
+            return false;
         }
-        if let Some(old) = self.pending.remove(&eid) {
-            self.drop_pending_state(&eid, &old);
+        if self.remove_pending(&eid).is_none()
+            && self.pending.len() >= self.cfg.limits.max_pending
+            && !self.evict_held_down()
+        {
+            self.counters.reject(Reject::PendingTableFull);
+            return false;
         }
         let p = Pending {
             src,
@@ -151,13 +169,45 @@ impl Xtr {
         };
         self.pending.insert(eid, p);
         self.send_request(now, eid, out);
+        true
     }
 
-    fn drop_pending_state(&mut self, eid: &EidPrefix, p: &Pending) {
+    /// Removes a pending resolution with its timer and request nonces.
+    pub(super) fn remove_pending(&mut self, eid: &EidPrefix) -> Option<Pending> {
+        let p = self.pending.remove(eid)?;
         self.pending_timers.remove(&(p.deadline, *eid));
         for n in &p.nonces {
             self.request_nonces.remove(n);
         }
+        if p.hold_down {
+            self.held_down -= 1;
+        }
+        Some(p)
+    }
+
+    /// Makes room in a full pending table by dropping a held-down resolution: it only
+    /// suppresses misses for a destination that did not answer, while a live one waits for an
+    /// answer. Live resolutions are never dropped (their replies would be refused), so under a
+    /// scan new misses are refused instead until resolutions give up. False if none is held
+    /// down.
+    fn evict_held_down(&mut self) -> bool {
+        if self.held_down == 0 {
+            return false;
+        }
+        // Hold-down deadlines lie 30 s out, retransmit deadlines 1 s: the latest deadlines are
+        // held-down ones, so this finds one within a few steps.
+        let victim = self
+            .pending_timers
+            .iter()
+            .rev()
+            .map(|(_, eid)| *eid)
+            .find(|eid| self.pending.get(eid).is_some_and(|p| p.hold_down));
+        let Some(eid) = victim else {
+            return false;
+        };
+        self.remove_pending(&eid);
+        self.counters.pending_evicted += 1;
+        true
     }
 
     /// Sends (or re-sends) the Map-Request of a pending resolution and schedules the next step.
@@ -170,7 +220,8 @@ impl Xtr {
         };
         let resolver_idx = p.resolver % resolvers.max(1);
         let resolver = self.cfg.map_resolvers[resolver_idx];
-        let payload = build_ecm_request(nonce, &eid, p.src, itr_rlocs, p.smr_invoked);
+        let subscribe = self.cfg.subscribe.then_some(self.cfg.xtr_id);
+        let payload = build_ecm_request(nonce, &eid, p.src, itr_rlocs, p.smr_invoked, subscribe);
         self.pending_timers.remove(&(p.deadline, eid));
         p.nonces.push(nonce);
         p.sent += 1;
@@ -207,15 +258,13 @@ impl Xtr {
                 continue;
             };
             if p.hold_down {
-                // Hold-down over: the next miss starts afresh.
-                let p = self.pending.remove(&eid);
-                if let Some(p) = p {
-                    self.drop_pending_state(&eid, &p);
-                }
+                // Hold-down over: the next miss starts afresh (its timer is already popped).
+                self.remove_pending(&eid);
                 continue;
             }
             if p.sent >= MAX_REQUESTS {
                 p.hold_down = true;
+                self.held_down += 1;
                 p.deadline = now + HOLD_DOWN;
                 self.pending_timers.insert((p.deadline, eid));
                 self.counters.resolve_gave_up += 1;
@@ -234,48 +283,102 @@ impl Xtr {
             self.counters.reject(Reject::ReplyUnsolicited);
             return;
         };
-        // The record must be about what we asked: the prefix covering the EID (the usual case)
-        // or, for an SMR-invoked request about a prefix, one inside it.
-        let Some(rec) = r.records.iter().find(|rec| {
-            let e = from_wire_eid(&rec.eid);
-            covers(&e, &asked) || covers(&asked, &e)
-        }) else {
+        // The record must answer what we asked: a prefix that covers the EID asked for. Nothing
+        // else in the reply is looked at, however well it is signed by the nonce: an ETR or a
+        // map-server has no business telling us about other prefixes here.
+        let Some(rec) = r
+            .records
+            .iter()
+            .find(|rec| covers(&from_wire_eid(&rec.eid), &asked))
+        else {
             self.counters.reject(Reject::ReplyEidMismatch);
             return;
+        };
+        let eid = match self.cache_prefix_for(from_wire_eid(&rec.eid), &asked) {
+            Ok(eid) => eid,
+            Err(why) => {
+                self.counters.reject(why);
+                return;
+            }
         };
         let Some(data) = self.cache_data_of(rec) else {
             self.counters.reject(Reject::ReplyBadRecord);
             return;
         };
         self.counters.rx_map_reply += 1;
-        let Some(p) = self.pending.remove(&asked) else {
+        let Some(p) = self.remove_pending(&asked) else {
             return;
         };
-        self.drop_pending_state(&asked, &p);
         // Answered by this resolver: start there next time.
         self.resolver_cursor = p.resolver;
-        let eid = from_wire_eid(&rec.eid);
+        match self.cache_apply(now, eid, rec.ttl, Some(data), out) {
+            Ok(CacheChange::Installed) => self.counters.map_cache_installed += 1,
+            Ok(_) => {}
+            Err(why) => self.counters.reject(why),
+        }
+    }
+
+    /// The prefix under which a record answering `asked` is cached: the record's own, narrowed
+    /// to the configured EID space around `asked` when it is broader (a mapping for a /8 holds
+    /// for the /24 of EID space inside it, and caching the /8 would capture underlay traffic).
+    /// A /0 that nothing narrows is refused: it would capture every destination.
+    pub(super) fn cache_prefix_for(
+        &self,
+        record: EidPrefix,
+        asked: &EidPrefix,
+    ) -> Result<EidPrefix, Reject> {
+        let space = self
+            .cfg
+            .eid_space
+            .iter()
+            .map(|p| EidPrefix::new(asked.instance_id, p.addr, p.len))
+            .filter(|p| covers(p, asked))
+            .max_by_key(|p| p.len);
+        let eid = match space {
+            Some(space) if space.len > record.len => space,
+            _ => record,
+        };
+        if eid.len == 0 {
+            return Err(Reject::ReplyTooBroad);
+        }
+        Ok(eid)
+    }
+
+    /// Puts a mapping into the learnt map-cache: `None` or a TTL of 0 removes it, anything else
+    /// installs or replaces it. Static entries are never touched.
+    pub(super) fn cache_apply(
+        &mut self,
+        now: Timestamp,
+        eid: EidPrefix,
+        ttl_min: u32,
+        data: Option<MapCacheData>,
+        out: &mut Vec<Action>,
+    ) -> Result<CacheChange, Reject> {
         if self.statics.contains_key(&eid) {
-            // Neither install (it would replace the static entry) nor remove (TTL 0).
-            self.counters.reject(Reject::ReplyStatic);
-            return;
+            // Neither install (it would replace the static entry) nor remove.
+            return Err(Reject::ReplyStatic);
         }
-        if rec.ttl == 0 {
-            // TTL 0: remove now and do not cache.
-            if self.cache_remove(&eid) {
-                out.push(Action::RemoveMapCache { eid });
+        let data = match data {
+            Some(d) if ttl_min > 0 => d,
+            _ => {
+                if self.cache_remove(&eid) {
+                    out.push(Action::RemoveMapCache { eid });
+                    return Ok(CacheChange::Removed);
+                }
+                return Ok(CacheChange::Unchanged);
             }
-            return;
+        };
+        let ttl = Duration::from_secs(u64::from(ttl_min) * 60);
+        if !self.cache_insert(eid, data.clone(), now + ttl) {
+            return Err(Reject::CacheFull);
         }
-        let ttl = Duration::from_secs(u64::from(rec.ttl) * 60);
-        self.cache_insert(eid, data.clone(), now + ttl);
-        self.counters.map_cache_installed += 1;
         out.push(Action::InstallMapCache { eid, data, ttl });
+        Ok(CacheChange::Installed)
     }
 
     /// A Map-Reply record as map-cache data. Locators we cannot use (unreachable, or of a family
     /// we have no RLOC for) are kept but with priority 255, so the locator set stays as sent.
-    fn cache_data_of(&self, rec: &Record) -> Option<MapCacheData> {
+    pub(super) fn cache_data_of(&self, rec: &Record) -> Option<MapCacheData> {
         if rec.locators.is_empty() {
             let n = match rec.action {
                 // RFC 9301 §5.4: No-Action on a negative record means no encapsulation.
@@ -309,13 +412,18 @@ impl Xtr {
         Some(MapCacheData::Positive(locs))
     }
 
-    fn cache_insert(&mut self, eid: EidPrefix, data: MapCacheData, expires: Timestamp) {
+    /// False (nothing changed) if `eid` is new and the cache is full.
+    fn cache_insert(&mut self, eid: EidPrefix, data: MapCacheData, expires: Timestamp) -> bool {
+        if !self.cache.contains_key(&eid) && self.cache.len() >= self.cfg.limits.max_cache {
+            return false;
+        }
         if let Some(old) = self.cache.insert(eid, CacheEntry { data, expires }) {
             self.cache_timers.remove(&(old.expires, eid));
         } else {
             self.cache_lengths.add(eid.addr.is_ipv4(), eid.len);
         }
         self.cache_timers.insert((expires, eid));
+        true
     }
 
     fn cache_remove(&mut self, eid: &EidPrefix) -> bool {
@@ -382,11 +490,22 @@ impl Xtr {
         }
     }
 
-    /// An SMR for `eid` arrived: re-resolve the cached prefix covering it through the mapping
-    /// system, at most once per 3 s per prefix. Nothing to do when a static entry is the best
-    /// match (see the module comment).
-    pub(super) fn on_smr(&mut self, now: Timestamp, eid: EidPrefix, out: &mut Vec<Action>) {
-        let Some(m) = self.best_match(eid.instance_id, eid.addr) else {
+    /// An SMR arrived saying that the mapping of `changed` (its Source-EID) is stale. If
+    /// `changed` falls in a learnt map-cache entry, ask the mapping system for `changed` itself
+    /// (not for the cached prefix): a host that moved out of a cached /24 is then learnt as the
+    /// /32 the map-server now holds, while an unchanged prefix simply comes back as the /24. At
+    /// most one SMR-invoked request per 3 s per cached prefix. `our_eid` is the SMR's record,
+    /// the sender's view of our EID-prefix: the source EID of the request when it is ours (as
+    /// OOR does). Nothing to do when a static entry is the best match (see the module comment).
+    pub(super) fn on_smr(
+        &mut self,
+        now: Timestamp,
+        instance_id: u32,
+        changed: IpAddr,
+        our_eid: Option<EidPrefix>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(m) = self.best_match(instance_id, changed) else {
             self.counters.reject(Reject::SmrNotCached);
             return;
         };
@@ -395,15 +514,30 @@ impl Xtr {
             return;
         }
         let cached = m.eid;
-        if let Some(&t) = self.smr_invoked_last.get(&cached)
-            && now - t < SMR_INVOKED_INTERVAL
-        {
-            self.counters.reject(Reject::SmrRateLimited);
-            return;
+        match super::rate_limit(
+            &mut self.smr_invoked_last,
+            cached,
+            now,
+            self.cfg.limits.max_rate_entries,
+        ) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.counters.reject(Reject::SmrRateLimited);
+                return;
+            }
+            Err(why) => {
+                self.counters.reject(why);
+                return;
+            }
         }
-        self.smr_invoked_last.insert(cached, now);
-        let src = self.own_eid_like(cached.instance_id, &cached.addr);
-        self.start_request(now, cached, src, true, out);
+        let src = our_eid
+            .filter(|e| {
+                e.addr.is_ipv4() == changed.is_ipv4()
+                    && self.cfg.database_mappings.iter().any(|m| covers(&m.eid, e))
+            })
+            .map(|e| e.addr)
+            .unwrap_or_else(|| self.own_eid_like(instance_id, &changed));
+        self.start_request(now, EidPrefix::host(instance_id, changed), src, true, out);
     }
 
     /// An address of ours in the family of `a` to put as the source EID of requests we make on
@@ -432,9 +566,13 @@ fn build_ecm_request(
     src: IpAddr,
     itr_rlocs: Vec<IpAddr>,
     smr_invoked: bool,
+    subscribe: Option<Option<XtrId>>,
 ) -> Option<Vec<u8>> {
     let req = MapRequest {
         smr_invoked,
+        // RFC 9437: N on the EID record subscribes, the xTR-ID names the subscriber.
+        notify_requested: subscribe.is_some(),
+        xtr: subscribe.flatten(),
         nonce,
         source_eid: Address {
             instance_id: wire_iid(eid.instance_id),

@@ -2,7 +2,7 @@
 //! with the wire codec, the way a peer would.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lisp_common::wire::control::auth::{self, Algorithm, Auth};
 use lisp_common::wire::control::{
@@ -73,7 +73,7 @@ fn cfg() -> XtrConfig {
         map_resolvers: vec![MS1, MS2],
         eid_space: vec![pfx("203.0.113.0/24")],
         register_nonce_base: 1000,
-        nonce_seed: 42,
+        nonce_seed: 42.into(),
         ..XtrConfig::default()
     }
 }
@@ -830,12 +830,14 @@ fn rloc_probe_reply_marks_the_probed_locator() {
 
 // ------------------------------------------------------------------------------- SMR
 
-fn smr(eid: &str) -> Vec<u8> {
-    let p = pfx(eid);
+/// An SMR as RFC 9301 §6.1 and OOR send it (capture 13): Source-EID = the EID whose mapping
+/// changed, the record = our prefix as the sender caches it.
+fn smr(changed: &str, record: &str) -> Vec<u8> {
+    let p = pfx(record);
     Message::MapRequest(MapRequest {
         smr: true,
         nonce: 99,
-        source_eid: Address::ip(p.addr),
+        source_eid: Address::ip(ip(changed)),
         itr_rlocs: vec![ip("192.0.2.50")],
         eids: vec![Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap())],
         ..MapRequest::default()
@@ -845,12 +847,13 @@ fn smr(eid: &str) -> Vec<u8> {
 }
 
 #[test]
-fn smr_for_a_cached_eid_triggers_a_rate_limited_smr_invoked_request() {
+fn smr_invoked_request_asks_for_the_changed_eid_so_a_moved_host_is_learnt_as_a_host() {
     let mut x = Xtr::new(cfg(), t(0));
     // Nothing cached: ignored.
-    assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr("203.0.113.7/32")).is_empty());
+    let ours = "198.51.100.0/24";
+    assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr("203.0.113.7", ours)).is_empty());
     assert_eq!(x.counters().rejected(Reject::SmrNotCached), 1);
-    let req = miss_request(&mut x, t(0), ip("203.0.113.7"));
+    let req = miss_request(&mut x, t(0), ip("203.0.113.20"));
     rx(
         &mut x,
         t(5),
@@ -858,7 +861,8 @@ fn smr_for_a_cached_eid_triggers_a_rate_limited_smr_invoked_request() {
         &reply(req.nonce, "203.0.113.0/24", 60, &[(ip("192.0.2.50"), 1)]),
     );
 
-    let a = rx(&mut x, secs(1), ip("192.0.2.50"), &smr("203.0.113.7/32"));
+    // 203.0.113.7 moved away from the /24's site, whose ETR tells us.
+    let a = rx(&mut x, secs(1), ip("192.0.2.50"), &smr("203.0.113.7", ours));
     let s = sends(&a);
     assert_eq!(s.len(), 1);
     assert_eq!(
@@ -868,40 +872,288 @@ fn smr_for_a_cached_eid_triggers_a_rate_limited_smr_invoked_request() {
     );
     let (ecm, req) = parse_ecm(&s[0].1);
     assert!(req.smr_invoked && !req.smr);
-    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.0/24");
-    assert_eq!(ecm.ip.dst(), ip("203.0.113.0"));
-    assert_eq!(ecm.ip.src(), ip("198.51.100.0"), "one of our EIDs");
-    // Within 3 s: suppressed.
-    assert!(rx(&mut x, t(3999), ip("192.0.2.50"), &smr("203.0.113.8/32")).is_empty());
+    assert_eq!(
+        req.eids[0].prefix.to_string(),
+        "203.0.113.7/32",
+        "the EID that changed"
+    );
+    assert_eq!(ecm.ip.dst(), ip("203.0.113.7"));
+    assert_eq!(
+        ecm.ip.src(),
+        ip("198.51.100.0"),
+        "the SMR's record: our EID"
+    );
+    assert_eq!(req.source_eid, Address::ip(ip("198.51.100.0")));
+    // Within 3 s of it, another SMR for the same cached prefix is suppressed.
+    assert!(rx(&mut x, t(3999), ip("192.0.2.50"), &smr("203.0.113.8", ours)).is_empty());
     assert_eq!(x.counters().rejected(Reject::SmrRateLimited), 1);
-    // The answer updates the entry.
+    // The map-server now holds the host as a /32 of its new site: learnt as a /32 beside the
+    // /24, which keeps serving the hosts that did not move.
     let a = rx(
         &mut x,
         t(4000),
         MS1,
-        &reply(req.nonce, "203.0.113.0/24", 60, &[(ip("192.0.2.51"), 1)]),
+        &reply(req.nonce, "203.0.113.7/32", 60, &[(ip("192.0.2.51"), 1)]),
     );
     let Some(Action::InstallMapCache {
+        eid,
         data: MapCacheData::Positive(l),
         ..
     }) = a.first()
     else {
         panic!("{a:?}")
     };
-    assert_eq!(l[0].addr, ip("192.0.2.51"));
-    // After 3 s another SMR is honoured.
+    assert_eq!((*eid, l[0].addr), (pfx("203.0.113.7/32"), ip("192.0.2.51")));
+    let cached: Vec<EidPrefix> = x.cached().map(|(p, _)| *p).collect();
+    assert_eq!(cached, vec![pfx("203.0.113.0/24"), pfx("203.0.113.7/32")]);
+    // After 3 s another SMR for the /24 is honoured; an SMR whose changed EID is the /32 is
+    // rate-limited on its own.
+    let a = rx(&mut x, secs(4), ip("192.0.2.50"), &smr("203.0.113.8", ours));
     assert_eq!(
-        sends(&rx(
-            &mut x,
-            secs(4),
-            ip("192.0.2.50"),
-            &smr("203.0.113.8/32")
-        ))
-        .len(),
-        1
+        parse_ecm(&sends(&a)[0].1).1.eids[0].prefix.to_string(),
+        "203.0.113.8/32"
     );
-    assert_eq!(x.counters().sent_smr_invoked, 2);
-    assert_eq!(x.counters().rx_smr, 4);
+    let a = rx(&mut x, secs(4), ip("192.0.2.51"), &smr("203.0.113.7", ours));
+    assert_eq!(
+        parse_ecm(&sends(&a)[0].1).1.eids[0].prefix.to_string(),
+        "203.0.113.7/32"
+    );
+    assert_eq!(x.counters().sent_smr_invoked, 3);
+    assert_eq!(x.counters().rx_smr, 5);
+}
+
+#[test]
+fn smr_without_a_source_eid_names_the_changed_eid_in_its_record() {
+    // Older senders (and this agent before) put the changed EID in the record, no Source-EID.
+    let mut x = Xtr::new(cfg(), t(0));
+    resolve_with(&mut x, t(0), "203.0.113.20", "203.0.113.0/24", 60);
+    let old_style = Message::MapRequest(MapRequest {
+        smr: true,
+        nonce: 1,
+        source_eid: Address::NONE,
+        itr_rlocs: vec![ip("192.0.2.50")],
+        eids: vec![Eid::new(
+            None,
+            IpPrefix::new(ip("203.0.113.9"), 32).unwrap(),
+        )],
+        ..MapRequest::default()
+    })
+    .to_vec()
+    .unwrap();
+    let a = rx(&mut x, secs(1), ip("192.0.2.50"), &old_style);
+    let (ecm, req) = parse_ecm(&sends(&a)[0].1);
+    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.9/32");
+    assert_eq!(ecm.ip.src(), ip("198.51.100.0"), "one of our EIDs");
+}
+
+// SMRs as Open Overlay Router sends and answers them (capture 13, see its README): OOR's xTR 2
+// (203.0.113.0/24) changed its RLOC from 192.0.2.33 to .34 and sent xTR 1 (198.51.100.0/24,
+// RLOC 192.0.2.17) an SMR; xTR 1 sent its SMR-invoked Map-Request to the map-resolver 192.0.2.1.
+// The captures reader of lisp-common's tests, as map_server's tests load it too (one reader, and
+// one place that knows where the captures live).
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../../lisp-common/tests/support/mod.rs"]
+mod pcap;
+
+fn oor_frame(file: &str, frame: usize) -> Vec<u8> {
+    let path = pcap::captures_dir().join("oor").join(file);
+    pcap::udp_datagrams(&path)
+        .into_iter()
+        .find(|u| u.frame == frame)
+        .unwrap_or_else(|| panic!("no UDP datagram in frame {frame} of {}", path.display()))
+        .payload
+}
+
+const OOR_SMR: &str = "13-smr-and-smr-invoked-request.pcap";
+
+/// An xTR with the addresses of the OOR lab's xTR `rloc` serving `ours`, that caches `theirs`
+/// at `their_rloc` (learnt by a Map-Reply).
+fn oor_lab_xtr(rloc: &str, ours: &str, theirs: &str, their_rloc: &str) -> Xtr {
+    let c = XtrConfig {
+        locators: vec![ip(rloc)],
+        database_mappings: vec![DatabaseMapping {
+            eid: pfx(ours),
+            locators: vec![Locator {
+                addr: ip(rloc),
+                priority: 1,
+                weight: 100,
+            }],
+        }],
+        map_resolvers: vec![ip("192.0.2.1")],
+        ..XtrConfig::default()
+    };
+    let mut x = Xtr::new(c, t(0));
+    let dst = pfx(theirs).addr;
+    let s = sends(&x.handle_miss(t(0), 0, pfx(ours).addr, dst));
+    let req = parse_ecm(&s[0].1).1;
+    rx(
+        &mut x,
+        t(1),
+        ip("192.0.2.1"),
+        &reply(req.nonce, theirs, 10, &[(ip(their_rloc), 1)]),
+    );
+    assert_eq!(x.cached().count(), 1);
+    x
+}
+
+/// The capture's two families: (xTR 1's prefix, xTR 2's prefix, its network address, a host of
+/// xTR 1's prefix, the SMR's frame, the SMR-invoked request's frame).
+const OOR_SMR_CASES: [(&str, &str, &str, &str, usize, usize); 2] = [
+    (
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "203.0.113.0",
+        "198.51.100.10",
+        1,
+        3,
+    ),
+    (
+        "2001:db8:1::/48",
+        "2001:db8:2::/48",
+        "2001:db8:2::",
+        "2001:db8:1::10",
+        2,
+        4,
+    ),
+];
+
+#[test]
+fn our_smr_has_the_bytes_of_oors() {
+    for (site1, site2, site2_addr, host1, smr_frame, _) in OOR_SMR_CASES {
+        // OOR's xTR 2 after the RLOC change; traffic from a host of site 1 for its EID arrives.
+        // In the capture OOR names its whole prefix (its network address) as the changed EID.
+        let mut x = oor_lab_xtr("192.0.2.34", site2, site1, "192.0.2.17");
+        let a = x.handle_event(
+            secs(10),
+            Event::DataForAbsentEid {
+                instance_id: 0,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip(host1),
+                dst_eid: ip(site2_addr),
+            },
+        );
+        let s = sends(&a);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, sa(ip("192.0.2.17")), "straight to the ITR, not ECM");
+        let oor = oor_frame(OOR_SMR, smr_frame);
+        let mut ours = s[0].1.clone();
+        // The one difference: OOR sends nonce 0, we a random one (a nonce costs nothing and
+        // lets nobody guess our generator's output from SMRs).
+        assert_ne!(ours[4..12], [0; 8]);
+        ours[4..12].fill(0);
+        assert_eq!(ours, oor, "frame {smr_frame}");
+    }
+}
+
+#[test]
+fn oors_smr_gets_our_smr_invoked_request_in_oors_shape() {
+    for (site1, site2, _, _, smr_frame, request_frame) in OOR_SMR_CASES {
+        let mut x = oor_lab_xtr("192.0.2.17", site1, site2, "192.0.2.33");
+        let a = rx(
+            &mut x,
+            secs(10),
+            ip("192.0.2.34"),
+            &oor_frame(OOR_SMR, smr_frame),
+        );
+        let s = sends(&a);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, sa(ip("192.0.2.1")), "through the map-resolver");
+        let oor = oor_frame(OOR_SMR, request_frame);
+        let (ecm, _) = parse_ecm(&s[0].1);
+        let (oor_ecm, _) = parse_ecm(&oor);
+        assert_eq!(
+            (ecm.ip.src(), ecm.ip.dst(), ecm.src_port, ecm.dst_port),
+            (
+                oor_ecm.ip.src(),
+                oor_ecm.ip.dst(),
+                oor_ecm.src_port,
+                oor_ecm.dst_port
+            )
+        );
+        // The Map-Requests, byte for byte: behind the ECM header (4), the inner IP header (20
+        // or 40) and UDP (8).
+        let inner = 4 + if ecm.ip.src().is_ipv4() { 20 } else { 40 } + 8;
+        let mut ours = s[0].1[inner..].to_vec();
+        let theirs = &oor[inner..];
+        // Two intended differences: the random nonce, and the record asks for the EID that
+        // changed as a host (/32, /128), where OOR asks for its cached prefix again: so that a
+        // host that moved out of a cached prefix is learnt on its own. The record (reserved,
+        // prefix length, AFI, address) ends the message.
+        let host_len = if ecm.ip.src().is_ipv4() { 32 } else { 128 };
+        let addr_len = if ecm.ip.src().is_ipv4() { 4 } else { 16 };
+        let len_at = ours.len() - addr_len - 3;
+        ours[4..12].copy_from_slice(&theirs[4..12]);
+        assert_eq!(ours[len_at], host_len);
+        ours[len_at] = pfx(site2).len;
+        assert_eq!(ours, theirs, "frame {request_frame}");
+    }
+}
+
+#[test]
+fn data_for_absent_eids_sends_smrs_rate_limited_per_rloc_in_a_bounded_table() {
+    let mut c = cfg();
+    c.limits.max_rate_entries = 4;
+    let mut x = Xtr::new(c, t(0));
+    let absent = |x: &mut Xtr, now: Timestamp, itr: &str| {
+        x.handle_event(
+            now,
+            Event::DataForAbsentEid {
+                instance_id: 0,
+                itr_rloc: ip(itr),
+                src_eid: ip("203.0.113.9"),
+                dst_eid: ip("198.51.100.77"),
+            },
+        )
+    };
+    let a = absent(&mut x, t(0), "192.0.2.60");
+    let s = sends(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, sa(ip("192.0.2.60")));
+    let Message::MapRequest(r) = Message::parse(&s[0].1).unwrap() else {
+        panic!()
+    };
+    assert!(r.smr && !r.smr_invoked);
+    assert_eq!(
+        r.source_eid,
+        Address::ip(ip("198.51.100.77")),
+        "the EID that left"
+    );
+    assert_eq!(
+        r.eids[0].prefix.to_string(),
+        "203.0.113.9/32",
+        "nothing cached for it"
+    );
+    // Every packet that follows within 3 s: no SMR.
+    for ms in [1, 1000, 2999] {
+        assert!(absent(&mut x, t(ms), "192.0.2.60").is_empty());
+    }
+    assert_eq!(x.counters().rejected(Reject::SmrSendRateLimited), 3);
+    // Other ITRs have their own limit, up to the table's 4 entries; the fifth RLOC within 3 s
+    // is refused (and counted) rather than grow the table.
+    for itr in ["192.0.2.61", "192.0.2.62", "192.0.2.63"] {
+        assert_eq!(sends(&absent(&mut x, t(10), itr)).len(), 1);
+    }
+    assert!(absent(&mut x, t(10), "192.0.2.64").is_empty());
+    assert_eq!(x.counters().rejected(Reject::RateTableFull), 1);
+    assert_eq!(x.table_sizes().smr_sent_last, 4);
+    // Once 3 s have passed the stale entries make room.
+    assert_eq!(sends(&absent(&mut x, secs(3), "192.0.2.60")).len(), 1);
+    assert_eq!(sends(&absent(&mut x, t(3010), "192.0.2.64")).len(), 1);
+    assert!(x.table_sizes().smr_sent_last <= 4);
+    // Addresses we cannot use: counted, nothing sent.
+    let bad = x.handle_event(
+        secs(20),
+        Event::DataForAbsentEid {
+            instance_id: 0,
+            itr_rloc: ip("2001:db8::1"),
+            src_eid: ip("203.0.113.9"),
+            dst_eid: ip("198.51.100.77"),
+        },
+    );
+    assert!(bad.is_empty());
+    assert_eq!(x.counters().rejected(Reject::AbsentEidBadAddress), 1);
+    assert_eq!(x.counters().sent_smr, 6);
+    assert_eq!(x.counters().rx_data_for_absent_eid, 11);
 }
 
 // ------------------------------------------------------------------------------- static entries
@@ -986,19 +1238,24 @@ fn a_learnt_prefix_inside_a_send_map_request_static_entry_is_cached() {
 fn smr_for_an_eid_of_a_static_entry_re_resolves_nothing() {
     let mut x = Xtr::new(cfg_with_statics(), t(0));
     // Best match the positive static /24, then the send-map-request static /25.
-    for eid in ["203.0.113.7/32", "203.0.113.200/32"] {
-        assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr(eid)).is_empty());
+    for eid in ["203.0.113.7", "203.0.113.200"] {
+        assert!(rx(&mut x, t(0), ip("192.0.2.50"), &smr(eid, "198.51.100.0/24")).is_empty());
     }
     assert_eq!(x.counters().rejected(Reject::SmrStatic), 2);
     assert_eq!(x.counters().sent_smr_invoked, 0);
     // A learnt prefix more specific than the static one is re-resolved as usual.
     resolve_with(&mut x, t(0), "203.0.113.200", "203.0.113.192/26", 60);
-    let a = rx(&mut x, secs(1), ip("192.0.2.50"), &smr("203.0.113.200/32"));
+    let a = rx(
+        &mut x,
+        secs(1),
+        ip("192.0.2.50"),
+        &smr("203.0.113.200", "198.51.100.0/24"),
+    );
     let s = sends(&a);
     assert_eq!(s.len(), 1);
     let (_, req) = parse_ecm(&s[0].1);
     assert!(req.smr_invoked);
-    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.192/26");
+    assert_eq!(req.eids[0].prefix.to_string(), "203.0.113.200/32");
     assert_eq!(x.counters().rejected(Reject::SmrStatic), 2);
 }
 
@@ -1026,28 +1283,30 @@ fn sent_smrs_are_rate_limited_per_rloc() {
 
 // ------------------------------------------------------------------------------- scale
 
+/// 10k destinations through the whole cycle, with the work counted instead of timed (speed is
+/// `cargo xtask bench`'s job): one Map-Request each, none retransmitted, repeated misses
+/// absorbed, one install and one expiry each, every table empty at the end.
 #[test]
-fn ten_thousand_misses_resolve_and_expire_quickly() {
+fn ten_thousand_misses_each_cost_one_request_one_install_and_one_expiry() {
     let mut c = cfg();
+    c.map_servers.clear();
     c.eid_space = vec![pfx("10.0.0.0/8")];
-    let mut x = Xtr::new(c, t(0));
-    x.handle_timer(t(0));
-    let start = Instant::now();
     let n = 10_000u32;
+    c.limits.max_pending = n as usize;
+    let mut x = Xtr::new(c, t(0));
+    let dst = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
     let mut nonces = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let dst = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-        let a = x.handle_miss(t(1), 0, HOST, dst);
-        let (_, req) = parse_ecm(&sends(&a)[0].1);
-        nonces.push((req.nonce, dst));
+        let a = x.handle_miss(t(1), 0, HOST, dst(i));
+        let s = sends(&a);
+        assert_eq!(s.len(), 1);
+        let (_, req) = parse_ecm(&s[0].1);
+        nonces.push((req.nonce, dst(i)));
     }
-    // Misses repeated while pending are absorbed.
     for i in 0..n {
-        assert!(
-            x.handle_miss(t(2), 0, HOST, IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
-                .is_empty()
-        );
+        assert!(x.handle_miss(t(2), 0, HOST, dst(i)).is_empty());
     }
+    assert_eq!(x.counters().rejected(Reject::MissPending), u64::from(n));
     let mut installed = 0;
     for (nonce, dst) in &nonces {
         let r = reply(*nonce, &format!("{dst}/32"), 1, &[(ip("192.0.2.50"), 1)]);
@@ -1055,15 +1314,410 @@ fn ten_thousand_misses_resolve_and_expire_quickly() {
     }
     assert_eq!(installed, n as usize);
     assert_eq!(x.cached().count(), n as usize);
+    // Nothing was due before the TTL: no retransmission, no expiry.
+    assert_eq!(x.next_deadline(), Some(t(500 + 60_000)));
     let a = x.handle_timer(t(500 + 60_000));
     let removed = a
         .iter()
         .filter(|a| matches!(a, Action::RemoveMapCache { .. }))
         .count();
     assert_eq!(removed, n as usize);
-    let took = start.elapsed();
-    eprintln!("10k misses → requests → replies → expiry: {took:?}");
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let c = x.counters();
+    assert_eq!(
+        (
+            c.miss_resolving,
+            c.sent_map_request,
+            c.sent_map_request_retry,
+            c.rx_map_reply,
+            c.map_cache_installed,
+            c.map_cache_expired
+        ),
+        (
+            u64::from(n),
+            u64::from(n),
+            0,
+            u64::from(n),
+            u64::from(n),
+            u64::from(n)
+        )
+    );
+    assert_eq!(x.table_sizes(), TableSizes::default());
+    assert_eq!(x.next_deadline(), None);
+}
+
+/// A scan of a million distinct destinations at 100k misses/s with a map-resolver that answers
+/// nothing: every table stays within its bound all along, every miss is accounted for, the
+/// Map-Requests sent are bounded by the pending table (one per live resolution per second),
+/// and once the scan stops a real destination resolves within one give-up period (10 s).
+#[test]
+fn a_scan_of_a_million_destinations_keeps_tables_bounded_and_a_real_one_resolves_after() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    c.eid_space = vec![pfx("10.0.0.0/8")];
+    c.limits = XtrLimits {
+        max_pending: 1000,
+        max_cache: 5000,
+        max_rate_entries: 100,
+    };
+    let lim = c.limits;
+    let mut x = Xtr::new(c, t(0));
+    let mut requests = 0u64;
+    let mut misses = 0u64;
+    let check = |x: &Xtr| {
+        let z = x.table_sizes();
+        assert!(z.pending <= lim.max_pending, "{z:?}");
+        assert_eq!(z.pending_timers, z.pending, "{z:?}");
+        assert!(
+            z.request_nonces <= lim.max_pending * resolve::MAX_REQUESTS as usize,
+            "{z:?}"
+        );
+        assert!(
+            z.cache <= lim.max_cache && z.cache_timers == z.cache,
+            "{z:?}"
+        );
+        assert!(z.smr_invoked_last <= lim.max_rate_entries, "{z:?}");
+        assert!(z.smr_sent_last <= lim.max_rate_entries, "{z:?}");
+    };
+    // 10 s, 100 new destinations every millisecond.
+    for ms in 0..10_000u64 {
+        for k in 0..100u64 {
+            let i = (ms * 100 + k) as u32;
+            let a = x.handle_miss(t(ms), 0, HOST, IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+            requests += sends(&a).len() as u64;
+            misses += 1;
+        }
+        for (_, a) in run_timers(&mut x, t(ms)) {
+            requests += sends(&a).len() as u64;
+        }
+        if ms % 500 == 0 {
+            check(&x);
+        }
+    }
+    check(&x);
+    assert_eq!(misses, 1_000_000);
+    let c = x.counters();
+    assert_eq!(
+        c.miss_resolving + c.rejected(Reject::PendingTableFull),
+        misses,
+        "each miss started a resolution or was refused for room"
+    );
+    assert_eq!(requests, c.sent_map_request);
+    // The first 1000 destinations (the first 10 ms) fill the table; each is asked for once a
+    // second, 10 times, all within the scan; nothing else gets in before they give up.
+    let max_pending = lim.max_pending as u64;
+    assert_eq!(c.miss_resolving, max_pending);
+    assert_eq!(requests, max_pending * u64::from(resolve::MAX_REQUESTS));
+    // The scan stops. At most 10 s later every resolution it started has given up, and a real
+    // destination takes the room of a held-down one.
+    let end = t(10_000);
+    run_timers(&mut x, end + Duration::from_secs(10));
+    let now = end + Duration::from_secs(10);
+    let real = ip("10.200.0.1");
+    let req = miss_request(&mut x, now, real);
+    let a = rx(
+        &mut x,
+        now,
+        MS1,
+        &reply(req.nonce, "10.200.0.0/16", 10, &[(ip("192.0.2.50"), 1)]),
+    );
+    assert!(
+        matches!(&a[..], [Action::InstallMapCache { eid, .. }] if *eid == pfx("10.200.0.0/16")),
+        "{a:?}"
+    );
+    assert_eq!(x.counters().pending_evicted, 1);
+    check(&x);
+}
+
+#[test]
+fn learnt_map_cache_is_bounded_and_full_is_counted() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    c.eid_space = vec![pfx("10.0.0.0/8")];
+    c.limits.max_cache = 100;
+    let mut x = Xtr::new(c, t(0));
+    for i in 0..150u32 {
+        let dst = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        let req = miss_request(&mut x, t(1), dst);
+        rx(
+            &mut x,
+            t(2),
+            MS1,
+            &negative_reply(
+                req.nonce,
+                &format!("{dst}/32"),
+                1,
+                WireAction::NativelyForward,
+            ),
+        );
+    }
+    assert_eq!(x.cached().count(), 100);
+    assert_eq!(x.counters().rejected(Reject::CacheFull), 50);
+    assert_eq!(x.counters().map_cache_installed, 100);
+    assert_eq!(x.table_sizes().cache_timers, 100);
+}
+
+// ------------------------------------------------------------------------------- reply acceptance
+
+#[test]
+fn a_map_reply_is_accepted_only_for_a_record_covering_the_eid_asked_for() {
+    let mut c = cfg();
+    c.map_servers.clear();
+    c.eid_space.clear();
+    let mut x = Xtr::new(c, t(0));
+    let asked = ip("203.0.113.7");
+    let req = miss_request(&mut x, t(0), asked);
+    let wrong = [
+        // Everything: would capture the underlay too.
+        reply(req.nonce, "0.0.0.0/0", 60, &[(ip("192.0.2.66"), 1)]),
+        // Unrelated, and a neighbour inside the same /24 that does not hold the EID.
+        reply(req.nonce, "198.18.0.0/15", 60, &[(ip("192.0.2.66"), 1)]),
+        reply(req.nonce, "203.0.113.128/25", 60, &[(ip("192.0.2.66"), 1)]),
+        reply(req.nonce, "203.0.113.8/32", 60, &[(ip("192.0.2.66"), 1)]),
+    ];
+    for r in &wrong {
+        assert!(rx(&mut x, t(1), MS1, r).is_empty());
+    }
+    assert_eq!(x.counters().rejected(Reject::ReplyTooBroad), 1);
+    assert_eq!(x.counters().rejected(Reject::ReplyEidMismatch), 3);
+    assert_eq!(x.cached().count(), 0);
+    assert!(x.is_pending(&EidPrefix::host(0, asked)), "still waiting");
+    // A record that covers it is the answer; the same nonce is then spent.
+    let good = reply(req.nonce, "203.0.113.0/25", 60, &[(ip("192.0.2.50"), 1)]);
+    assert_eq!(rx(&mut x, t(2), MS1, &good).len(), 1);
+    assert!(rx(&mut x, t(3), MS1, &good).is_empty());
+    assert_eq!(x.counters().rejected(Reject::ReplyUnsolicited), 1);
+}
+
+#[test]
+fn a_record_broader_than_the_eid_space_is_cached_as_the_eid_space_prefix() {
+    // cfg(): EID space 203.0.113.0/24. A negative /0 (say) from the map-resolver holds for the
+    // EID space around the EID, and only there: caching the /0 would take every destination.
+    let mut x = Xtr::new(cfg(), t(0));
+    let req = miss_request(&mut x, t(0), ip("203.0.113.7"));
+    let a = rx(
+        &mut x,
+        t(1),
+        MS1,
+        &negative_reply(req.nonce, "0.0.0.0/0", 15, WireAction::NativelyForward),
+    );
+    assert!(
+        matches!(&a[..], [Action::InstallMapCache { eid, .. }] if *eid == pfx("203.0.113.0/24")),
+        "{a:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------- Map-Notify records
+
+/// An unsolicited Map-Notify from map-server 2 (key k2), with these records.
+fn unsolicited(nonce: u64, records: Vec<Record>, xtr: Option<XtrId>) -> Vec<u8> {
+    let n = MapNotify {
+        nonce,
+        auth: Auth::zeroed(Algorithm::HmacSha1),
+        records,
+        xtr,
+        ..MapNotify::default()
+    };
+    auth::emit_signed(&Message::MapNotify(n), b"k2").unwrap()
+}
+
+fn record(eid: &str, ttl: u32, locators: &[&str]) -> Record {
+    let p = pfx(eid);
+    let mut r = Record::new(Eid::new(None, IpPrefix::new(p.addr, p.len).unwrap()), ttl);
+    r.locators = locators
+        .iter()
+        .map(|a| WireLocator::new(ip(a), 1, 100))
+        .collect();
+    r
+}
+
+fn acked(a: &[Action], nonce: u64) -> bool {
+    sends(a).iter().any(|(to, b)| {
+        *to == sa(MS2)
+            && matches!(Message::parse(b), Ok(Message::MapNotifyAck(k)) if k.nonce == nonce)
+    })
+}
+
+fn installs(a: &[Action]) -> Vec<(EidPrefix, Vec<IpAddr>)> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::InstallMapCache {
+                eid,
+                data: MapCacheData::Positive(l),
+                ..
+            } => Some((*eid, l.iter().map(|l| l.addr).collect())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn removals(a: &[Action]) -> Vec<EidPrefix> {
+    a.iter()
+        .filter_map(|a| match a {
+            Action::RemoveMapCache { eid } => Some(*eid),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn records_of_an_unsolicited_map_notify_update_the_map_cache() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let req = miss_request(&mut x, t(0), ip("203.0.113.20"));
+    rx(
+        &mut x,
+        t(1),
+        MS1,
+        &reply(req.nonce, "203.0.113.0/24", 60, &[(ip("192.0.2.50"), 1)]),
+    );
+    // The site's RLOC changed: replaced.
+    let a = rx(
+        &mut x,
+        secs(1),
+        MS2,
+        &unsolicited(1, vec![record("203.0.113.0/24", 60, &["192.0.2.51"])], None),
+    );
+    assert_eq!(
+        installs(&a),
+        vec![(pfx("203.0.113.0/24"), vec![ip("192.0.2.51")])]
+    );
+    assert!(acked(&a, 1));
+    // A host of it moved elsewhere: installed beside it.
+    let a = rx(
+        &mut x,
+        secs(2),
+        MS2,
+        &unsolicited(2, vec![record("203.0.113.9/32", 60, &["192.0.2.60"])], None),
+    );
+    assert_eq!(
+        installs(&a),
+        vec![(pfx("203.0.113.9/32"), vec![ip("192.0.2.60")])]
+    );
+    // One of our own EIDs is now registered elsewhere: our ITR sends its traffic there.
+    let a = rx(
+        &mut x,
+        secs(3),
+        MS2,
+        &unsolicited(
+            3,
+            vec![record("198.51.100.10/32", 60, &["192.0.2.70"])],
+            None,
+        ),
+    );
+    assert_eq!(
+        installs(&a),
+        vec![(pfx("198.51.100.10/32"), vec![ip("192.0.2.70")])]
+    );
+    // ...and it came back: its locators are ours, the away entry goes.
+    let a = rx(
+        &mut x,
+        secs(4),
+        MS2,
+        &unsolicited(
+            4,
+            vec![record("198.51.100.10/32", 60, &["192.0.2.17"])],
+            None,
+        ),
+    );
+    assert_eq!(removals(&a), vec![pfx("198.51.100.10/32")]);
+    // Withdrawn: TTL 0, or no locators.
+    let a = rx(
+        &mut x,
+        secs(5),
+        MS2,
+        &unsolicited(
+            5,
+            vec![
+                record("203.0.113.9/32", 0, &["192.0.2.60"]),
+                record("203.0.113.0/24", 60, &[]),
+            ],
+            None,
+        ),
+    );
+    assert_eq!(
+        removals(&a),
+        vec![pfx("203.0.113.9/32"), pfx("203.0.113.0/24")]
+    );
+    assert!(acked(&a, 5));
+    assert_eq!(x.cached().count(), 0);
+    assert_eq!(
+        (
+            x.counters().notify_cache_updated,
+            x.counters().notify_cache_removed
+        ),
+        (3, 3)
+    );
+    // Our own registration echoed, a /0: acknowledged, not cached.
+    let a = rx(
+        &mut x,
+        secs(6),
+        MS2,
+        &unsolicited(
+            6,
+            vec![
+                record("198.51.100.0/24", 60, &["192.0.2.17"]),
+                record("0.0.0.0/0", 60, &["192.0.2.66"]),
+            ],
+            None,
+        ),
+    );
+    assert!(installs(&a).is_empty() && acked(&a, 6));
+    assert_eq!(x.counters().rejected(Reject::NotifyOwnRecord), 1);
+    assert_eq!(x.counters().rejected(Reject::ReplyTooBroad), 1);
+    // Not for us (another xTR-ID), or not from a map-server with its key: nothing at all.
+    let mut c = cfg();
+    c.xtr_id = Some(XtrId {
+        xtr_id: [1; 16],
+        site_id: 0,
+    });
+    let mut y = Xtr::new(c, t(0));
+    let other = Some(XtrId {
+        xtr_id: [2; 16],
+        site_id: 0,
+    });
+    let n = unsolicited(
+        7,
+        vec![record("203.0.113.0/24", 60, &["192.0.2.66"])],
+        other,
+    );
+    assert!(rx(&mut y, secs(7), MS2, &n).is_empty());
+    assert_eq!(y.counters().rejected(Reject::NotifyOtherXtr), 1);
+    let n = unsolicited(8, vec![record("203.0.113.0/24", 60, &["192.0.2.66"])], None);
+    assert!(rx(&mut y, secs(7), ip("192.0.2.99"), &n).is_empty());
+    assert!(rx(&mut y, secs(7), MS1, &n).is_empty(), "MS1's key is k1");
+    assert_eq!(y.cached().count(), 0);
+}
+
+#[test]
+fn a_retransmitted_notify_is_acked_again_but_does_not_undo_a_later_one() {
+    let mut x = Xtr::new(cfg(), t(0));
+    let old = unsolicited(1, vec![record("203.0.113.0/24", 60, &["192.0.2.51"])], None);
+    let new = unsolicited(2, vec![record("203.0.113.0/24", 60, &["192.0.2.52"])], None);
+    rx(&mut x, secs(1), MS2, &old);
+    rx(&mut x, secs(2), MS2, &new);
+    // Our ack of the first was lost: the map-server sends it again.
+    let a = rx(&mut x, secs(3), MS2, &old);
+    assert!(acked(&a, 1));
+    assert!(installs(&a).is_empty());
+    assert_eq!(x.counters().rx_map_notify_repeated, 1);
+    let (_, m) = x.cached().next().unwrap();
+    assert!(matches!(m.data, MapCacheData::Positive(l) if l[0].addr == ip("192.0.2.52")));
+}
+
+#[test]
+fn a_notify_record_answers_a_pending_resolution() {
+    let mut x = Xtr::new(cfg(), t(0));
+    miss_request(&mut x, t(0), ip("203.0.113.20"));
+    assert!(x.is_pending(&EidPrefix::host(0, ip("203.0.113.20"))));
+    rx(
+        &mut x,
+        t(10),
+        MS2,
+        &unsolicited(1, vec![record("203.0.113.0/24", 60, &["192.0.2.51"])], None),
+    );
+    assert!(!x.is_pending(&EidPrefix::host(0, ip("203.0.113.20"))));
+    // No retransmission is due any more.
+    run_timers(&mut x, secs(20));
+    assert_eq!(x.counters().sent_map_request, 1);
 }
 
 // ------------------------------------------------------------------------------- properties
@@ -1108,7 +1762,7 @@ mod properties {
                 1 => negative_reply(unrelated, "203.0.113.0/24", 10, WireAction::NativelyForward),
                 2 => notify_for(&register, b"not-the-key"),
                 3 => Message::MapRequest(request(7, "198.51.100.10/32", false)).to_vec().unwrap(),
-                _ => smr("203.0.113.0/24"),
+                _ => smr("203.0.113.0", "198.51.100.0/24"),
             };
             for (pos, xor) in &flips {
                 let i = pos % bytes.len();
@@ -1139,6 +1793,172 @@ mod properties {
             rx(&mut x, t(1), MS1, &n);
             prop_assert_eq!(x.registrations(t(1))[0].state, RegistrationState::Registering);
         }
+
+        /// No single-bit corruption of a genuine unsolicited Map-Notify (a publication, say)
+        /// reaches the map-cache or is acknowledged; the genuine one does both.
+        #[test]
+        fn corrupted_unsolicited_notify_never_touches_the_cache(bit in 0usize..(8 * 200)) {
+            let mut x = Xtr::new(cfg(), t(0));
+            let good = unsolicited(7, vec![record("203.0.113.0/24", 60, &["192.0.2.51"])], None);
+            let mut n = good.clone();
+            let bit = bit % (8 * n.len());
+            n[bit / 8] ^= 1 << (bit % 8);
+            let a = rx(&mut x, t(1), MS2, &n);
+            prop_assert!(a.is_empty(), "{:?}", a);
+            prop_assert_eq!(x.cached().count(), 0);
+            let a = rx(&mut x, t(2), MS2, &good);
+            prop_assert_eq!(installs(&a).len(), 1);
+            prop_assert!(acked(&a, 7));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- with a map-server
+
+/// xTRs and our own map-server core in the shared simulation harness (`core::sim`): RFC 9437
+/// (the ITR resolves once, the ETR's RLOC changes, the ITR learns it from the publication
+/// alone), and a host moving out of a site's /24 (SMR from the old ETR, the ITR learns the /32).
+mod mapping_system {
+    use super::*;
+    use crate::core::node::NodeConfig;
+    use crate::core::sim::build::{map_server, xtr};
+    use crate::core::sim::{DataOutcome, NodeId, Sim};
+
+    const KEY: &[u8] = b"the-sites-key";
+    const MS: &str = "192.0.2.1";
+    const HOST_A: &str = "198.51.100.10";
+
+    /// A map-server for both sites, ITR A (198.51.100.0/24 at .17, `subscribe` as given) and
+    /// ETR B (203.0.113.0/24 at .33), registered; A has resolved 203.0.113.10 once.
+    fn two_sites(subscribe: bool) -> (Sim, NodeId, NodeId) {
+        let mut sim = Sim::new(1);
+        let ms = map_server(KEY, &["198.51.100.0/24", "203.0.113.0/24"]);
+        sim.add_node("ms", NodeConfig::map_server(ms), &[MS]);
+        let mut ca = xtr("192.0.2.17", &["198.51.100.0/24"], &[MS], KEY);
+        ca.subscribe = subscribe;
+        let a = sim.add_node("a", NodeConfig::xtr(ca), &[]);
+        let cb = xtr("192.0.2.33", &["203.0.113.0/24"], &[MS], KEY);
+        let b = sim.add_node("b", NodeConfig::xtr(cb), &[]);
+        sim.run_for(Duration::from_secs(2));
+        assert_eq!(
+            sim.send_data(a, 0, HOST_A, "203.0.113.10"),
+            DataOutcome::Miss
+        );
+        assert!(sim.run_until_quiet(Duration::from_secs(5)));
+        assert_eq!(
+            sim.send_data(a, 0, HOST_A, "203.0.113.10"),
+            DataOutcome::Encapsulated {
+                rloc: ip("192.0.2.33"),
+                etr: Some(b),
+                owned: true
+            }
+        );
+        (sim, a, b)
+    }
+
+    /// B comes back on a new RLOC (.33 → .34): same xTR-ID, Map-Register nonces higher (a
+    /// restart), and re-registers. Returns the new node.
+    fn etr_moves_to_a_new_rloc(sim: &mut Sim, b: NodeId) -> NodeId {
+        let old = sim.node(b).xtr().config().clone();
+        sim.set_down(b, true);
+        let mut c = xtr("192.0.2.34", &["203.0.113.0/24"], &[MS], KEY);
+        c.xtr_id = old.xtr_id;
+        c.register_nonce_base = 1 << 40;
+        let b2 = sim.add_node("b-moved", NodeConfig::xtr(c), &[]);
+        sim.run_for(Duration::from_secs(2));
+        b2
+    }
+
+    fn rloc_of(sim: &Sim, a: NodeId, dst: &str) -> Vec<IpAddr> {
+        match sim.lookup(a, 0, dst) {
+            Some((_, MapCacheData::Positive(l))) => l.iter().map(|l| l.addr).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_subscribed_itr_learns_a_changed_rloc_set_without_traffic() {
+        let (mut sim, a, b) = two_sites(true);
+        let b2 = etr_moves_to_a_new_rloc(&mut sim, b);
+        assert_eq!(rloc_of(&sim, a, "203.0.113.10"), vec![ip("192.0.2.34")]);
+        let x = sim.node(a).xtr();
+        // One Map-Request in all (the miss); the change came as a publication, acknowledged
+        // (the map-server has nothing left to retransmit to A).
+        assert_eq!(x.counters().sent_map_request, 1);
+        assert_eq!(x.counters().notify_cache_updated, 1);
+        assert_eq!(x.counters().sent_map_notify_ack, 1);
+        let ms = sim.node(0).map_server().unwrap();
+        assert_eq!(ms.subscription_count(), 1);
+        assert_eq!(
+            sim.send_data(a, 0, HOST_A, "203.0.113.10"),
+            DataOutcome::Encapsulated {
+                rloc: ip("192.0.2.34"),
+                etr: Some(b2),
+                owned: true
+            }
+        );
+    }
+
+    #[test]
+    fn without_subscription_the_itr_keeps_the_old_rloc_set() {
+        let (mut sim, a, b) = two_sites(false);
+        etr_moves_to_a_new_rloc(&mut sim, b);
+        assert_eq!(rloc_of(&sim, a, "203.0.113.10"), vec![ip("192.0.2.33")]);
+        assert_eq!(sim.node(0).map_server().unwrap().subscription_count(), 0);
+    }
+
+    #[test]
+    fn map_requests_subscribe_with_the_n_bit_and_the_xtr_id_only_when_configured() {
+        for subscribe in [false, true] {
+            let mut c = xtr("192.0.2.17", &["198.51.100.0/24"], &[MS], KEY);
+            c.subscribe = subscribe;
+            let id = c.xtr_id;
+            let mut x = Xtr::new(c, t(0));
+            let s = sends(&x.handle_miss(t(0), 0, ip(HOST_A), ip("203.0.113.10")));
+            let req = parse_ecm(&s[0].1).1;
+            assert_eq!(req.notify_requested, subscribe);
+            assert_eq!(req.xtr, if subscribe { id } else { None });
+        }
+    }
+
+    #[test]
+    fn a_host_moved_out_of_a_cached_prefix_is_learnt_as_a_host_after_the_old_etrs_smr() {
+        let (mut sim, a, b) = two_sites(false);
+        // The host moves behind C, which registers it as a /32 of the site.
+        let moved = "203.0.113.7";
+        let cc = xtr("192.0.2.49", &["203.0.113.7/32"], &[MS], KEY);
+        let c = sim.add_node("c", NodeConfig::xtr(cc), &[]);
+        sim.run_for(Duration::from_secs(2));
+        // A still sends the host's traffic to B, whose data plane no longer finds the host.
+        assert!(matches!(
+            sim.send_data(a, 0, HOST_A, moved),
+            DataOutcome::Encapsulated { etr: Some(e), .. } if e == b
+        ));
+        sim.inject(
+            b,
+            Event::DataForAbsentEid {
+                instance_id: 0,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip(HOST_A),
+                dst_eid: ip(moved),
+            },
+        );
+        assert!(sim.run_until_quiet(Duration::from_secs(5)));
+        assert_eq!(
+            sim.send_data(a, 0, HOST_A, moved),
+            DataOutcome::Encapsulated {
+                rloc: ip("192.0.2.49"),
+                etr: Some(c),
+                owned: true
+            }
+        );
+        let x = sim.node(a).xtr();
+        assert_eq!((x.counters().rx_smr, x.counters().sent_smr_invoked), (1, 1));
+        assert_eq!(sim.node(b).xtr().counters().sent_smr, 1);
+        // The /24 keeps serving the hosts that stayed.
+        let cached: Vec<EidPrefix> = sim.map_cache(a).keys().copied().collect();
+        assert_eq!(cached, vec![pfx("203.0.113.0/24"), pfx("203.0.113.7/32")]);
+        assert_eq!(rloc_of(&sim, a, "203.0.113.10"), vec![ip("192.0.2.33")]);
     }
 }
 
