@@ -417,14 +417,16 @@ fn dataplane_event(ev: DataplaneEvent) -> Option<Event> {
         DataplaneEvent::NextHopUnresolved { ifindex, addr } => {
             Event::NextHopUnresolved { ifindex, addr }
         }
-        // The ETR's SMR to the sender (and, for a moved dynamic EID, after the data plane
-        // re-encapsulated it to the new site).
-        DataplaneEvent::DataForAbsentEid(a) => Event::DataForAbsentEid {
-            instance_id: a.instance_id,
-            itr_rloc: a.itr_rloc,
-            src_eid: a.src_eid,
-            dst_eid: a.dst_eid,
-        },
+        // The xTR answers with a rate-limited SMR to the ITR (core::xtr::etr).
+        DataplaneEvent::DataForAbsentEid(a) => {
+            debug!("{a}");
+            Event::DataForAbsentEid {
+                instance_id: a.instance_id,
+                itr_rloc: a.itr_rloc,
+                src_eid: a.src_eid,
+                dst_eid: a.dst_eid,
+            }
+        }
         DataplaneEvent::DynamicEidDetected(d) => Event::DynamicEidDetected {
             ifindex: d.ifindex,
             vlan: d.vlan,
@@ -921,6 +923,27 @@ mod tests {
         let t = render_shell_mobility(&c, Some(&r));
         assert!(t.contains("lisp_mobility_shell_total{event=\"group_datagram_received\"} 4\n"));
         assert!(t.contains("lisp_mobility_shell_total{event=\"host_route_failed\"} 1\n"));
+    }
+
+    #[test]
+    fn data_for_an_absent_eid_reaches_the_core_with_its_fields() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = super::super::events::AbsentEid {
+            instance_id: 7,
+            itr_rloc: ip("192.0.2.17"),
+            src_eid: ip("198.51.100.10"),
+            dst_eid: ip("203.0.113.7"),
+            ifindex: 3,
+        };
+        assert_eq!(
+            dataplane_event(DataplaneEvent::DataForAbsentEid(a)),
+            Some(Event::DataForAbsentEid {
+                instance_id: 7,
+                itr_rloc: ip("192.0.2.17"),
+                src_eid: ip("198.51.100.10"),
+                dst_eid: ip("203.0.113.7"),
+            })
+        );
     }
 
     #[test]

@@ -172,10 +172,6 @@ pub struct Counters {
     pub miss_resolving: u64,
     /// Resolutions abandoned after 10 unanswered Map-Requests.
     pub resolve_gave_up: u64,
-    /// Records / locators (ITR-RLOCs included) of received messages left out because they are
-    /// encoded in an LCAF type we do not know (the rest of the message is used).
-    pub skipped_records: u64,
-    pub skipped_locators: u64,
     /// Data packets for an EID we no longer hold, reported by the data plane.
     pub rx_data_for_absent_eid: u64,
     /// Map-cache entries installed or replaced by a Map-Notify record (publication or
@@ -185,6 +181,10 @@ pub struct Counters {
     pub notify_cache_removed: u64,
     /// Held-down resolutions dropped early to make room in a full pending table.
     pub pending_evicted: u64,
+    /// Records / locators (ITR-RLOCs included) of received messages left out because they are
+    /// encoded in an LCAF type we do not know (the rest of the message is used).
+    pub skipped_records: u64,
+    pub skipped_locators: u64,
     rejected: [u64; Reject::ALL.len()],
 }
 
@@ -240,12 +240,12 @@ impl Counters {
             ("map_cache_expired", self.map_cache_expired),
             ("miss_resolving", self.miss_resolving),
             ("resolve_gave_up", self.resolve_gave_up),
-            ("skipped_records", self.skipped_records),
-            ("skipped_locators", self.skipped_locators),
             ("rx_data_for_absent_eid", self.rx_data_for_absent_eid),
             ("notify_cache_updated", self.notify_cache_updated),
             ("notify_cache_removed", self.notify_cache_removed),
             ("pending_evicted", self.pending_evicted),
+            ("skipped_records", self.skipped_records),
+            ("skipped_locators", self.skipped_locators),
         ]
     }
 }
