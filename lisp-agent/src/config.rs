@@ -989,17 +989,10 @@ impl Config {
             seen.insert(&lp, l.address, || {
                 format!("locator {} listed twice", l.address)
             })?;
-            if own {
-                if !self.locators.contains(&l.address) {
-                    return Err(invalid(
-                        &lp,
-                        format!(
-                            "{} is not one of this router's locators (locators.ipv4 / locators.ipv6)",
-                            l.address
-                        ),
-                    ));
-                }
-            } else if !self.locators.has_family_of(&l.address) {
+            // Own sets may list the other xTRs of a multihomed site too (the reference: every
+            // xTR of a site configures the same mappings with the site's RLOCs); that at least
+            // one is ours is checked after the loop.
+            if !own && !self.locators.has_family_of(&l.address) {
                 let fam = if l.address.is_ipv4() { "ipv4" } else { "ipv6" };
                 return Err(invalid(
                     &lp,
@@ -1009,6 +1002,13 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if own && !locs.iter().any(|l| self.locators.contains(&l.address)) {
+            return Err(invalid(
+                format!("{path}.locators"),
+                "none of these locators is one of this router's (locators.ipv4 / locators.ipv6): \
+                 a site's mapping lists its xTRs' RLOCs, this router's among them",
+            ));
         }
         Ok(())
     }
@@ -1435,8 +1435,13 @@ interfaces:
         );
         assert_rejects(
             &y,
-            "database-mappings[0].locators[0]: 192.0.2.99 is not one of this router's locators",
+            "database-mappings[0].locators: none of these locators is one of this router's",
         );
+        // A multihomed site: the other xTR's RLOC beside ours is fine.
+        let site = format!(
+            "{BASE}database-mappings:\n  - {{ eid-prefix: 198.51.100.0/24, locators: [{{ address: 192.0.2.17, priority: 1, weight: 50 }}, {{ address: 192.0.2.99, priority: 1, weight: 50 }}] }}\n"
+        );
+        Config::from_yaml_str(&site).unwrap();
     }
 
     #[test]
@@ -1511,7 +1516,7 @@ interfaces:
                 "address: 192.0.2.17, priority: 1, weight: 1 }] }], map",
                 "address: 192.0.2.99, priority: 1, weight: 1 }] }], map",
             ),
-            "dynamic-eid-maps[0].database-mappings[0].locators[0]: 192.0.2.99 is not one of this router's locators",
+            "dynamic-eid-maps[0].database-mappings[0].locators: none of these locators is one of this router's",
         );
         assert_rejects(
             &dm(", map-servers: [{ address: 224.0.0.5, key: k }]"),

@@ -97,7 +97,7 @@ impl Xtr {
         probed: Option<std::net::IpAddr>,
     ) -> Option<Record> {
         let d = self.dynamic.get(eid)?;
-        record_of(eid, &d.locators, self.cfg.record_ttl_min, probed)
+        record_of(eid, &d.locators, &self.cfg.locators, self.cfg.record_ttl_min, probed)
     }
 
     /// Is `eid` a registered dynamic host?
@@ -120,7 +120,7 @@ impl Xtr {
         ttl_min: u32,
         out: &mut Vec<Action>,
     ) {
-        let Some(rec) = record_of(eid, &m.locators, ttl_min, None) else {
+        let Some(rec) = record_of(eid, &m.locators, &self.cfg.locators, ttl_min, None) else {
             return;
         };
         for &i in m.peers.iter() {
@@ -181,14 +181,14 @@ impl Xtr {
                 self.cfg
                     .database_mappings
                     .iter()
-                    .filter_map(|m| m.to_record(ttl, None)),
+                    .filter_map(|m| m.to_record(&self.cfg.locators, ttl, None)),
             );
         }
         records.extend(
             self.dynamic
                 .iter()
                 .filter(|(_, d)| d.peers.contains(&ms))
-                .filter_map(|(e, d)| record_of(e, &d.locators, ttl, None)),
+                .filter_map(|(e, d)| record_of(e, &d.locators, &self.cfg.locators, ttl, None)),
         );
         if records.is_empty() {
             // The configured map-servers keep their (empty) registration: it is what they

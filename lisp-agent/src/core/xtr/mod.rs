@@ -81,11 +81,17 @@ pub struct StaticMapping {
 }
 
 impl DatabaseMapping {
-    /// Our mapping as a wire record (authoritative, every locator ours: L bit), as registered
-    /// and as answered. `probed` is the locator an RLOC-probe was addressed to (p bit).
-    /// `None` if the prefix cannot be encoded.
-    pub(crate) fn to_record(&self, ttl_min: u32, probed: Option<IpAddr>) -> Option<Record> {
-        record_of(&self.eid, &self.locators, ttl_min, probed)
+    /// Our mapping as a wire record (authoritative), as registered and as answered. `ours` are
+    /// this router's own locators: only they get the L bit (a multihomed site's mapping also
+    /// lists the other xTRs' RLOCs). `probed` is the locator an RLOC-probe was addressed to (p
+    /// bit). `None` if the prefix cannot be encoded.
+    pub(crate) fn to_record(
+        &self,
+        ours: &[IpAddr],
+        ttl_min: u32,
+        probed: Option<IpAddr>,
+    ) -> Option<Record> {
+        record_of(&self.eid, &self.locators, ours, ttl_min, probed)
     }
 }
 
@@ -93,6 +99,7 @@ impl DatabaseMapping {
 pub(crate) fn record_of(
     eid: &EidPrefix,
     locators: &[Locator],
+    ours: &[IpAddr],
     ttl_min: u32,
     probed: Option<IpAddr>,
 ) -> Option<Record> {
@@ -101,7 +108,7 @@ pub(crate) fn record_of(
         .iter()
         .map(|l| {
             let mut w = WireLocator::new(l.addr, l.priority, l.weight);
-            w.local = true;
+            w.local = ours.contains(&l.addr);
             w.probed = probed == Some(l.addr);
             w
         })

@@ -766,6 +766,26 @@ fn parse_reply(b: &[u8]) -> MapReply {
     }
 }
 
+/// In a multihomed site every xTR lists all the site's RLOCs; only this router's own get the
+/// L bit (RFC 9301 §5.4: local to the ETR sending the Map-Reply).
+#[test]
+fn only_our_own_locators_of_a_site_mapping_are_marked_local() {
+    let mut c = cfg();
+    c.locators = vec![RLOC];
+    let mut x = Xtr::new(c, t(0));
+    let req = Message::MapRequest(request(79, "198.51.100.10/32", false))
+        .to_vec()
+        .unwrap();
+    let a = x.handle_datagram(t(0), SocketAddr::new(ITR, 40000), sa(RLOC), &req);
+    let r = parse_reply(&sends(&a)[0].1);
+    let local: Vec<(IpAddr, bool)> = r.records[0]
+        .locators
+        .iter()
+        .map(|l| (l.address, l.local))
+        .collect();
+    assert_eq!(local, vec![(RLOC, true), (RLOC_B, false)]);
+}
+
 #[test]
 fn etr_answers_map_requests_for_its_eids_authoritatively() {
     let mut x = Xtr::new(cfg(), t(0));
