@@ -676,6 +676,28 @@ struct Encap {
     iid: Option<u32>,
 }
 
+/// The mobility ITR's answer to a host it did not know yet: the frame `sent` (untagged) is
+/// encapsulated to RLOC2 over IPv4 in instance IID, and one detection event is counted.
+fn assert_detected_encap_to_rloc2(sent: &[u8], (rv, out, moved): (u32, Vec<u8>, Vec<Counter>)) {
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_REDIRECT,
+            vec![Counter::EncapIpv4, Counter::DetectionEvent]
+        )
+    );
+    check_encap(
+        sent,
+        &out,
+        &Encap {
+            outer_v6: false,
+            rloc: V4_RLOC2.to_vec(),
+            mac: MAC_RLOC2,
+            iid: Some(IID),
+        },
+    );
+}
+
 /// Checks an encapsulated frame field by field against the frame that went in.
 /// Returns the UDP source port.
 fn check_encap(input: &[u8], out: &[u8], e: &Encap) -> u16 {
@@ -2448,24 +2470,7 @@ fn dynamic_eids_are_detected_by_data_garp_rarp_and_nd() {
         0,
         mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
     );
-    let (rv, out, moved) = dp.run(itr0, &f);
-    assert_eq!(
-        (rv, moved),
-        (
-            XDP_REDIRECT,
-            vec![Counter::EncapIpv4, Counter::DetectionEvent]
-        )
-    );
-    check_encap(
-        &f,
-        &out,
-        &Encap {
-            outer_v6: false,
-            rloc: V4_RLOC2.to_vec(),
-            mac: MAC_RLOC2,
-            iid: Some(IID),
-        },
-    );
+    assert_detected_encap_to_rloc2(&f, dp.run(itr0, &f));
     assert_eq!(
         drain_events(&mut bufs),
         vec![detected(AF_IPV4, a16(&V4_HOST), itr0, 0, detection::DATA)]
@@ -2730,24 +2735,7 @@ fn trunk_vlans_select_the_mobility_interface_and_lose_the_tag_when_encapsulated(
     dp.mobility_prefixes();
     let mut bufs = open_events(&mut dp);
     let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
-    let (rv, out, moved) = dp.run(itr0, &tagged(&f, VID));
-    assert_eq!(
-        (rv, moved),
-        (
-            XDP_REDIRECT,
-            vec![Counter::EncapIpv4, Counter::DetectionEvent]
-        )
-    );
-    check_encap(
-        &f,
-        &out,
-        &Encap {
-            outer_v6: false,
-            rloc: V4_RLOC2.to_vec(),
-            mac: MAC_RLOC2,
-            iid: Some(IID),
-        },
-    );
+    assert_detected_encap_to_rloc2(&f, dp.run(itr0, &tagged(&f, VID)));
     assert_eq!(
         drain_events(&mut bufs),
         vec![detected(AF_IPV4, a16(&V4_HOST), itr0, VID, detection::DATA)]
