@@ -348,13 +348,23 @@ pub struct PassPrograms {
 /// `xdp_pass` natively on [`PASS_IFACES`]. With `pin_dir`, the links are pinned there so they
 /// outlive this process (`lab --keep`); otherwise they go when the returned value is dropped.
 pub fn attach_pass(t: &Topology, object: &[u8], pin_dir: Option<&Path>) -> Result<PassPrograms> {
+    attach_pass_to(t, object, &PASS_IFACES, pin_dir)
+}
+
+/// [`attach_pass`] on the given (namespace, interface) pairs (other topologies' peers).
+pub fn attach_pass_to(
+    t: &Topology,
+    object: &[u8],
+    ifaces: &[(&str, &str)],
+    pin_dir: Option<&Path>,
+) -> Result<PassPrograms> {
     let mut ebpf = load_small(object)?;
     let prog: &mut aya::programs::Xdp = ebpf
         .program_mut(lisp_common::maps::PROG_XDP_PASS)
         .context("object has no xdp_pass program")?
         .try_into()?;
     prog.load()?;
-    for (ns, dev) in PASS_IFACES {
+    for &(ns, dev) in ifaces {
         let id = in_netns(&t.ns(ns), || {
             prog.attach(dev, aya::programs::xdp::XdpMode::Driver)
                 .with_context(|| format!("attaching xdp_pass to {dev} in {ns}"))

@@ -3,4 +3,6 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod mobility;
 pub mod netns;
+pub mod stream;

@@ -343,7 +343,15 @@ pub fn run(keep: bool) -> Result<()> {
     show_data(&pcap)?;
     check_interrupt()?;
 
-    if keep {
+    if !keep {
+        // The second story: a VM moving between sites (its own topologies, both torn down).
+        step("tearing down the xTR lab; next: VM mobility");
+        drop(t);
+        crate::lab_mobility::run(&agent, &object)?;
+        println!("lab took {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    {
         t.keep = true;
         step("lab left up (--keep). Try:");
         say(&format!(
@@ -364,8 +372,7 @@ pub fn run(keep: bool) -> Result<()> {
             workdir.display()
         ));
         say("remove it with: cargo xtask lab --down");
-    } else {
-        step("tearing down");
+        say("(the VM-mobility story runs without --keep, or alone: cargo xtask lab-mobility)");
     }
     println!("lab took {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -12,14 +12,19 @@
 //! - `bench-control`: map-server registrations/s and Map-Requests/s of the pure core (no root).
 //! - `bench-resolve`: Map-Request → Map-Reply latency through the lab's map-server (proxy-reply
 //!   and forwarded to the ETR).
+//! - `bench-mobility`: a VM's move between sites: first packet → Map-Register, → remote ITR on
+//!   the new RLOC (with and without pubsub), loss of a 10 kpps stream (bench_mobility.rs).
+//! - `lab-mobility`: the lab's VM-mobility story alone (lab_mobility.rs).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod bench;
 mod bench_control;
+mod bench_mobility;
 mod bench_resolve;
 mod lab;
+mod lab_mobility;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -59,7 +64,7 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace_root());
     c
@@ -103,12 +108,19 @@ fn main() -> ExitCode {
         // resolution through the lab, then the XDP ones.
         Some("bench") => bench_control::run()
             .and_then(|()| bench_resolve::run())
-            .and_then(|()| bench::run()),
+            .and_then(|()| bench::run())
+            .and_then(|()| bench_mobility_task()),
+        Some("bench-mobility") => bench_mobility_task(),
+        Some("lab-mobility") => build_agent().and_then(|(agent, object)| {
+            catch_sigint();
+            lab_mobility::run(&agent, &object)
+        }),
         Some("bench-control") => bench_control::run(),
         Some("bench-resolve") => bench_resolve::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask test | lab [--keep|--down] | bench | bench-control | bench-resolve"
+                "usage: cargo xtask test | lab [--keep|--down] | lab-mobility | bench | bench-control | \
+                 bench-resolve | bench-mobility"
             );
             return ExitCode::from(2);
         }
@@ -120,6 +132,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The mobility figures (root, namespaces): builds the agent, then bench_mobility.
+fn bench_mobility_task() -> Result<()> {
+    if !netns::is_root() {
+        bail!("the mobility bench needs root (network namespaces, XDP)");
+    }
+    let (agent, object) = build_agent()?;
+    catch_sigint();
+    bench_mobility::run(&agent, &object)
 }
 
 /// Runs scripts/install-deps.sh (idempotent: quick when everything is there), so that `test`,
