@@ -535,6 +535,9 @@ pub struct Config {
     pub map_server: MapServerRole,
     /// `host:port` of the Prometheus endpoint; none = no endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// Path of the local API's Unix socket (`lisp-agent show …`); default
+    /// `/run/lisp-agent/api.sock` (`shell::api::DEFAULT_SOCKET`).
+    pub api_socket: Option<std::path::PathBuf>,
 }
 
 fn default_register_interval() -> ConfigDuration {

@@ -5,10 +5,14 @@
 //! The control plane plugs in at [`control::run`]: it receives a [`ControlContext`] (the
 //! config, the event channel, the map-cache writer) and runs until the agent stops.
 
+pub mod addresses;
+pub mod api;
 pub mod control;
 pub mod events;
+pub mod group;
 pub mod metrics;
 pub mod neighbour;
+pub mod routes;
 pub mod slow_path;
 pub mod udp_dest;
 pub mod udp_source;
@@ -48,6 +52,20 @@ pub struct Stats {
 /// and counted rather than blocking the perf readers.
 const EVENT_QUEUE: usize = 4096;
 
+/// The reference's rule against the kernel: each mobility interface's dynamic-EID prefixes are
+/// more specific than the subnets on it (`Config::check_interface_subnets`).
+async fn check_mobility_subnets(cfg: &Config) -> anyhow::Result<()> {
+    for i in cfg.interfaces.iter().filter(|i| i.mobility.is_some()) {
+        let ifindex = dataplane::ifindex_of(&i.name)
+            .with_context(|| format!("mobility interface {} does not exist", i.name))?;
+        let subnets = addresses::subnets_of(ifindex).await?;
+        cfg.check_interface_subnets(&i.name, &subnets)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("the subnets on {}", i.name))?;
+    }
+    Ok(())
+}
+
 /// What the slow path needs to run reassembled datagrams back through the XDP program: the
 /// program and the MAC of each ETR interface. `None` (the slow path then decapsulates itself,
 /// main table only) if the program cannot be had.
@@ -84,6 +102,7 @@ fn slow_path_reinjection(
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let plan = dataplane::plan::plan(&cfg, dataplane::ifindex_of)?;
+    check_mobility_subnets(&cfg).await?;
     let mut dp = Dataplane::load(&plan)?;
 
     // Log lines first, so that the program's own messages from the first packets are kept.
@@ -147,30 +166,92 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Host routes of dynamic EIDs: ours from a run that did not stop cleanly go first.
+    let routes = match routes::HostRoutes::new(
+        cfg.instance_tables
+            .iter()
+            .map(|t| (t.instance_id, t.table.0)),
+    ) {
+        Ok(r) => {
+            match r.remove_all_ours().await {
+                Ok(0) => {}
+                Ok(n) => info!("removed {n} host route(s) left over by an earlier run"),
+                Err(e) => warn!("removing leftover host routes: {e:#}"),
+            }
+            Some(Arc::new(r))
+        }
+        Err(e) => {
+            warn!("{e:#}: dynamic EIDs get no host routes");
+            None
+        }
+    };
+
+    let (route_worker, route_task) = match &routes {
+        Some(r) => {
+            let (w, t) = routes::RouteWorker::spawn(r.clone());
+            (Some(w), Some(t))
+        }
+        None => (None, None),
+    };
+
+    // The local API: without it the agent still routes, so a socket it cannot have is a
+    // warning (another agent on this host holds the default path), not a failed start.
+    let (api_tx, api_rx) = mpsc::channel(16);
+    let api_path = cfg
+        .api_socket
+        .clone()
+        .unwrap_or_else(|| api::DEFAULT_SOCKET.into());
+    let api_server = match api::spawn(&api_path, api_tx) {
+        Ok(s) => {
+            info!("local API on {}", s.path().display());
+            Some(s)
+        }
+        Err(e) => {
+            warn!("no local API: {e:#}");
+            None
+        }
+    };
+
     let control = tokio::spawn(control::run(ControlContext {
         config: cfg.clone(),
         events: rx,
         map_cache: writer,
         stats: stats.clone(),
+        routes: route_worker.clone(),
+        api: api_server.is_some().then_some(api_rx),
     }));
 
     info!("lisp-agent running on {}", dp.attached().join(", "));
-    let why = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let outcome = tokio::select! {
+        _ = sigterm.recv() => Ok("SIGTERM"),
+        _ = sigint.recv() => Ok("SIGINT"),
         r = control => match r {
-            Ok(Ok(())) => "control plane finished",
-            Ok(Err(e)) => {
-                dp.detach_all();
-                return Err(e.context("control plane failed"));
-            }
-            Err(e) => {
-                dp.detach_all();
-                anyhow::bail!("control plane task failed: {e}");
-            }
+            Ok(Ok(())) => Ok("control plane finished"),
+            Ok(Err(e)) => Err(e.context("control plane failed")),
+            Err(e) => Err(anyhow::anyhow!("control plane task failed: {e}")),
         },
     };
-    info!("{why}: detaching and exiting");
+    if let Ok(why) = outcome {
+        info!("{why}: detaching and exiting");
+    }
     dp.detach_all();
-    Ok(())
+    drop(api_server);
+    // Also when the control plane failed: the host routes are ours to take away.
+    // Changes still queued first; then the worker stops, so that nothing the still-running
+    // control task asks for lands after the cleanup (same netlink connection: the kernel sees
+    // the worker's last request before the cleanup's dump).
+    if let Some(w) = route_worker {
+        w.flush().await;
+    }
+    if let Some(t) = route_task {
+        t.abort();
+    }
+    if let Some(r) = routes {
+        match r.remove_all_ours().await {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} host route(s)"),
+            Err(e) => warn!("removing host routes at stop: {e:#}"),
+        }
+    }
+    outcome.map(|_| ())
 }

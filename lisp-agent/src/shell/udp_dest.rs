@@ -74,8 +74,9 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// The destination address in the control messages of a received datagram, if any.
-fn destination_of(msg: &libc::msghdr) -> Option<IpAddr> {
+/// The destination address and the receiving interface in the control messages of a received
+/// datagram, if any.
+fn destination_of(msg: &libc::msghdr) -> Option<(IpAddr, u32)> {
     // SAFETY: `msg` was filled by recvmsg; the CMSG_* macros walk its control buffer within
     // msg_controllen and each data read is bounded by the cmsg's own length.
     unsafe {
@@ -88,16 +89,20 @@ fn destination_of(msg: &libc::msghdr) -> Option<IpAddr> {
                 {
                     let info: libc::in_pktinfo =
                         std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    return Some(IpAddr::V4(Ipv4Addr::from(
-                        info.ipi_addr.s_addr.to_ne_bytes(),
-                    )));
+                    return Some((
+                        IpAddr::V4(Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes())),
+                        u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                    ));
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
                     if data_len >= size_of::<libc::in6_pktinfo>() =>
                 {
                     let info: libc::in6_pktinfo =
                         std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    return Some((
+                        IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                        info.ipi6_ifindex,
+                    ));
                 }
                 _ => {}
             }
@@ -107,12 +112,29 @@ fn destination_of(msg: &libc::msghdr) -> Option<IpAddr> {
     None
 }
 
+/// One received datagram: its length, its sender, the local address it was sent to (for a
+/// multicast datagram, the group) and the interface it arrived on (`None` for both if the
+/// kernel did not say: [`enable_destination_info`] was not called).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    pub to: Option<IpAddr>,
+    pub ifindex: Option<u32>,
+}
+
 /// Receives one datagram: its length, its sender, and the local address it was sent to (`None`
 /// if the kernel did not say: [`enable_destination_info`] was not called).
 pub async fn recv_with_destination(
     sock: &UdpSocket,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let r = recv_with_pktinfo(sock, buf).await?;
+    Ok((r.len, r.from, r.to))
+}
+
+/// Receives one datagram with its destination address and receiving interface.
+pub async fn recv_with_pktinfo(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     let fd = sock.as_raw_fd();
     sock.async_io(Interest::READABLE, || {
         let mut cbuf = CmsgBuf::new();
@@ -138,7 +160,13 @@ pub async fn recv_with_destination(
         let from = from_sockaddr(&name).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "datagram from a non-IP address")
         })?;
-        Ok((n as usize, from, destination_of(&msg)))
+        let dst = destination_of(&msg);
+        Ok(Received {
+            len: n as usize,
+            from,
+            to: dst.map(|d| d.0),
+            ifindex: dst.map(|d| d.1),
+        })
     })
     .await
 }

@@ -51,28 +51,45 @@ impl CmsgBuf {
 /// (as the socket sees it: v4-mapped on an IPv6 socket). Returns the length of ancillary data
 /// to pass, or `None` if `src` and `dst` are not of the same family (then no source is set).
 pub(crate) fn build_source_cmsg(buf: &mut CmsgBuf, src: IpAddr, dst: SocketAddr) -> Option<usize> {
+    if src.is_ipv4() != dst.ip().to_canonical().is_ipv4() {
+        buf.0.fill(0);
+        return None;
+    }
+    Some(build_pktinfo_cmsg(buf, Some(src), dst, 0))
+}
+
+/// The pktinfo control message for a datagram to `dst` (in the socket's family): source `src`
+/// (`None`, or of the other family: the kernel's choice) and outgoing interface `ifindex` (0:
+/// the route's). The interface is what a multicast send needs (`shell::group`): carried per
+/// datagram like the source, it changes no socket state between two sends.
+pub(crate) fn build_pktinfo_cmsg(
+    buf: &mut CmsgBuf,
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    ifindex: u32,
+) -> usize {
     buf.0.fill(0);
-    match (src, dst.ip().to_canonical()) {
-        (IpAddr::V4(s), IpAddr::V4(_)) => {
-            let info = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(s.octets()),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            Some(put(buf, libc::IPPROTO_IP, libc::IP_PKTINFO, info))
-        }
-        (IpAddr::V6(s), IpAddr::V6(_)) => {
-            let info = libc::in6_pktinfo {
-                ipi6_addr: libc::in6_addr {
-                    s6_addr: s.octets(),
-                },
-                ipi6_ifindex: 0,
-            };
-            Some(put(buf, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info))
-        }
-        _ => None,
+    if dst.ip().to_canonical().is_ipv4() {
+        let s = match src {
+            Some(IpAddr::V4(s)) => u32::from_ne_bytes(s.octets()),
+            _ => 0,
+        };
+        let info = libc::in_pktinfo {
+            ipi_ifindex: ifindex as libc::c_int,
+            ipi_spec_dst: libc::in_addr { s_addr: s },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        put(buf, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
+    } else {
+        let s = match src {
+            Some(IpAddr::V6(s)) => s.octets(),
+            _ => [0; 16],
+        };
+        let info = libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr { s6_addr: s },
+            ipi6_ifindex: ifindex,
+        };
+        put(buf, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
     }
 }
 
@@ -150,6 +167,30 @@ pub async fn send_from(
     let Some(clen) = build_source_cmsg(&mut cbuf, src, dst) else {
         return sock.send_to(payload, dst).await;
     };
+    send_with_cmsg(sock, payload, dst, &cbuf, clen).await
+}
+
+/// Sends `payload` to `dst` (in the socket's family) with the pktinfo of
+/// [`build_pktinfo_cmsg`]: from `src` if given, out of `ifindex`.
+pub async fn send_via(
+    sock: &UdpSocket,
+    payload: &[u8],
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    ifindex: u32,
+) -> io::Result<usize> {
+    let mut cbuf = CmsgBuf::new();
+    let clen = build_pktinfo_cmsg(&mut cbuf, src, dst, ifindex);
+    send_with_cmsg(sock, payload, dst, &cbuf, clen).await
+}
+
+async fn send_with_cmsg(
+    sock: &UdpSocket,
+    payload: &[u8],
+    dst: SocketAddr,
+    cbuf: &CmsgBuf,
+    clen: usize,
+) -> io::Result<usize> {
     let (addr, alen) = sockaddr(dst);
     let fd = sock.as_raw_fd();
     sock.async_io(Interest::WRITABLE, || {
