@@ -9,8 +9,9 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
+
+#[path = "../lisp-common/tests/support/tshark.rs"]
+mod tshark_support;
 
 use lisp_agent::core::action::{Action, EidPrefix, Event};
 use lisp_agent::core::map_cache::Locator as DbLocator;
@@ -22,6 +23,7 @@ use lisp_common::wire::control::ecm::udp_checksum;
 use lisp_common::wire::control::{
     Address, Ecm, Eid, IpPrefix, MapRequest, Message, XtrId, msg_type,
 };
+use tshark_support::{TempFile, ipv4_checksum, pcap, tshark, tshark_available};
 
 const MS: &str = "192.0.2.1";
 const XTR1: &str = "192.0.2.17";
@@ -227,20 +229,6 @@ fn subscribe_request(nonce: u64) -> Vec<u8> {
 
 // ---- pcap ------------------------------------------------------------------------------
 
-fn sum16(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut s = sum16(h);
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 /// Ethernet + IPv4/IPv6 + UDP (with a real checksum) around a payload.
 fn frame(d: &Datagram) -> Vec<u8> {
     let mut udp = Vec::with_capacity(8 + d.payload.len());
@@ -279,49 +267,6 @@ fn frame(d: &Datagram) -> Vec<u8> {
     f
 }
 
-fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend(0xa1b2_c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend(0i32.to_le_bytes());
-    out.extend(0u32.to_le_bytes());
-    out.extend(65535u32.to_le_bytes());
-    out.extend(1u32.to_le_bytes()); // Ethernet
-    for (i, f) in frames.iter().enumerate() {
-        out.extend((1_700_000_000u32 + i as u32).to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend(f);
-    }
-    out
-}
-
-/// Removes the pcap also when the test fails.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn tshark(file: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn msg_kind(payload: &[u8]) -> String {
     match Message::parse(payload).expect("every emitted message parses") {
         Message::MapRequest(r) if r.smr => "Map-Request SMR".into(),
@@ -346,12 +291,7 @@ fn msg_kind(payload: &[u8]) -> String {
 
 #[test]
 fn tshark_decodes_every_message_we_send() {
-    let has_tshark = Command::new("tshark").arg("-v").output().is_ok();
-    if !has_tshark {
-        assert!(
-            std::env::var_os("LISP_SKIP_TSHARK").is_some(),
-            "tshark is not installed (scripts/install-deps.sh), set LISP_SKIP_TSHARK=1 to skip"
-        );
+    if !tshark_available() {
         return;
     }
 

@@ -612,13 +612,7 @@ impl Config {
         let mut seen = Unique::default();
         for (i, m) in self.database_mappings.iter().enumerate() {
             let path = format!("database-mappings[{i}]");
-            check_eid(&path, &m.eid_prefix, m.instance_id)?;
-            seen.insert(&path, (m.instance_id, m.eid_prefix), || {
-                format!(
-                    "duplicate eid-prefix {} (instance-id {})",
-                    m.eid_prefix, m.instance_id
-                )
-            })?;
+            check_unique_eid(&mut seen, &path, m.eid_prefix, m.instance_id)?;
             self.check_locator_set(&path, &m.locators, true)?;
         }
 
@@ -653,13 +647,7 @@ impl Config {
         let mut seen = Unique::default();
         for (i, m) in self.map_cache.iter().enumerate() {
             let path = format!("map-cache[{i}]");
-            check_eid(&path, &m.eid_prefix, m.instance_id)?;
-            seen.insert(&path, (m.instance_id, m.eid_prefix), || {
-                format!(
-                    "duplicate eid-prefix {} (instance-id {})",
-                    m.eid_prefix, m.instance_id
-                )
-            })?;
+            check_unique_eid(&mut seen, &path, m.eid_prefix, m.instance_id)?;
             match (m.action, m.locators.is_empty()) {
                 (Some(_), false) => {
                     return Err(invalid(
@@ -1088,6 +1076,20 @@ fn check_prefix(path: &str, p: &IpPrefix) -> Result<(), ConfigError> {
 fn check_eid(path: &str, p: &IpPrefix, iid: u32) -> Result<(), ConfigError> {
     check_prefix(&format!("{path}.eid-prefix"), p)?;
     check_iid(path, iid)
+}
+
+/// An EID entry (database-mappings, map-cache): a valid prefix and instance-id, listed once per
+/// instance-id. The prefix is checked before the duplicate, so a malformed entry is named first.
+fn check_unique_eid(
+    seen: &mut Unique<(u32, IpPrefix)>,
+    path: &str,
+    p: IpPrefix,
+    iid: u32,
+) -> Result<(), ConfigError> {
+    check_eid(path, &p, iid)?;
+    seen.insert(path, (iid, p), || {
+        format!("duplicate eid-prefix {p} (instance-id {iid})")
+    })
 }
 
 fn check_unicast(path: &str, a: &IpAddr) -> Result<(), ConfigError> {

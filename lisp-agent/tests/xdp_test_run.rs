@@ -676,6 +676,40 @@ struct Encap {
     iid: Option<u32>,
 }
 
+/// `iface` as an 802.1Q trunk parent only (untagged frames are not ours) whose VLAN VID is an
+/// extended-subnet mobility ITR interface, with the mobility prefixes loaded.
+fn trunk_mobility(dp: &mut Dp, iface: u32) {
+    dp.set_iface(iface, iface_flags::TRUNK, 0);
+    dp.set_mobility(
+        iface,
+        VID,
+        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
+    );
+    dp.mobility_prefixes();
+}
+
+/// The mobility ITR's answer to a host it did not know yet: the frame `sent` (untagged) is
+/// encapsulated to RLOC2 over IPv4 in instance IID, and one detection event is counted.
+fn assert_detected_encap_to_rloc2(sent: &[u8], (rv, out, moved): (u32, Vec<u8>, Vec<Counter>)) {
+    assert_eq!(
+        (rv, moved),
+        (
+            XDP_REDIRECT,
+            vec![Counter::EncapIpv4, Counter::DetectionEvent]
+        )
+    );
+    check_encap(
+        sent,
+        &out,
+        &Encap {
+            outer_v6: false,
+            rloc: V4_RLOC2.to_vec(),
+            mac: MAC_RLOC2,
+            iid: Some(IID),
+        },
+    );
+}
+
 /// Checks an encapsulated frame field by field against the frame that went in.
 /// Returns the UDP source port.
 fn check_encap(input: &[u8], out: &[u8], e: &Encap) -> u16 {
@@ -2448,24 +2482,7 @@ fn dynamic_eids_are_detected_by_data_garp_rarp_and_nd() {
         0,
         mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
     );
-    let (rv, out, moved) = dp.run(itr0, &f);
-    assert_eq!(
-        (rv, moved),
-        (
-            XDP_REDIRECT,
-            vec![Counter::EncapIpv4, Counter::DetectionEvent]
-        )
-    );
-    check_encap(
-        &f,
-        &out,
-        &Encap {
-            outer_v6: false,
-            rloc: V4_RLOC2.to_vec(),
-            mac: MAC_RLOC2,
-            iid: Some(IID),
-        },
-    );
+    assert_detected_encap_to_rloc2(&f, dp.run(itr0, &f));
     assert_eq!(
         drain_events(&mut bufs),
         vec![detected(AF_IPV4, a16(&V4_HOST), itr0, 0, detection::DATA)]
@@ -2721,33 +2738,10 @@ fn trunk_vlans_select_the_mobility_interface_and_lose_the_tag_when_encapsulated(
     let mut dp = Dp::load(&ns);
     let itr0 = dp.itr0;
     // itr0 as a trunk parent only: untagged frames are not ours.
-    dp.set_iface(itr0, iface_flags::TRUNK, 0);
-    dp.set_mobility(
-        itr0,
-        VID,
-        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
-    );
-    dp.mobility_prefixes();
+    trunk_mobility(&mut dp, itr0);
     let mut bufs = open_events(&mut dp);
     let f = host_packet(&EID4_V4OUT, 64, 0, 1, 30);
-    let (rv, out, moved) = dp.run(itr0, &tagged(&f, VID));
-    assert_eq!(
-        (rv, moved),
-        (
-            XDP_REDIRECT,
-            vec![Counter::EncapIpv4, Counter::DetectionEvent]
-        )
-    );
-    check_encap(
-        &f,
-        &out,
-        &Encap {
-            outer_v6: false,
-            rloc: V4_RLOC2.to_vec(),
-            mac: MAC_RLOC2,
-            iid: Some(IID),
-        },
-    );
+    assert_detected_encap_to_rloc2(&f, dp.run(itr0, &tagged(&f, VID)));
     assert_eq!(
         drain_events(&mut bufs),
         vec![detected(AF_IPV4, a16(&V4_HOST), itr0, VID, detection::DATA)]
@@ -2994,13 +2988,7 @@ fn a_tagged_garp_on_a_native_veth_trunk_is_detected() {
     let ns = Netns::new();
     let mut dp = Dp::load(&ns);
     let itr0 = dp.itr0;
-    dp.set_iface(itr0, iface_flags::TRUNK, 0);
-    dp.set_mobility(
-        itr0,
-        VID,
-        mobility_flags::ITR | mobility_flags::EXTENDED_SUBNET,
-    );
-    dp.mobility_prefixes();
+    trunk_mobility(&mut dp, itr0);
     let mut bufs = open_events(&mut dp);
     {
         let p: &mut Xdp = dp.ebpf.program_mut("xdp_lisp").unwrap().try_into().unwrap();

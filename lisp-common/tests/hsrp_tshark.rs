@@ -6,11 +6,13 @@
 //! Needs `tshark` (scripts/install-deps.sh); `LISP_SKIP_TSHARK=1` skips when it is missing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "support/tshark.rs"]
+mod tshark_support;
 
 use lisp_common::wire::control::ecm::udp_checksum;
 use lisp_common::wire::hsrp::{self, DEFAULT_AUTH, Message, OpCode, State, Version, v1, v2};
+use tshark_support::{TempFile, ipv4_checksum, pcap, tshark, tshark_available};
 
 struct Hello {
     src: IpAddr,
@@ -18,17 +20,6 @@ struct Hello {
     port: u16,
     src_mac: [u8; 6],
     msg: Message,
-}
-
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// Ethernet (to the IP multicast MAC) + IPv4 (TTL 1) / IPv6 (hop limit 255) + UDP with a real
@@ -74,48 +65,6 @@ fn frame(h: &Hello) -> Vec<u8> {
     }
     f.extend(udp);
     f
-}
-
-fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend(0xa1b2_c3d4u32.to_le_bytes());
-    out.extend(2u16.to_le_bytes());
-    out.extend(4u16.to_le_bytes());
-    out.extend([0u8; 8]);
-    out.extend(65535u32.to_le_bytes());
-    out.extend(1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend((1_700_000_000u32 + i as u32).to_le_bytes());
-        out.extend(0u32.to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend((f.len() as u32).to_le_bytes());
-        out.extend(f);
-    }
-    out
-}
-
-/// Removes the pcap also when the test fails.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn tshark(file: &Path, args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn hellos() -> Vec<Hello> {
@@ -210,11 +159,7 @@ fn hellos() -> Vec<Hello> {
 
 #[test]
 fn tshark_decodes_our_hellos() {
-    if Command::new("tshark").arg("-v").output().is_err() {
-        assert!(
-            std::env::var_os("LISP_SKIP_TSHARK").is_some(),
-            "tshark is not installed (scripts/install-deps.sh), set LISP_SKIP_TSHARK=1 to skip"
-        );
+    if !tshark_available() {
         return;
     }
     let hellos = hellos();

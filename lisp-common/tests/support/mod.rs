@@ -190,3 +190,14 @@ pub fn lisp_datagrams(rel: &str, port: u16) -> Vec<Udp> {
         .filter(|u| u.dport == port || u.sport == port)
         .collect()
 }
+
+/// The UDP payload of frame `frame` (tshark's numbering, from 1) of `rel` under the captures
+/// directory; panics naming the file if that frame holds no UDP datagram.
+pub fn udp_payload(rel: &str, frame: usize) -> Vec<u8> {
+    let path = captures_dir().join(rel);
+    udp_datagrams(&path)
+        .into_iter()
+        .find(|u| u.frame == frame)
+        .unwrap_or_else(|| panic!("no UDP datagram in frame {frame} of {}", path.display()))
+        .payload
+}

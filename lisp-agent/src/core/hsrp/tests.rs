@@ -239,6 +239,26 @@ impl Segment {
     }
 }
 
+/// A v2 hello from an active router of group 1 (priority 255, default timers and auth) for `vip`.
+fn v2_active_hello(vip: IpAddr) -> Vec<u8> {
+    let m = Message::V2(v2::Repr {
+        group_state: v2::GroupState {
+            op: OpCode::Hello,
+            state: State::Active,
+            group: 1,
+            identifier: [2, 0, 0, 0, 0, 9],
+            priority: 255,
+            hellotime_ms: 3000,
+            holdtime_ms: 10000,
+            vip,
+        },
+        auth: v2::Auth::Text(DEFAULT_AUTH),
+    });
+    let mut b = vec![0; m.buffer_len()];
+    m.emit(&mut b).unwrap();
+    b
+}
+
 fn v1_hello(op: OpCode, state: State, priority: u8, group: u8, auth: [u8; 8]) -> Vec<u8> {
     let m = Message::V1(v1::Repr {
         op,
@@ -567,24 +587,7 @@ fn bad_input_is_refused_and_counted() {
     let good = v1_hello(OpCode::Hello, State::Active, 255, 1, DEFAULT_AUTH);
     let mut bad_timers = good.clone();
     bad_timers[4] = 0;
-    let v2_msg = {
-        let m = Message::V2(v2::Repr {
-            group_state: v2::GroupState {
-                op: OpCode::Hello,
-                state: State::Active,
-                group: 1,
-                identifier: [2, 0, 0, 0, 0, 9],
-                priority: 255,
-                hellotime_ms: 3000,
-                holdtime_ms: 10000,
-                vip: ip(VIP),
-            },
-            auth: v2::Auth::Text(DEFAULT_AUTH),
-        });
-        let mut b = vec![0; m.buffer_len()];
-        m.emit(&mut b).unwrap();
-        b
-    };
+    let v2_msg = v2_active_hello(ip(VIP));
     let cases: Vec<(&str, Vec<u8>, Refusal)> = vec![
         ("192.0.2.9", good[..19].to_vec(), Refusal::Malformed),
         (
@@ -1424,24 +1427,7 @@ fn interface_dispatches_to_its_groups() {
         &v1_hello(OpCode::Hello, State::Active, 255, 7, DEFAULT_AUTH),
     );
     assert_eq!(none, []);
-    let v6 = {
-        let m = Message::V2(v2::Repr {
-            group_state: v2::GroupState {
-                op: OpCode::Hello,
-                state: State::Active,
-                group: 1,
-                identifier: [2, 0, 0, 0, 0, 9],
-                priority: 255,
-                hellotime_ms: 3000,
-                holdtime_ms: 10000,
-                vip: ip("2001:db8::1"),
-            },
-            auth: v2::Auth::Text(DEFAULT_AUTH),
-        });
-        let mut b = vec![0; m.buffer_len()];
-        m.emit(&mut b).unwrap();
-        b
-    };
+    let v6 = v2_active_hello(ip("2001:db8::1"));
     assert_eq!(r.handle_datagram(now, ip("fe80::9"), &v6), []);
     assert_eq!(r.handle_datagram(now, ip("192.0.2.9"), &[0, 0, 0]), []);
     let adv = [0, 3, 0, 1, 0, 14, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0];

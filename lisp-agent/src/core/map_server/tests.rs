@@ -932,12 +932,7 @@ type Frame = (&'static str, usize);
 
 /// The UDP payload of a frame.
 fn frame_payload((file, frame): Frame) -> Vec<u8> {
-    let path = pcap::captures_dir().join("oor").join(file);
-    pcap::udp_datagrams(&path)
-        .into_iter()
-        .find(|u| u.frame == frame)
-        .unwrap_or_else(|| panic!("no UDP datagram in frame {frame} of {}", path.display()))
-        .payload
+    pcap::udp_payload(&format!("oor/{file}"), frame)
 }
 
 mod oor {

@@ -35,6 +35,29 @@ fn positive(rloc: &str) -> MapCacheData {
     }])
 }
 
+/// The node that is map-server and xTR at once (locator MS1, EIDs 198.51.100.0/24), also
+/// reached at the `extra` addresses.
+fn combined_node(sim: &mut Sim, extra: &[&str]) -> NodeId {
+    sim.add_node(
+        "ms+xtr",
+        NodeConfig {
+            xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
+            map_server: Some(map_server(KEY, SITES)),
+            ..NodeConfig::default()
+        },
+        extra,
+    )
+}
+
+/// A plain remote xTR (locator B, EIDs 198.51.101.0/24) registering with `map_server_addr`.
+fn remote_xtr(sim: &mut Sim, map_server_addr: &str) -> NodeId {
+    sim.add_node(
+        "b",
+        NodeConfig::xtr(xtr(B, &["198.51.101.0/24"], &[map_server_addr], KEY)),
+        &[],
+    )
+}
+
 fn msg_types(sent: &[Sent]) -> Vec<(NodeId, u8, SocketAddr)> {
     sent.iter()
         .map(|s| (s.from_node, s.payload[0] >> 4, s.to))
@@ -54,11 +77,7 @@ fn two_sites() -> (Sim, NodeId, NodeId, NodeId) {
         NodeConfig::xtr(xtr(A, &["198.51.100.0/24"], &[MS1], KEY)),
         &[],
     );
-    let b = sim.add_node(
-        "b",
-        NodeConfig::xtr(xtr(B, &["198.51.101.0/24"], &[MS1], KEY)),
-        &[],
-    );
+    let b = remote_xtr(&mut sim, MS1);
     (sim, ms, a, b)
 }
 
@@ -272,20 +291,8 @@ fn one_of_two_map_servers_lost() {
 #[test]
 fn map_server_and_xtr_in_one_node_resolve_their_own_and_remote_eids() {
     let mut sim = Sim::new(3);
-    let x = sim.add_node(
-        "ms+xtr",
-        NodeConfig {
-            xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
-            map_server: Some(map_server(KEY, SITES)),
-            ..NodeConfig::default()
-        },
-        &[],
-    );
-    let b = sim.add_node(
-        "b",
-        NodeConfig::xtr(xtr(B, &["198.51.101.0/24"], &[MS1], KEY)),
-        &[],
-    );
+    let x = combined_node(&mut sim, &[]);
+    let b = remote_xtr(&mut sim, MS1);
     assert!(sim.run_until_quiet(secs(1)));
     // The node registered with itself without a datagram through the network.
     assert_eq!(
@@ -324,20 +331,8 @@ fn map_server_and_xtr_in_one_node_resolve_their_own_and_remote_eids() {
 #[test]
 fn answers_leave_from_the_address_the_peer_used() {
     let mut sim = Sim::new(4);
-    let x = sim.add_node(
-        "ms+xtr",
-        NodeConfig {
-            xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
-            map_server: Some(map_server(KEY, SITES)),
-            ..NodeConfig::default()
-        },
-        &["192.0.2.100"],
-    );
-    let b = sim.add_node(
-        "b",
-        NodeConfig::xtr(xtr(B, &["198.51.101.0/24"], &["192.0.2.100"], KEY)),
-        &[],
-    );
+    let x = combined_node(&mut sim, &["192.0.2.100"]);
+    let b = remote_xtr(&mut sim, "192.0.2.100");
     sim.run_until_quiet(secs(1));
     assert_eq!(
         sim.node(b).xtr().registrations(sim.now())[0].state,
@@ -553,20 +548,8 @@ fn replay_registration_resolution_and_expiry() {
 #[test]
 fn a_registration_pointing_at_ourselves_cannot_loop() {
     let mut sim = Sim::new(6);
-    let x = sim.add_node(
-        "ms+xtr",
-        NodeConfig {
-            xtr: xtr(MS1, &["198.51.100.0/24"], &[MS1], KEY),
-            map_server: Some(map_server(KEY, SITES)),
-            ..NodeConfig::default()
-        },
-        &[],
-    );
-    let b = sim.add_node(
-        "b",
-        NodeConfig::xtr(xtr(B, &["198.51.101.0/24"], &[MS1], KEY)),
-        &[],
-    );
+    let x = combined_node(&mut sim, &[]);
+    let b = remote_xtr(&mut sim, MS1);
     sim.run_until_quiet(secs(1));
     let mut rec = Record::new(Eid::new(None, "198.51.102.0/24".parse().unwrap()), 1440);
     rec.locators = vec![WireLocator::new(ip(MS1), 1, 100)];

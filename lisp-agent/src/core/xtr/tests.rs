@@ -976,12 +976,7 @@ fn smr_without_a_source_eid_names_the_changed_eid_in_its_record() {
 mod pcap;
 
 fn oor_frame(file: &str, frame: usize) -> Vec<u8> {
-    let path = pcap::captures_dir().join("oor").join(file);
-    pcap::udp_datagrams(&path)
-        .into_iter()
-        .find(|u| u.frame == frame)
-        .unwrap_or_else(|| panic!("no UDP datagram in frame {frame} of {}", path.display()))
-        .payload
+    pcap::udp_payload(&format!("oor/{file}"), frame)
 }
 
 const OOR_SMR: &str = "13-smr-and-smr-invoked-request.pcap";
