@@ -97,7 +97,13 @@ impl Xtr {
         probed: Option<std::net::IpAddr>,
     ) -> Option<Record> {
         let d = self.dynamic.get(eid)?;
-        record_of(eid, &d.locators, &self.cfg.locators, self.cfg.record_ttl_min, probed)
+        record_of(
+            eid,
+            &d.locators,
+            &self.cfg.locators,
+            self.cfg.record_ttl_min,
+            probed,
+        )
     }
 
     /// Is `eid` a registered dynamic host?

@@ -62,7 +62,8 @@ impl Xtr {
                 }
                 // The p bit marks the locator the probe was addressed to.
                 let probed = r.probe.then_some(to.ip());
-                let Some(rec) = m.to_record(&self.cfg.locators, self.cfg.record_ttl_min, probed) else {
+                let Some(rec) = m.to_record(&self.cfg.locators, self.cfg.record_ttl_min, probed)
+                else {
                     continue;
                 };
                 if records.iter().any(|x| x.eid == rec.eid) {
