@@ -3,7 +3,7 @@
 //! The eBPF crate needs `-Z build-std=core` for `bpfel-unknown-none`, hence core's sources; the
 //! rustup toolchains on the target machines have none, so it is built with Debian's Rust
 //! (/usr/bin/cargo, /usr/bin/rustc, rust-web-src) and bpf-linker (see
-//! ../shared/notes/ebpf-toolchain.md). `RUSTC_BOOTSTRAP=1` unlocks `-Z` on that stable compiler.
+//! the project notes on the eBPF toolchain; scripts/install-deps.sh installs it). `RUSTC_BOOTSTRAP=1` unlocks `-Z` on that stable compiler.
 //!
 //! The object goes to a fixed directory under the workspace `target/` (not OUT_DIR) so that
 //! `cargo build`, `cargo test` and `cargo clippy` share one eBPF build instead of three.
