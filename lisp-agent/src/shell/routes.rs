@@ -313,30 +313,44 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Root: in a private network namespace (this thread only), host routes land in the
-    /// instance's table with our protocol, scope link, via the interface; removal is exact;
-    /// leftovers are found and removed, and a route of another protocol is left alone.
-    #[test]
-    fn host_routes_in_the_instance_table() {
-        std::thread::spawn(|| {
+    /// Runs `body` (with svi0's ifindex) on a thread of its own in a private network namespace
+    /// holding a veth pair `svi0`/`svi0p`, both up (this kernel has no dummy driver), inside a
+    /// current-thread tokio runtime. Needs root.
+    fn in_private_netns_with_svi<F, Fut>(body: F)
+    where
+        F: FnOnce(u32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        std::thread::spawn(move || {
             // SAFETY: unshare only changes this (dedicated, short-lived) thread's namespace.
             assert_eq!(
                 unsafe { libc::unshare(libc::CLONE_NEWNET) },
                 0,
                 "needs root"
             );
-            // A veth pair: this kernel has no dummy driver.
             ip("link add svi0 type veth peer name svi0p");
             ip("link set svi0p up");
             ip("link set svi0 up");
-            ip("addr add 198.51.100.1/25 dev svi0");
-            ip("addr add 2001:db8:1::1/64 dev svi0 nodad");
             let ifindex = crate::dataplane::ifindex_of("svi0").unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .unwrap();
-            rt.block_on(async {
+                .unwrap()
+                .block_on(body(ifindex));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Root: in a private network namespace (this thread only), host routes land in the
+    /// instance's table with our protocol, scope link, via the interface; removal is exact;
+    /// leftovers are found and removed, and a route of another protocol is left alone.
+    #[test]
+    fn host_routes_in_the_instance_table() {
+        in_private_netns_with_svi(|ifindex| async move {
+            {
+                ip("addr add 198.51.100.1/25 dev svi0");
+                ip("addr add 2001:db8:1::1/64 dev svi0 nodad");
                 let routes = HostRoutes::new([(7, 100)]).unwrap();
                 let v4: IpAddr = "198.51.100.200".parse().unwrap();
                 let v6: IpAddr = "2001:db8:2::7".parse().unwrap();
@@ -407,10 +421,8 @@ mod tests {
                 );
                 drop(w);
                 task.await.unwrap();
-            });
-        })
-        .join()
-        .unwrap();
+            }
+        });
     }
 
     /// A figure, not a check (`cargo test -p lisp-agent --lib shell::routes -- --ignored
@@ -419,22 +431,8 @@ mod tests {
     #[test]
     #[ignore]
     fn route_add_cost() {
-        std::thread::spawn(|| {
-            // SAFETY: unshare only changes this (dedicated, short-lived) thread's namespace.
-            assert_eq!(
-                unsafe { libc::unshare(libc::CLONE_NEWNET) },
-                0,
-                "needs root"
-            );
-            ip("link add svi0 type veth peer name svi0p");
-            ip("link set svi0p up");
-            ip("link set svi0 up");
-            let ifindex = crate::dataplane::ifindex_of("svi0").unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
+        in_private_netns_with_svi(|ifindex| async move {
+            {
                 let routes = HostRoutes::new([]).unwrap();
                 const N: u32 = 10_000;
                 let t = std::time::Instant::now();
@@ -454,9 +452,7 @@ mod tests {
                     add.as_secs_f64() * 1e6 / f64::from(N),
                     clean.as_secs_f64() * 1e3
                 );
-            });
-        })
-        .join()
-        .unwrap();
+            }
+        });
     }
 }
