@@ -229,19 +229,25 @@ fn map_server_restart_is_recovered_by_the_next_refresh() {
     );
 }
 
-#[test]
-fn one_of_two_map_servers_lost() {
-    let mut sim = Sim::new(2);
+/// The map-servers ms1 (MS1) and ms2 (MS2), both serving SITES with KEY.
+fn two_map_servers(sim: &mut Sim) -> (NodeId, NodeId) {
     let ms1 = sim.add_node(
         "ms1",
         NodeConfig::map_server(map_server(KEY, SITES)),
         &[MS1],
     );
-    let _ms2 = sim.add_node(
+    let ms2 = sim.add_node(
         "ms2",
         NodeConfig::map_server(map_server(KEY, SITES)),
         &[MS2],
     );
+    (ms1, ms2)
+}
+
+#[test]
+fn one_of_two_map_servers_lost() {
+    let mut sim = Sim::new(2);
+    let (ms1, _ms2) = two_map_servers(&mut sim);
     let a = sim.add_node(
         "a",
         NodeConfig::xtr(xtr(A, &["198.51.100.0/24"], &[MS1, MS2], KEY)),
@@ -349,16 +355,7 @@ fn answers_leave_from_the_address_the_peer_used() {
 #[test]
 fn three_xtrs_two_map_servers_and_a_group_in_a_few_lines() {
     let mut sim = Sim::new(5);
-    let _ms1 = sim.add_node(
-        "ms1",
-        NodeConfig::map_server(map_server(KEY, SITES)),
-        &[MS1],
-    );
-    let _ms2 = sim.add_node(
-        "ms2",
-        NodeConfig::map_server(map_server(KEY, SITES)),
-        &[MS2],
-    );
+    let (_ms1, _ms2) = two_map_servers(&mut sim);
     let xtrs: Vec<NodeId> = [A, B, C]
         .iter()
         .map(|r| {
