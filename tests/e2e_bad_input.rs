@@ -91,10 +91,6 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 /// splitmix64: a seeded generator is all the test needs (no dependency).
 struct Rng(u64);
 
@@ -473,7 +469,7 @@ fn bad_control_and_data_input_changes_nothing() {
     }
     let started = Instant::now();
     let prefix = netns::unique_prefix("lispbad");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     lab::add_map_servers(&mut t, &[lab::MS1, EVIL]).unwrap();
     assert_eq!((lab::MS1.addr(), EVIL.addr()), (MS_ADDR, "192.0.2.178"));

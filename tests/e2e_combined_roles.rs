@@ -41,10 +41,6 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 fn xtr_yaml(lab_yaml: &str, key: SiteKey) -> String {
     lab::xtr_config(
         lab_yaml,
@@ -72,7 +68,7 @@ fn map_server_and_xtr_in_one_agent() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispboth");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     t.addr(ETR, "lo", &format!("{MS_ADDR}/32")).unwrap();
     t.ip(

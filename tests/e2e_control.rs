@@ -89,17 +89,13 @@ fn wait_log(t: &mut Topology, h: usize, needle: &str, timeout: Duration) -> bool
     Topology::wait_for(timeout, || Ok(log_has(t, h, needle))).unwrap()
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 #[test]
 fn registration_resolution_and_map_server_failover() {
     if !netns::is_root() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispctl");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     lab::add_map_servers(&mut t, &[lab::MS1, lab::MS2]).unwrap();
     assert_eq!((lab::MS1.addr(), lab::MS2.addr()), (MS1_ADDR, MS2_ADDR));
@@ -291,7 +287,7 @@ fn registration_and_resolution_in_an_instance_id() {
     }
     const IID: u32 = 100;
     let prefix = netns::unique_prefix("lispiid");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     lab::add_map_servers(&mut t, &[lab::MS1]).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();

@@ -49,10 +49,6 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 /// Moves xTR A's RLOCs from `rloc0` to the loopback, gives `rloc0` other addresses, puts
 /// A's routes back (deleting the old subnet address took them) and makes the core route each
 /// RLOC via A's link address.
@@ -129,7 +125,7 @@ fn control_messages_leave_from_the_rloc_on_the_loopback() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispsrc");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     lab::add_map_servers(&mut t, &[lab::MS1, lab::MS2]).unwrap();
     move_rlocs_to_dummy(&t).unwrap();

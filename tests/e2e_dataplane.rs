@@ -21,10 +21,6 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 /// Runs all the traffic of one measurement: pings both families A→B and UDP both ways.
 /// Returns how many packets each direction carried (for the counters).
 struct Traffic {
@@ -111,7 +107,7 @@ fn scenario(opts: &AgentOptions) {
         );
     }
     let prefix = netns::unique_prefix("lispe2e");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
 
@@ -374,7 +370,7 @@ fn big_ipv4_without_df_is_fragmented_by_the_slow_path() {
     }
     const N: u64 = 3;
     let prefix = netns::unique_prefix("lispfrag");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     for (ns, dev) in [
         (ITR, "rloc0"),
@@ -525,7 +521,7 @@ fn unresolved_next_hop_loses_exactly_the_first_packet() {
     }
     const N: u32 = 5;
     let prefix = netns::unique_prefix("lispnhloss");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
     let (a, b) = lab::start_agents(&mut t, &agent_bin(), &AgentOptions::default()).unwrap();
@@ -577,7 +573,7 @@ fn data_for_an_eid_no_longer_here_is_delivered_and_reported() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispabs");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
     let o = AgentOptions::default();
@@ -629,7 +625,7 @@ fn reassembled_datagrams_are_routed_in_the_instance_table() {
     }
     const N: u64 = 2;
     let prefix = netns::unique_prefix("lispfragiid");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     for (ns, dev) in [
         (ITR, "rloc0"),

@@ -30,16 +30,12 @@ use support::stream::{Stream, StreamReport};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn workdir(prefix: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 fn topology(tag: &str) -> Topology {
     if !netns::is_root() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix(tag);
-    Topology::new(&prefix, &workdir(&prefix)).unwrap()
+    Topology::new(&prefix, &netns::workdir(&prefix)).unwrap()
 }
 
 /// Without agents: what the lab's wiring alone must already do, in each mode.

@@ -30,10 +30,6 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 /// xTR A's lab config with a dynamic-EID map on `eid0`, debug logs, and its own API socket.
 /// The map's dynamic prefix leaves out host A (198.51.100.10) and its map-server (the core,
 /// which is no map-server) is never reached: nothing here is detected or registered.
@@ -86,7 +82,7 @@ fn api_group_socket_and_route_cleanup_of_a_live_agent() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispmsh");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
 
@@ -277,7 +273,7 @@ fn a_detected_host_gets_its_route_and_is_shown() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispmsd");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     let _pass = lab::attach_pass(&t, lisp_agent::dataplane::object::bytecode(), None).unwrap();
     let api = t.workdir.join("a-api.sock");

@@ -23,10 +23,6 @@ fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lisp-agent"))
 }
 
-fn workdir(prefix: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
-}
-
 fn neighbour(t: &Topology) -> String {
     let out = t
         .ip(ITR, &["neigh", "show", NEXT_HOP, "dev", "rloc0"])
@@ -40,7 +36,7 @@ fn unresolved_next_hop_gets_a_managed_neighbour() {
         panic!("this end-to-end test needs root (network namespaces, XDP)");
     }
     let prefix = netns::unique_prefix("lispnh");
-    let mut t = Topology::new(&prefix, &workdir(&prefix)).unwrap();
+    let mut t = Topology::new(&prefix, &netns::workdir(&prefix)).unwrap();
     lab::build(&mut t).unwrap();
     t.ip(ITR, &["neigh", "del", NEXT_HOP, "dev", "rloc0"])
         .unwrap();

@@ -19,6 +19,11 @@ use anyhow::{Context, Result, anyhow, bail};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The scratch directory of a test topology with this prefix (logs, captures, configs).
+pub fn workdir(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lisp-e2e-{}", prefix.trim_end_matches('-')))
+}
+
 /// A prefix unique to this process and call: `{tag}{pid}n{counter}-`.
 pub fn unique_prefix(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
